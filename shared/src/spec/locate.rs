@@ -18,7 +18,9 @@ pub struct Locator {
 }
 
 enum Frame {
-    Map { key: Option<String> },
+    /// `item` is set while a mapping that is a sequence item has not seen its first key: the
+    /// parser marks a block mapping's start late, so the item is placed at that first key.
+    Map { key: Option<String>, item: bool },
     Seq { index: usize },
 }
 
@@ -34,13 +36,13 @@ impl Collector {
         let mut path = String::new();
         for frame in &self.stack {
             match frame {
-                Frame::Map { key: Some(k) } => {
+                Frame::Map { key: Some(k), .. } => {
                     if !path.is_empty() {
                         path.push('.');
                     }
                     path.push_str(k);
                 }
-                Frame::Map { key: None } => {}
+                Frame::Map { key: None, .. } => {}
                 Frame::Seq { index } => path.push_str(&format!("[{index}]")),
             }
         }
@@ -59,9 +61,14 @@ impl Collector {
     /// A node (scalar, sequence or mapping) begins at `mark`. Returns true when it was a key.
     fn begin_node(&mut self, scalar_key: Option<&str>, mark: Marker) -> bool {
         match self.stack.last_mut() {
-            Some(Frame::Map { key }) if key.is_none() => {
+            Some(Frame::Map { key, item }) if key.is_none() => {
+                if std::mem::take(item) {
+                    self.record(mark);
+                }
                 // A key; complex (non-scalar) keys are named by an empty string.
-                *key = Some(scalar_key.unwrap_or_default().to_owned());
+                if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    *key = Some(scalar_key.unwrap_or_default().to_owned());
+                }
                 self.record(mark);
                 true
             }
@@ -76,7 +83,7 @@ impl Collector {
     /// A node finished: a value ends its key's entry, an item advances the sequence.
     fn end_node(&mut self) {
         match self.stack.last_mut() {
-            Some(Frame::Map { key }) => *key = None,
+            Some(Frame::Map { key, .. }) => *key = None,
             Some(Frame::Seq { index }) => *index += 1,
             None => {}
         }
@@ -101,8 +108,11 @@ impl MarkedEventReceiver for Collector {
                 }
             }
             Event::MappingStart(..) => {
-                self.begin_node(None, mark);
-                self.stack.push(Frame::Map { key: None });
+                let item = matches!(self.stack.last(), Some(Frame::Seq { .. }));
+                if !item {
+                    self.begin_node(None, mark);
+                }
+                self.stack.push(Frame::Map { key: None, item });
             }
             Event::SequenceStart(..) => {
                 self.begin_node(None, mark);

@@ -203,3 +203,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -261,10 +261,17 @@ fn yaml_error(error: &serde_path_to_error::Error<serde_yaml::Error>) -> SpecErro
     }
     let raw = inner.to_string();
     // serde_yaml appends " at line L column C"; the position is reported on its own.
-    let message = match raw.find(" at line ") {
+    let mut message = match raw.find(" at line ") {
         Some(cut) => raw[..cut].to_owned(),
         None => raw,
     };
+    // serde_yaml also prefixes its own rendering of the path ("resources: unknown field ...").
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+        && !prefix.is_empty()
+    {
+        message = rest.to_owned();
+    }
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
         unknown_field(rest, &mut path)
     } else if message.starts_with("data did not match any variant of untagged enum") {
@@ -292,7 +299,9 @@ fn unknown_field(rest: &str, path: &mut String) -> String {
         .step_by(2)
         .filter(|f| !f.starts_with('_'))
         .collect();
-    *path = join_path(path, field);
+    if !(path == field || path.ends_with(&format!(".{field}"))) {
+        *path = join_path(path, field);
+    }
     let hint = suggest::did_you_mean(field, expected.iter().copied());
     if hint.is_empty() {
         format!("unknown field '{field}'; valid fields here: {}", expected.join(", "))
@@ -1260,8 +1269,3 @@ fn show(value: &Value) -> String {
     }
 }
 
-#[cfg(test)]
-pub(super) fn parse_accelerators_for_test(yaml: &str) -> std::result::Result<Accelerators, String> {
-    let value: Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-    accelerators(&value)
-}

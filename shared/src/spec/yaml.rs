@@ -58,11 +58,25 @@ pub struct GitWorkdirYaml {
 }
 
 /// `dst: source` or `dst: {name, source, store, persistent, mode}`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum FileMountYaml {
     Path(String),
     Storage(StorageYaml),
+}
+
+impl<'de> Deserialize<'de> for FileMountYaml {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Not `untagged`: that would hide the storage mapping's own error behind "no variant".
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(FileMountYaml::Path(s)),
+            map @ Value::Mapping(_) => serde_yaml::from_value(map)
+                .map(FileMountYaml::Storage)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "expected a local path, a bucket URL (s3://..., gs://...), or a storage mapping {name, source, store, persistent, mode}",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,11 +148,24 @@ pub enum ImageIdYaml {
 }
 
 /// `job_recovery: failover` or the full mapping.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum JobRecoveryYaml {
     Strategy(String),
     Full(JobRecoveryFullYaml),
+}
+
+impl<'de> Deserialize<'de> for JobRecoveryYaml {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(JobRecoveryYaml::Strategy(s)),
+            map @ Value::Mapping(_) => serde_yaml::from_value(map)
+                .map(JobRecoveryYaml::Full)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "expected a strategy name (EAGER_NEXT_REGION or FAILOVER) or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -163,8 +190,11 @@ fn yaml11_bool<'de, D>(deserializer: D) -> Result<Option<bool>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let Some(text) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
+    let text = match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Bool(b)) => return Ok(Some(b)),
+        Some(Value::String(s)) => s,
+        Some(other) => format!("{other:?}"),
     };
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "y" | "on" => Ok(Some(true)),
