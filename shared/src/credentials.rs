@@ -23,11 +23,17 @@ impl Environment {
     }
 
     fn var(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     fn home_file(&self, relative: &str) -> Option<PathBuf> {
-        self.home.as_ref().map(|h| h.join(relative)).filter(|p| p.is_file())
+        self.home
+            .as_ref()
+            .map(|h| h.join(relative))
+            .filter(|p| p.is_file())
     }
 }
 
@@ -68,7 +74,11 @@ pub fn check(env: &Environment) -> Vec<CloudStatus> {
 
 /// The clouds `check` finds enabled.
 pub fn enabled_clouds(env: &Environment) -> Vec<Cloud> {
-    check(env).into_iter().filter(|s| s.enabled).map(|s| s.cloud).collect()
+    check(env)
+        .into_iter()
+        .filter(|s| s.enabled)
+        .map(|s| s.cloud)
+        .collect()
 }
 
 fn aws(env: &Environment) -> Result<String, String> {
@@ -85,8 +95,12 @@ fn aws(env: &Environment) -> Result<String, String> {
     }
     let profile = env.var("AWS_PROFILE").unwrap_or("default");
     let files = [
-        env.var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).or_else(|| env.home_file(".aws/credentials")),
-        env.var("AWS_CONFIG_FILE").map(PathBuf::from).or_else(|| env.home_file(".aws/config")),
+        env.var("AWS_SHARED_CREDENTIALS_FILE")
+            .map(PathBuf::from)
+            .or_else(|| env.home_file(".aws/credentials")),
+        env.var("AWS_CONFIG_FILE")
+            .map(PathBuf::from)
+            .or_else(|| env.home_file(".aws/config")),
     ];
     for file in files.into_iter().flatten() {
         if has_profile(&file, profile) {
@@ -118,11 +132,14 @@ fn gcp(env: &Environment) -> Result<String, String> {
         return if Path::new(path).is_file() {
             Ok(format!("GOOGLE_APPLICATION_CREDENTIALS ({path})"))
         } else {
-            Err(format!("GOOGLE_APPLICATION_CREDENTIALS points to {path}, which does not exist"))
+            Err(format!(
+                "GOOGLE_APPLICATION_CREDENTIALS points to {path}, which does not exist"
+            ))
         };
     }
     let adc = match env.var("CLOUDSDK_CONFIG") {
-        Some(dir) => Some(Path::new(dir).join("application_default_credentials.json")).filter(|p| p.is_file()),
+        Some(dir) => Some(Path::new(dir).join("application_default_credentials.json"))
+            .filter(|p| p.is_file()),
         None => env.home_file(".config/gcloud/application_default_credentials.json"),
     };
     match adc {
@@ -137,7 +154,10 @@ mod tests {
 
     fn env(vars: &[(&str, &str)], home: Option<&Path>) -> Environment {
         Environment {
-            vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             home: home.map(Path::to_path_buf),
         }
     }
@@ -145,28 +165,55 @@ mod tests {
     #[test]
     fn nothing_found_enables_only_local() {
         let home = tempfile::tempdir().unwrap();
-        assert_eq!(enabled_clouds(&env(&[], Some(home.path()))), vec![Cloud::Local]);
+        assert_eq!(
+            enabled_clouds(&env(&[], Some(home.path()))),
+            vec![Cloud::Local]
+        );
     }
 
     #[test]
     fn aws_from_env_or_profile_and_gcp_from_adc() {
         let home = tempfile::tempdir().unwrap();
-        let e = env(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")], Some(home.path()));
+        let e = env(
+            &[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")],
+            Some(home.path()),
+        );
         assert_eq!(enabled_clouds(&e), vec![Cloud::Aws, Cloud::Local]);
 
         std::fs::create_dir_all(home.path().join(".aws")).unwrap();
-        std::fs::write(home.path().join(".aws/credentials"), "[work]\naws_access_key_id = x\n").unwrap();
-        assert_eq!(enabled_clouds(&env(&[], Some(home.path()))), vec![Cloud::Local]);
-        assert_eq!(enabled_clouds(&env(&[("AWS_PROFILE", "work")], Some(home.path()))), vec![Cloud::Aws, Cloud::Local]);
+        std::fs::write(
+            home.path().join(".aws/credentials"),
+            "[work]\naws_access_key_id = x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            enabled_clouds(&env(&[], Some(home.path()))),
+            vec![Cloud::Local]
+        );
+        assert_eq!(
+            enabled_clouds(&env(&[("AWS_PROFILE", "work")], Some(home.path()))),
+            vec![Cloud::Aws, Cloud::Local]
+        );
 
         std::fs::create_dir_all(home.path().join(".config/gcloud")).unwrap();
-        std::fs::write(home.path().join(".config/gcloud/application_default_credentials.json"), "{}").unwrap();
-        assert_eq!(enabled_clouds(&env(&[], Some(home.path()))), vec![Cloud::Gcp, Cloud::Local]);
+        std::fs::write(
+            home.path()
+                .join(".config/gcloud/application_default_credentials.json"),
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(
+            enabled_clouds(&env(&[], Some(home.path()))),
+            vec![Cloud::Gcp, Cloud::Local]
+        );
     }
 
     #[test]
     fn a_missing_key_file_says_so() {
-        let statuses = check(&env(&[("GOOGLE_APPLICATION_CREDENTIALS", "/nope.json")], None));
+        let statuses = check(&env(
+            &[("GOOGLE_APPLICATION_CREDENTIALS", "/nope.json")],
+            None,
+        ));
         let gcp = statuses.iter().find(|s| s.cloud == Cloud::Gcp).unwrap();
         assert!(!gcp.enabled);
         assert!(gcp.detail.contains("/nope.json"), "{}", gcp.detail);

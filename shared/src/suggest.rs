@@ -5,7 +5,8 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
     let needle = input.to_ascii_lowercase();
     let mut best: Option<(&str, f64)> = None;
     for candidate in candidates {
-        let score = strsim::normalized_damerau_levenshtein(&needle, &candidate.to_ascii_lowercase());
+        let score =
+            strsim::normalized_damerau_levenshtein(&needle, &candidate.to_ascii_lowercase());
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((candidate, score));
         }
@@ -27,7 +28,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(closest("V1OO", ["V100", "A100", "T4"]), Some("V100"));
-        assert_eq!(closest("acclerators", ["accelerators", "cpus"]), Some("accelerators"));
+        assert_eq!(
+            closest("acclerators", ["accelerators", "cpus"]),
+            Some("accelerators")
+        );
         assert_eq!(closest("zzzzzz", ["accelerators", "cpus"]), None);
     }
 }

@@ -94,7 +94,9 @@ impl Catalog {
             match std::fs::read_to_string(&path) {
                 Ok(user) => offerings.extend(parse(cloud, &path.display().to_string(), &user)?),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    offerings.extend(parse(cloud, cloud.id(), text).expect("embedded catalogs are valid"));
+                    offerings.extend(
+                        parse(cloud, cloud.id(), text).expect("embedded catalogs are valid"),
+                    );
                 }
                 Err(source) => return Err(CatalogError::Read { path, source }),
             }
@@ -136,7 +138,10 @@ pub fn parse(cloud: Cloud, name: &str, text: &str) -> Result<Vec<Offering>, Cata
             line: e.position().map_or(0, csv::Position::line),
             message: e.to_string(),
         })?;
-        let accelerator = match (row.accelerator_name.filter(|n| !n.is_empty()), row.accelerator_count) {
+        let accelerator = match (
+            row.accelerator_name.filter(|n| !n.is_empty()),
+            row.accelerator_count,
+        ) {
             (Some(name), Some(count)) if count > 0 => Some((name, count)),
             (Some(name), _) => Some((name, 1)),
             (None, _) => None,
@@ -175,7 +180,10 @@ mod tests {
                     .of(cloud)
                     .any(|o| o.accelerator.as_ref().is_some_and(|(n, _)| n == gpu));
                 // AWS sells A100-80GB only as 8-GPU hosts and GCP has no A10G: both still count.
-                assert!(offered || (cloud == Cloud::Gcp && gpu == "A10G"), "{cloud} lacks {gpu}");
+                assert!(
+                    offered || (cloud == Cloud::Gcp && gpu == "A10G"),
+                    "{cloud} lacks {gpu}"
+                );
             }
         }
     }
@@ -205,6 +213,9 @@ mod tests {
              x1.tiny,one,1,,,us-east-1,us-east-1a,0.01,0.005\n",
         )
         .unwrap_err();
-        assert!(err.to_string().starts_with("catalog mine.csv, line 2:"), "{err}");
+        assert!(
+            err.to_string().starts_with("catalog mine.csv, line 2:"),
+            "{err}"
+        );
     }
 }

@@ -16,6 +16,7 @@ mod table;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 pub use candidate::Candidate;
 pub use table::considered_table;
@@ -64,8 +65,12 @@ impl TaskPlan {
     pub fn explain_no_fit(&self) -> String {
         let mut out = String::new();
         for n in &self.no_fit {
-            let alt = n.alternative.as_deref().map(|a| format!(" [{a}]")).unwrap_or_default();
-            out.push_str(&format!("  {}{alt}: {}\n", n.cloud, n.reason));
+            let alt = n
+                .alternative
+                .as_deref()
+                .map(|a| format!(" [{a}]"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {}{alt}: {}", n.cloud, n.reason);
         }
         out
     }
@@ -85,13 +90,21 @@ pub fn plan_task(catalog: &Catalog, task: &Task, clouds: &[Cloud]) -> TaskPlan {
     let spec = &task.resources;
     let mut requests = Vec::new();
     for (r, resources) in spec.candidates.iter().enumerate() {
-        let resource_order = if spec.preference == Preference::Ordered { r } else { 0 };
+        let resource_order = if spec.preference == Preference::Ordered {
+            r
+        } else {
+            0
+        };
         match &resources.accelerators {
             None => requests.push((resources, None, (resource_order, 0))),
             Some(accs) => {
                 let ordered = matches!(accs, Accelerators::Ordered(_));
                 for (a, acc) in accs.options().iter().enumerate() {
-                    requests.push((resources, Some(acc), (resource_order, if ordered { a } else { 0 })));
+                    requests.push((
+                        resources,
+                        Some(acc),
+                        (resource_order, if ordered { a } else { 0 }),
+                    ));
                 }
             }
         }
@@ -124,7 +137,8 @@ pub fn plan_task(catalog: &Catalog, task: &Task, clouds: &[Cloud]) -> TaskPlan {
             }
         }
     }
-    let order_of: BTreeMap<usize, (usize, usize)> = requests.iter().map(|r| (r.index, r.order)).collect();
+    let order_of: BTreeMap<usize, (usize, usize)> =
+        requests.iter().map(|r| (r.index, r.order)).collect();
     ranked.sort_by(|a, b| {
         order_of[&a.alternative]
             .cmp(&order_of[&b.alternative])
@@ -164,7 +178,14 @@ fn describe(request: &Request) -> String {
 }
 
 /// The offerings of `cloud` that satisfy `request`, or why there are none.
-fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result<Vec<&'c Offering>, String> {
+// One filter stage after another, each with its own reason: splitting them would scatter the
+// order that decides which reason the user sees.
+#[allow(clippy::too_many_lines)]
+fn feasible<'c>(
+    catalog: &'c Catalog,
+    cloud: Cloud,
+    request: &Request,
+) -> Result<Vec<&'c Offering>, String> {
     let r = request.resources;
     if let Some(wanted) = r.infra.cloud
         && wanted != cloud
@@ -202,7 +223,10 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
         offerings.retain(|o| images.contains_key(&o.region));
         if offerings.is_empty() {
             let listed: Vec<&str> = images.keys().map(String::as_str).collect();
-            return Err(format!("image_id lists only regions it does not have: {}", listed.join(", ")));
+            return Err(format!(
+                "image_id lists only regions it does not have: {}",
+                listed.join(", ")
+            ));
         }
     }
 
@@ -212,7 +236,10 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
         if offerings.is_empty() {
             let everywhere = catalog.of(cloud).any(|o| &o.instance_type == instance_type);
             return Err(if everywhere {
-                format!("instance type {instance_type} is not offered in {}", r.infra)
+                format!(
+                    "instance type {instance_type} is not offered in {}",
+                    r.infra
+                )
             } else {
                 format!(
                     "no instance type '{instance_type}'{}",
@@ -228,16 +255,26 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
             let named: Vec<&Offering> = offerings
                 .iter()
                 .copied()
-                .filter(|o| o.accelerator.as_ref().is_some_and(|(n, _)| n.eq_ignore_ascii_case(&acc.name)))
+                .filter(|o| {
+                    o.accelerator
+                        .as_ref()
+                        .is_some_and(|(n, _)| n.eq_ignore_ascii_case(&acc.name))
+                })
                 .collect();
             if named.is_empty() {
-                let anywhere = catalog
-                    .of(cloud)
-                    .any(|o| o.accelerator.as_ref().is_some_and(|(n, _)| n.eq_ignore_ascii_case(&acc.name)));
+                let anywhere = catalog.of(cloud).any(|o| {
+                    o.accelerator
+                        .as_ref()
+                        .is_some_and(|(n, _)| n.eq_ignore_ascii_case(&acc.name))
+                });
                 return Err(if anywhere {
                     format!("{} is not offered {}", acc.name, where_(r))
                 } else {
-                    let gpus = distinct(catalog.of(cloud).filter_map(|o| o.accelerator.as_ref().map(|(n, _)| n.as_str())));
+                    let gpus = distinct(
+                        catalog
+                            .of(cloud)
+                            .filter_map(|o| o.accelerator.as_ref().map(|(n, _)| n.as_str())),
+                    );
                     if gpus.is_empty() {
                         format!("no accelerators (asked for {acc})")
                     } else {
@@ -246,7 +283,10 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
                 });
             }
             let counts = distinct_counts(&named);
-            offerings = named.into_iter().filter(|o| o.accelerator.as_ref().is_some_and(|(_, c)| *c == count)).collect();
+            offerings = named
+                .into_iter()
+                .filter(|o| o.accelerator.as_ref().is_some_and(|(_, c)| *c == count))
+                .collect();
             if offerings.is_empty() {
                 return Err(format!(
                     "{} comes only in counts of {} per node {}, not {count}",
@@ -268,7 +308,8 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
         (c, m, ..) => (c, m),
     };
     offerings.retain(|o| {
-        cpus.is_none_or(|c| c.admits(o.vcpus, o.vcpus)) && memory.is_none_or(|m| m.admits(o.memory_gb, o.vcpus))
+        cpus.is_none_or(|c| c.admits(o.vcpus, o.vcpus))
+            && memory.is_none_or(|m| m.admits(o.memory_gb, o.vcpus))
     });
     if offerings.is_empty() {
         let mut wanted = Vec::new();
@@ -278,8 +319,15 @@ fn feasible<'c>(catalog: &'c Catalog, cloud: Cloud, request: &Request) -> Result
         if let Some(m) = memory {
             wanted.push(format!("{m} GB memory"));
         }
-        let what = request.accelerator.map(|a| format!(" with {a}")).unwrap_or_default();
-        return Err(format!("no instance{what} has {} {}", wanted.join(" and "), where_(r)));
+        let what = request
+            .accelerator
+            .map(|a| format!(" with {a}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no instance{what} has {} {}",
+            wanted.join(" and "),
+            where_(r)
+        ));
     }
     Ok(offerings)
 }
@@ -300,10 +348,17 @@ fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 fn distinct_counts(offerings: &[&Offering]) -> String {
-    let mut counts: Vec<u32> = offerings.iter().filter_map(|o| o.accelerator.as_ref().map(|(_, c)| *c)).collect();
+    let mut counts: Vec<u32> = offerings
+        .iter()
+        .filter_map(|o| o.accelerator.as_ref().map(|(_, c)| *c))
+        .collect();
     counts.sort_unstable();
     counts.dedup();
-    counts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The cheapest offering per zone: one candidate per (zone) for this request.
@@ -313,7 +368,8 @@ fn cheapest_per_zone(offerings: &[&Offering], request: &Request, num_nodes: u32)
     for o in offerings {
         let key = (o.region.as_str(), o.zone.as_str());
         let better = best.get(&key).is_none_or(|b| {
-            (o.hourly(spot), o.vcpus, &o.instance_type) < (b.hourly(spot), b.vcpus, &b.instance_type)
+            (o.hourly(spot), o.vcpus, &o.instance_type)
+                < (b.hourly(spot), b.vcpus, &b.instance_type)
         });
         if better {
             best.insert(key, o);

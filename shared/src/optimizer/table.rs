@@ -10,7 +10,11 @@ const ROWS_PER_GROUP: usize = 3;
 
 /// The table for one task; `task` names it in pipelines (`for task 'eval'`).
 pub fn considered_table(plan: &TaskPlan, task: Option<&str>, num_nodes: u32) -> String {
-    let nodes = if num_nodes == 1 { "1 node".to_owned() } else { format!("{num_nodes} nodes") };
+    let nodes = if num_nodes == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{num_nodes} nodes")
+    };
     let title = match task {
         Some(name) => format!("Considered resources for task '{name}' ({nodes}):"),
         None => format!("Considered resources ({nodes}):"),
@@ -19,7 +23,9 @@ pub fn considered_table(plan: &TaskPlan, task: Option<&str>, num_nodes: u32) -> 
     let mut rows: Vec<[String; 7]> = Vec::new();
     for (rank, c) in plan.ranked.iter().enumerate() {
         let gpus = gpus(c);
-        let regions = shown.entry((c.cloud.id().to_owned(), gpus.clone(), c.use_spot)).or_default();
+        let regions = shown
+            .entry((c.cloud.id().to_owned(), gpus.clone(), c.use_spot))
+            .or_default();
         if regions.len() >= ROWS_PER_GROUP || regions.contains(&c.region.as_str()) {
             continue;
         }
@@ -31,7 +37,11 @@ pub fn considered_table(plan: &TaskPlan, task: Option<&str>, num_nodes: u32) -> 
             format_number(c.memory_gb),
             gpus,
             format!("{:.2}", c.cost()),
-            if rank == 0 { "✔".into() } else { String::new() },
+            if rank == 0 {
+                "✔".into()
+            } else {
+                String::new()
+            },
         ]);
     }
     render(&title, &rows)
@@ -44,7 +54,9 @@ fn gpus(c: &Candidate) -> String {
 }
 
 fn render(title: &str, rows: &[[String; 7]]) -> String {
-    let header = ["INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "COST ($)", "CHOSEN"];
+    let header = [
+        "INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "COST ($)", "CHOSEN",
+    ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

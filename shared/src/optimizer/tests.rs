@@ -1,4 +1,5 @@
 //! Table-driven optimizer tests on a small catalog, plus a snapshot of the real table.
+#![allow(clippy::needless_pass_by_value, clippy::format_push_string)]
 
 use expect_test::{Expect, expect};
 
@@ -33,7 +34,11 @@ g2-standard-4,4,16,L4,1,europe-west4,europe-west4-a,0.77,0.28
 /// Plans a one-task YAML on AWS and GCP and prints the ranked list (or the no-fit reasons).
 fn check(yaml: &str, expect: Expect) {
     let loaded = spec::load(yaml, &Overrides::default()).unwrap();
-    let plan = plan_task(&small_catalog(), &loaded.pipeline.tasks[0], &[Cloud::Aws, Cloud::Gcp]);
+    let plan = plan_task(
+        &small_catalog(),
+        &loaded.pipeline.tasks[0],
+        &[Cloud::Aws, Cloud::Gcp],
+    );
     let mut out = String::new();
     for c in &plan.ranked {
         out.push_str(&format!("{c} ${:.3}\n", c.cost()));
@@ -216,5 +221,6 @@ fn considered_table_snapshot_on_the_embedded_catalog() {
          AWS (us-east-1)      g6.xlarge[Spot]       4       16        L4:1   0.68
          AWS (eu-central-1)   g6.xlarge[Spot]       4       16        L4:1   0.80
         ----------------------------------------------------------------------------------------
-    "#]].assert_eq(&considered_table(&plan, None, task.num_nodes));
+    "#]]
+    .assert_eq(&considered_table(&plan, None, task.num_nodes));
 }

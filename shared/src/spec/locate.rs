@@ -1,10 +1,11 @@
 //! Finds the line and column of a YAML path (`resources.any_of[1].infra`) in a task file.
 //!
-//! serde_yaml reports positions only for errors it raises itself while deserializing; errors
+//! `serde_yaml` reports positions only for errors it raises itself while deserializing; errors
 //! found later, in validation, know their path but not where it is. This index maps each key
 //! and list item to its position so that every error can point at the line to fix.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -20,8 +21,13 @@ pub struct Locator {
 enum Frame {
     /// `item` is set while a mapping that is a sequence item has not seen its first key: the
     /// parser marks a block mapping's start late, so the item is placed at that first key.
-    Map { key: Option<String>, item: bool },
-    Seq { index: usize },
+    Map {
+        key: Option<String>,
+        item: bool,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -43,7 +49,9 @@ impl Collector {
                     path.push_str(k);
                 }
                 Frame::Map { key: None, .. } => {}
-                Frame::Seq { index } => path.push_str(&format!("[{index}]")),
+                Frame::Seq { index } => {
+                    let _ = write!(path, "[{index}]");
+                }
             }
         }
         path
@@ -97,16 +105,8 @@ impl MarkedEventReceiver for Collector {
                 self.document = Some(self.document.map_or(0, |d| d + 1));
                 self.stack.clear();
             }
-            Event::Scalar(value, ..) => {
-                if !self.begin_node(Some(&value), mark) {
-                    self.end_node();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.begin_node(None, mark) {
-                    self.end_node();
-                }
-            }
+            Event::Scalar(value, ..) if !self.begin_node(Some(&value), mark) => self.end_node(),
+            Event::Alias(_) if !self.begin_node(None, mark) => self.end_node(),
             Event::MappingStart(..) => {
                 let item = matches!(self.stack.last(), Some(Frame::Seq { .. }));
                 if !item {

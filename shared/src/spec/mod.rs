@@ -87,7 +87,10 @@ impl fmt::Display for Secret {
 pub enum Workdir {
     /// A local folder synced to every node (must exist at launch).
     Local(String),
-    Git { url: String, reference: Option<String> },
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
 }
 
 /// `file_mounts` entry: a destination on the node and what to put there.
@@ -149,6 +152,16 @@ pub enum StorageMode {
     MountCached,
 }
 
+impl fmt::Display for StorageMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageMode::Mount => "MOUNT",
+            StorageMode::Copy => "COPY",
+            StorageMode::MountCached => "MOUNT_CACHED",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Storage {
     /// The bucket to create or use; `None` when `source` is a bucket URL.
@@ -177,7 +190,9 @@ pub struct Loaded {
 /// Parses and validates a task file's text with CLI overrides applied.
 pub fn load(text: &str, overrides: &Overrides) -> Result<Loaded, SpecError> {
     validate::load(text, overrides).map_err(|e| {
-        let position = e.position.or_else(|| locate::Locator::new(text).find(e.document, &e.path));
+        let position = e
+            .position
+            .or_else(|| locate::Locator::new(text).find(e.document, &e.path));
         SpecError { position, ..e }
     })
 }

@@ -67,7 +67,12 @@ impl Accelerators {
 
 impl fmt::Display for Accelerators {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let joined = |v: &[Accelerator]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let joined = |v: &[Accelerator]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
             Accelerators::One(a) => write!(f, "{a}"),
             Accelerators::AnyOf(v) => write!(f, "{{{}}}", joined(v)),
@@ -97,7 +102,11 @@ impl Quantity {
 
     /// Whether an offered amount satisfies this request (`cpus` is needed for `Nx` memory).
     pub fn admits(&self, offered: f64, cpus: f64) -> bool {
-        let wanted = if self.per_cpu { self.value * cpus } else { self.value };
+        let wanted = if self.per_cpu {
+            self.value * cpus
+        } else {
+            self.value
+        };
         if self.at_least {
             offered + 1e-6 >= wanted
         } else {
@@ -233,7 +242,11 @@ impl fmt::Display for RecoveryPolicy {
             self.strategy, self.max_restarts_on_errors
         )?;
         if !self.recover_on_exit_codes.is_empty() {
-            let codes: Vec<String> = self.recover_on_exit_codes.iter().map(ToString::to_string).collect();
+            let codes: Vec<String> = self
+                .recover_on_exit_codes
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             write!(f, ", recover_on_exit_codes: [{}]", codes.join(", "))?;
         }
         Ok(())

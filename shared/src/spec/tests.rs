@@ -1,4 +1,7 @@
 //! Table-driven spec tests: one line per case, valid files summarised, invalid ones by error.
+#![allow(clippy::needless_pass_by_value, clippy::format_push_string)]
+// Case tables grow one line at a time; their length is the point.
+#![allow(clippy::too_many_lines)]
 
 use expect_test::{Expect, expect};
 
@@ -74,189 +77,305 @@ fn check_with(yaml: &str, overrides: &Overrides, expect: Expect) {
 
 #[test]
 fn valid_files() {
-    check("run: echo hi", expect![[r#"
+    check(
+        "run: echo hi",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | 
-    "#]]);
-    check("name: train\nnum_nodes: 2\nrun: echo", expect![[r#"
+    "#]],
+    );
+    check(
+        "name: train\nnum_nodes: 2\nrun: echo",
+        expect![[r#"
         job train
         task train nodes=2 | 
-    "#]]);
-    check("resources: {accelerators: V100}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: V100}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc=V100:1 
-    "#]]);
-    check("resources: {accelerators: 'v100:2'}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: 'v100:2'}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc=V100:2 
-    "#]]);
-    check("resources: {accelerators: {A100: 8}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: {A100: 8}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc=A100:8 
-    "#]]);
-    check("resources: {accelerators: T4:0.5}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: T4:0.5}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc=T4:0.5 
-    "#]]);
-    check("resources: {accelerators: {'A100:1', 'T4:1'}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: {'A100:1', 'T4:1'}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc={A100:1, T4:1} 
-    "#]]);
-    check("resources: {accelerators: { H100:8, H200:8 }}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: { H100:8, H200:8 }}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc={H100:8, H200:8} 
-    "#]]);
-    check("resources:\n  accelerators:\n    T4: 1\n    L4: 1", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  accelerators:\n    T4: 1\n    L4: 1",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc={T4:1, L4:1} 
-    "#]]);
-    check("resources: {accelerators: ['A100:1', 'T4:1']}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {accelerators: ['A100:1', 'T4:1']}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | acc=[A100:1, T4:1] 
-    "#]]);
-    check("resources: {cpus: 8+, memory: 32}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {cpus: 8+, memory: 32}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | cpus=8+ mem=32 
-    "#]]);
-    check("resources: {cpus: 0.5+, memory: 4x}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {cpus: 0.5+, memory: 4x}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | cpus=0.5+ mem=4x 
-    "#]]);
-    check("resources: {memory: 1TB+}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {memory: 1TB+}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | mem=1024+ 
-    "#]]);
-    check("resources: {infra: aws}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {infra: aws}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws 
-    "#]]);
-    check("resources: {infra: AWS/us-east-1}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {infra: AWS/us-east-1}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws/us-east-1 
-    "#]]);
-    check("resources: {infra: gcp/us-central1/us-central1-a}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {infra: gcp/us-central1/us-central1-a}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=gcp/us-central1/us-central1-a 
-    "#]]);
-    check("resources: {infra: 'gcp/*/us-east4-b'}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {infra: 'gcp/*/us-east4-b'}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=gcp/*/us-east4-b 
-    "#]]);
-    check("resources: {infra: local}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {infra: local}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=local 
-    "#]]);
-    check("resources: {cloud: aws, region: us-west-2}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {cloud: aws, region: us-west-2}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws/us-west-2 
-    "#]]);
-    check("resources: {use_spot: True, instance_type: m6i.large}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {use_spot: True, instance_type: m6i.large}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | type=m6i.large spot 
-    "#]]);
-    check("resources: {use_spot: yes}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {use_spot: yes}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | spot 
-    "#]]);
-    check("resources: {ports: [8080, '9000-9010']}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {ports: [8080, '9000-9010']}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | ports=8080,9000-9010 
-    "#]]);
-    check("resources: {image_id: {us-east-1: ami-1}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {image_id: {us-east-1: ami-1}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | image=PerRegion({"us-east-1": "ami-1"}) 
-    "#]]);
-    check("resources:\n  image_id: docker:x\n  any_of:\n    - {infra: aws, image_id: null}\n    - infra: gcp", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  image_id: docker:x\n  any_of:\n    - {infra: aws, image_id: null}\n    - infra: gcp",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws  | infra=gcp image=One("docker:x") 
-    "#]]);
-    check("resources:\n  ordered:\n    - {infra: aws, accelerators: A10g}\n    - {infra: gcp, accelerators: L4}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  ordered:\n    - {infra: aws, accelerators: A10g}\n    - {infra: gcp, accelerators: L4}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws acc=A10G:1  | infra=gcp acc=L4:1  (ordered)
-    "#]]);
-    check("resources:\n  any_of:\n    - infra: aws\n    - infra: azure", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  any_of:\n    - infra: aws\n    - infra: azure",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 | infra=aws 
         warning resources.any_of[1].infra: cloud 'azure' (Azure) is not supported by Stratus; supported clouds: aws, gcp, local; this alternative is skipped
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn recovery_policies() {
-    check("resources: {job_recovery: failover}", expect![[r#"
+    check(
+        "resources: {job_recovery: failover}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 |  recovery=[FAILOVER, max_restarts_on_errors: 0]
-    "#]]);
-    check("resources: {spot_recovery: FAILOVER}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {spot_recovery: FAILOVER}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 |  recovery=[FAILOVER, max_restarts_on_errors: 0]
         warning resources.spot_recovery: deprecated: use job_recovery
-    "#]]);
-    check("resources: {job_recovery: {max_restarts_on_errors: 3}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {job_recovery: {max_restarts_on_errors: 3}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 |  recovery=[EAGER_NEXT_REGION, max_restarts_on_errors: 3]
-    "#]]);
-    check("resources: {job_recovery: {strategy: EAGER_NEXT_REGION, recover_on_exit_codes: 29}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {job_recovery: {strategy: EAGER_NEXT_REGION, recover_on_exit_codes: 29}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 |  recovery=[EAGER_NEXT_REGION, max_restarts_on_errors: 0, recover_on_exit_codes: [29]]
-    "#]]);
-    check("resources: {job_recovery: {strategy: failover, recover_on_exit_codes: [29, 33]}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources: {job_recovery: {strategy: failover, recover_on_exit_codes: [29, 33]}}",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 |  recovery=[FAILOVER, max_restarts_on_errors: 0, recover_on_exit_codes: [29, 33]]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn envs_keep_their_text_and_secrets_stay_redacted() {
-    check("envs:\n  LR: 1e-6\n  FLAG: true\n  N: 20\n  Q: '007'\nsecrets:\n  TOKEN: abc\nrun: echo", expect![[r#"
+    check(
+        "envs:\n  LR: 1e-6\n  FLAG: true\n  N: 20\n  Q: '007'\nsecrets:\n  TOKEN: abc\nrun: echo",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 envs={"FLAG": "true", "LR": "1e-6", "N": "20", "Q": "007"} secrets={"TOKEN": <redacted>} | 
-    "#]]);
+    "#]],
+    );
     let overrides = Overrides {
         envs: vec![("KEY".into(), "v".into())],
         secrets: vec![("HF".into(), "s".into())],
         ..Overrides::default()
     };
-    check_with("envs:\n  KEY:\nsecrets:\n  HF: null\n", &overrides, expect![[r#"
+    check_with(
+        "envs:\n  KEY:\nsecrets:\n  HF: null\n",
+        &overrides,
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 envs={"KEY": "v"} secrets={"HF": <redacted>} | 
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn file_mounts_and_env_substitution() {
-    check("envs: {B: bkt}\nfile_mounts:\n  /data: s3://${B}/x/\n  /local: ./dir\n  /ckpt:\n    name: $B-2\n    mode: copy\n    persistent: false", expect![[r#"
+    check(
+        "envs: {B: bkt}\nfile_mounts:\n  /data: s3://${B}/x/\n  /local: ./dir\n  /ckpt:\n    name: $B-2\n    mode: copy\n    persistent: false",
+        expect![[r#"
         job stratus-job
         task stratus-job nodes=1 envs={"B": "bkt"} |  mount /ckpt<-Storage(Storage { name: Some("bkt-2"), sources: [], store: None, persistent: false, mode: Copy }) mount /data<-Bucket(BucketUrl { store: S3, bucket: "bkt", key: "x" }) mount /local<-Local("./dir")
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn pipelines() {
-    check("name: pipe\n---\nname: a\nrun: echo a\n---\nrun: echo b\n", expect![[r#"
+    check(
+        "name: pipe\n---\nname: a\nrun: echo a\n---\nrun: echo b\n",
+        expect![[r#"
         job pipe
         task a nodes=1 | 
         task pipe-1 nodes=1 | 
-    "#]]);
-    check("run: echo a\n---\nrun: echo b\n", expect![[r#"
+    "#]],
+    );
+    check(
+        "run: echo a\n---\nrun: echo b\n",
+        expect![[r#"
         job stratus-job
         task stratus-job-0 nodes=1 | 
         task stratus-job-1 nodes=1 | 
-    "#]]);
-    check("name: only-header\n", expect![[r#"
+    "#]],
+    );
+    check(
+        "name: only-header\n",
+        expect![[r#"
         job only-header
         task only-header nodes=1 | 
-    "#]]);
+    "#]],
+    );
     let overrides = Overrides {
         gpus: Some("T4".into()),
         ..Overrides::default()
     };
-    check_with("run: a\n---\nrun: b\n", &overrides, expect![[r#"
+    check_with(
+        "run: a\n---\nrun: b\n",
+        &overrides,
+        expect![[r#"
         job stratus-job
         task stratus-job-0 nodes=1 | 
         task stratus-job-1 nodes=1 | 
         warning --infra/--gpus/--cpus/...: resource overrides are ignored, since the file holds several tasks
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -270,112 +389,213 @@ fn cli_overrides() {
         num_nodes: Some(3),
         ..Overrides::default()
     };
-    check_with("name: orig\nresources:\n  any_of:\n    - infra: aws\n    - accelerators: T4\nrun: x", &overrides, expect![[r#"
+    check_with(
+        "name: orig\nresources:\n  any_of:\n    - infra: aws\n    - accelerators: T4\nrun: x",
+        &overrides,
+        expect![[r#"
         job renamed
         task orig nodes=3 | infra=gcp acc=A100:8 cpus=16+ spot  | infra=gcp acc=A100:8 cpus=16+ spot 
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn invalid_files() {
-    check("run: echo\nresourcs: {}", expect![[r#"
+    check(
+        "run: echo\nresourcs: {}",
+        expect![[r#"
         error line 2, column 1: resourcs: unknown field 'resourcs' (did you mean 'resources'?)
-    "#]]);
-    check("resources:\n  acclerators: V100", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  acclerators: V100",
+        expect![[r#"
         error line 2, column 3: resources.acclerators: unknown field 'acclerators' (did you mean 'accelerators'?)
-    "#]]);
-    check("resources:\n  accelerators: V1OO", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  accelerators: V1OO",
+        expect![[r#"
         error line 2, column 3: resources.accelerators: unknown accelerator 'V1OO' (did you mean 'V100'?); known: T4, L4, A10G, L40S, V100, A100, A100-80GB, H100, H200, ...
-    "#]]);
-    check("resources:\n  accelerators: V100:zero", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  accelerators: V100:zero",
+        expect![[r#"
         error line 2, column 3: resources.accelerators: 'zero' is not a valid count for V100: use a positive number, e.g. V100:1
-    "#]]);
-    check("resources:\n  accelerators: tpu-v2-8", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  accelerators: tpu-v2-8",
+        expect![[r#"
         error line 2, column 3: resources.accelerators: TPUs ('tpu-v2-8') are not supported by Stratus, which launches Compute Engine VMs, not Cloud TPU VMs; use a GPU such as A100 or H100
-    "#]]);
-    check("resources:\n  infra: awz", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  infra: awz",
+        expect![[r#"
         error line 2, column 3: resources.infra: unknown cloud 'awz' (did you mean 'aws'?); supported clouds: aws, gcp, local
-    "#]]);
-    check("resources:\n  infra: oci/us-sanjose-1", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  infra: oci/us-sanjose-1",
+        expect![[r#"
         error line 2, column 3: resources.infra: cloud 'oci' (OCI) is not supported by Stratus; supported clouds: aws, gcp, local
-    "#]]);
-    check("resources:\n  cloud: nebius\n  region: eu-north1", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  cloud: nebius\n  region: eu-north1",
+        expect![[r#"
         error line 2, column 3: resources.cloud: cloud 'nebius' (Nebius) is not supported by Stratus; supported clouds: aws, gcp, local
-    "#]]);
-    check("resources:\n  infra: aws\n  cloud: aws", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  infra: aws\n  cloud: aws",
+        expect![[r#"
         error line 2, column 3: resources.infra: use either infra or the legacy cloud/region/zone keys, not both
-    "#]]);
-    check("resources:\n  cpus: lots", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  cpus: lots",
+        expect![[r#"
         error line 2, column 3: resources.cpus: 'lots' is not a vCPU count: write N (exactly) or N+ (at least), e.g. 8+
-    "#]]);
-    check("resources:\n  memory: -1", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  memory: -1",
+        expect![[r#"
         error line 2, column 3: resources.memory: '-1' is not a memory size: write GB as N (exactly) or N+ (at least), e.g. 32+
-    "#]]);
-    check("resources:\n  use_spot: maybe", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  use_spot: maybe",
+        expect![[r#"
         error line 2, column 3: resources.use_spot: expected true or false, got 'maybe'
-    "#]]);
-    check("resources:\n  disk_tier: fast", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  disk_tier: fast",
+        expect![[r#"
         error line 2, column 3: resources.disk_tier: unknown value 'fast' (did you mean 'best'?): use one of low, medium, high, ultra, best
-    "#]]);
-    check("resources:\n  ports: 70000", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  ports: 70000",
+        expect![[r#"
         error line 2, column 3: resources.ports: '70000' is not a port: use 1-65535 or a range like 8080-8090
-    "#]]);
-    check("resources:\n  job_recovery: sometimes", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  job_recovery: sometimes",
+        expect![[r#"
         error line 2, column 3: resources.job_recovery: unknown recovery strategy 'sometimes': use EAGER_NEXT_REGION or FAILOVER
-    "#]]);
-    check("resources:\n  job_recovery:\n    max_restarts_on_errors: -1", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  job_recovery:\n    max_restarts_on_errors: -1",
+        expect![[r#"
         error line 3, column 5: resources.job_recovery.max_restarts_on_errors: '-1' is not a whole number of restarts (0 or more)
-    "#]]);
-    check("resources:\n  job_recovery:\n    recover_on_exit_codes: [1, 300]", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  job_recovery:\n    recover_on_exit_codes: [1, 300]",
+        expect![[r#"
         error line 3, column 5: resources.job_recovery.recover_on_exit_codes: '300' is not an exit code: use whole numbers from 0 to 255
-    "#]]);
-    check("resources:\n  any_of:\n    - infra: aws\n  ordered:\n    - infra: gcp", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  any_of:\n    - infra: aws\n  ordered:\n    - infra: gcp",
+        expect![[r#"
         error line 4, column 3: resources.ordered: use either any_of or ordered, not both
-    "#]]);
-    check("resources:\n  any_of:\n    - infra: aws\n    - cpus: many", expect![[r#"
+    "#]],
+    );
+    check(
+        "resources:\n  any_of:\n    - infra: aws\n    - cpus: many",
+        expect![[r#"
         error line 4, column 7: resources.any_of[1].cpus: 'many' is not a vCPU count: write N (exactly) or N+ (at least), e.g. 8+
-    "#]]);
-    check("num_nodes: 0\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "num_nodes: 0\nrun: x",
+        expect![[r#"
         error line 1, column 1: num_nodes: '0' is not a positive integer: write e.g. `num_nodes: 2`
-    "#]]);
-    check("name: 'bad name!'\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "name: 'bad name!'\nrun: x",
+        expect![[r#"
         error line 1, column 1: name: invalid name 'bad name!': use letters, digits, '-', '_' and '.', starting with a letter and ending with a letter or digit
-    "#]]);
-    check("envs:\n  WANDB_API_KEY:\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "envs:\n  WANDB_API_KEY:\nrun: x",
+        expect![[r#"
         error line 2, column 3: envs.WANDB_API_KEY: WANDB_API_KEY has no value: pass it with `--env WANDB_API_KEY=<value>` (or `--env WANDB_API_KEY` to copy it from your environment)
-    "#]]);
-    check("secrets:\n  HF_TOKEN: null\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "secrets:\n  HF_TOKEN: null\nrun: x",
+        expect![[r#"
         error line 2, column 3: secrets.HF_TOKEN: HF_TOKEN has no value: pass it with `--secret HF_TOKEN=<value>` (or `--secret HF_TOKEN` to copy it from your environment)
-    "#]]);
-    check("envs:\n  1BAD: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "envs:\n  1BAD: x",
+        expect![[r#"
         error line 2, column 3: envs.1BAD: '1BAD' is not a valid variable name: use letters, digits and '_', not starting with a digit
-    "#]]);
-    check("file_mounts:\n  /x: r2://bucket/path", expect![[r#"
+    "#]],
+    );
+    check(
+        "file_mounts:\n  /x: r2://bucket/path",
+        expect![[r#"
         error line 2, column 3: file_mounts./x: 'r2://bucket/path': Cloudflare R2 buckets are not supported by Stratus; use an s3:// or gs:// bucket
-    "#]]);
-    check("file_mounts:\n  /x:\n    source: s3://b\n    mode: MOUNTED", expect![[r#"
+    "#]],
+    );
+    check(
+        "file_mounts:\n  /x:\n    source: s3://b\n    mode: MOUNTED",
+        expect![[r#"
         error line 4, column 5: file_mounts./x.mode: unknown mode 'MOUNTED' (did you mean 'MOUNT'?): use MOUNT, COPY or MOUNT_CACHED
-    "#]]);
-    check("service:\n  readiness_probe: /\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "service:\n  readiness_probe: /\nrun: x",
+        expect![[r#"
         error line 1, column 1: service: SkyPilot services (`sky serve`) are not supported by Stratus, which runs managed batch jobs; remove the `service` section to run the task as a job
-    "#]]);
-    check("name: g\nexecution: parallel\n---\nrun: x", expect![[r#"
+    "#]],
+    );
+    check(
+        "name: g\nexecution: parallel\n---\nrun: x",
+        expect![[r#"
         error line 2, column 1: execution: job groups (`execution: parallel`) are not supported by Stratus: a pipeline's tasks run one after another; remove the job-group keys to run the tasks serially, or launch each task as its own job
-    "#]]);
-    check("run: [1, 2]", expect![[r#"
+    "#]],
+    );
+    check(
+        "run: [1, 2]",
+        expect![[r#"
         error line 1, column 6: run: invalid type: sequence, expected a string
-    "#]]);
-    check("# only a comment\n", expect![[r#"
+    "#]],
+    );
+    check(
+        "# only a comment\n",
+        expect![[r#"
         error the file holds no task: write at least `run: <command>`
-    "#]]);
-    check("run: a\n---\nrun: b\nnum_nodes: x\n", expect![[r#"
+    "#]],
+    );
+    check(
+        "run: a\n---\nrun: b\nnum_nodes: x\n",
+        expect![[r#"
         error line 4, column 1: num_nodes: 'x' is not a positive integer: write e.g. `num_nodes: 2`
-    "#]]);
+    "#]],
+    );
     let bad_flag = Overrides {
         gpus: Some("V1OO".into()),
         ..Overrides::default()
     };
-    check_with("run: x", &bad_flag, expect![[r#"
+    check_with(
+        "run: x",
+        &bad_flag,
+        expect![[r#"
         error --gpus: unknown accelerator 'V1OO' (did you mean 'V100'?); known: T4, L4, A10G, L40S, V100, A100, A100-80GB, H100, H200, ...
-    "#]]);
+    "#]],
+    );
 }

@@ -14,8 +14,8 @@ use super::yaml::{
     TaskYaml, WorkdirYaml,
 };
 use super::{
-    BucketUrl, FileMount, Loaded, MountSource, Overrides, Pipeline, Secret, Storage,
-    StorageMode, StorageSource, Store, Task, Workdir, check_name,
+    BucketUrl, FileMount, Loaded, MountSource, Overrides, Pipeline, Secret, Storage, StorageMode,
+    StorageSource, Store, Task, Workdir, check_name,
 };
 use crate::cloud::{self, CloudName};
 use crate::suggest;
@@ -25,10 +25,43 @@ type Result<T> = std::result::Result<T, SpecError>;
 /// GPU and accelerator names SkyPilot knows, in their canonical spelling. A name outside this
 /// list is a typo; a name inside it that no catalog offers is a "no fit" for the optimizer.
 pub const KNOWN_ACCELERATORS: &[&str] = &[
-    "A10", "A10G", "A100", "A100-40GB", "A100-80GB", "A40", "A6000", "B100", "B200", "GB200",
-    "GH200", "H100", "H100-MEGA", "H200", "K80", "L4", "L40", "L40S", "M60", "P100", "P4", "P40",
-    "RTX3090", "RTX4090", "RTX6000", "RTXPRO6000", "T4", "T4g", "V100", "V100-32GB", "MI300X",
-    "MI325X", "Gaudi", "Inferentia", "Inferentia2", "Trainium", "Trainium2",
+    "A10",
+    "A10G",
+    "A100",
+    "A100-40GB",
+    "A100-80GB",
+    "A40",
+    "A6000",
+    "B100",
+    "B200",
+    "GB200",
+    "GH200",
+    "H100",
+    "H100-MEGA",
+    "H200",
+    "K80",
+    "L4",
+    "L40",
+    "L40S",
+    "M60",
+    "P100",
+    "P4",
+    "P40",
+    "RTX3090",
+    "RTX4090",
+    "RTX6000",
+    "RTXPRO6000",
+    "T4",
+    "T4g",
+    "V100",
+    "V100-32GB",
+    "MI300X",
+    "MI325X",
+    "Gaudi",
+    "Inferentia",
+    "Inferentia2",
+    "Trainium",
+    "Trainium2",
 ];
 
 const GENERATED_JOB_NAME: &str = "stratus-job";
@@ -80,7 +113,8 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
     }
     let count = documents.len();
     for (position, (index, yaml)) in documents.into_iter().enumerate() {
-        let mut task = task(yaml, overrides, single, &mut warnings).map_err(|e| e.in_document(index))?;
+        let mut task =
+            task(yaml, overrides, single, &mut warnings).map_err(|e| e.in_document(index))?;
         if task.name.is_empty() {
             task.name = if count == 1 {
                 job_name.clone()
@@ -104,7 +138,10 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
 
 pub(super) fn load_command(command: &str, overrides: &Overrides) -> Result<Loaded> {
     if command.trim().is_empty() {
-        return Err(SpecError::new("", "the command is empty: give a task file or a command after `--`"));
+        return Err(SpecError::new(
+            "",
+            "the command is empty: give a task file or a command after `--`",
+        ));
     }
     let mut warnings = Vec::new();
     let yaml = TaskYaml {
@@ -213,7 +250,9 @@ fn check_execution(execution: &str) -> Result<()> {
         "parallel" => Err(job_group_error("execution")),
         other => Err(SpecError::new(
             "execution",
-            format!("'{other}' is not an execution mode: pipelines use `execution: serial` (or omit it)"),
+            format!(
+                "'{other}' is not an execution mode: pipelines use `execution: serial` (or omit it)"
+            ),
         )),
     }
 }
@@ -270,7 +309,7 @@ fn yaml_error(error: &serde_path_to_error::Error<serde_yaml::Error>) -> SpecErro
         && !prefix.contains(' ')
         && !prefix.is_empty()
     {
-        message = rest.to_owned();
+        message = rest.to_string();
     }
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
         unknown_field(rest, &mut path)
@@ -304,7 +343,10 @@ fn unknown_field(rest: &str, path: &mut String) -> String {
     }
     let hint = suggest::did_you_mean(field, expected.iter().copied());
     if hint.is_empty() {
-        format!("unknown field '{field}'; valid fields here: {}", expected.join(", "))
+        format!(
+            "unknown field '{field}'; valid fields here: {}",
+            expected.join(", ")
+        )
     } else {
         format!("unknown field '{field}'{hint}")
     }
@@ -330,7 +372,8 @@ fn task(
 ) -> Result<Task> {
     reject_unsupported(&yaml)?;
     warn_ignored(&yaml, warnings);
-    if yaml.execution.is_some() || yaml.primary_tasks.is_some() || yaml.termination_delay.is_some() {
+    if yaml.execution.is_some() || yaml.primary_tasks.is_some() || yaml.termination_delay.is_some()
+    {
         return Err(SpecError::new(
             "execution",
             "execution, primary_tasks and termination_delay belong in the first (header) document of a pipeline",
@@ -345,11 +388,21 @@ fn task(
         None => String::new(),
     };
 
-    let envs = values("envs", yaml.envs.unwrap_or_default(), &overrides.envs, "--env")?;
-    let secrets = values("secrets", yaml.secrets.unwrap_or_default(), &overrides.secrets, "--secret")?
-        .into_iter()
-        .map(|(k, v)| (k, Secret::new(v)))
-        .collect();
+    let envs = values(
+        "envs",
+        yaml.envs.unwrap_or_default(),
+        &overrides.envs,
+        "--env",
+    )?;
+    let secrets = values(
+        "secrets",
+        yaml.secrets.unwrap_or_default(),
+        &overrides.secrets,
+        "--secret",
+    )?
+    .into_iter()
+    .map(|(k, v)| (k, Secret::new(v)))
+    .collect();
 
     let workdir = match (&overrides.workdir, yaml.workdir) {
         (Some(dir), _) => Some(Workdir::Local(dir.clone())),
@@ -364,7 +417,13 @@ fn task(
     let mut num_nodes = match &yaml.num_nodes {
         None => 1,
         Some(v) => positive_int(v).ok_or_else(|| {
-            SpecError::new("num_nodes", format!("{} is not a positive integer: write e.g. `num_nodes: 2`", show(v)))
+            SpecError::new(
+                "num_nodes",
+                format!(
+                    "{} is not a positive integer: write e.g. `num_nodes: 2`",
+                    show(v)
+                ),
+            )
         })?,
     };
     if single && let Some(n) = overrides.num_nodes {
@@ -375,7 +434,12 @@ fn task(
     }
 
     let file_mounts = file_mounts(yaml.file_mounts.unwrap_or_default(), &envs)?;
-    let resources = resource_spec(yaml.resources.unwrap_or_default(), overrides, single, warnings)?;
+    let resources = resource_spec(
+        &yaml.resources.unwrap_or_default(),
+        overrides,
+        single,
+        warnings,
+    )?;
     let config = yaml
         .config
         .map(|v| serde_json::to_value(v).map_err(|e| SpecError::new("config", e.to_string())))
@@ -409,7 +473,10 @@ fn reject_unsupported(yaml: &TaskYaml) -> Result<()> {
             "job pools (`sky jobs pool`) are not supported by Stratus: every managed job gets its own cluster",
         ));
     }
-    for (present, field) in [(yaml.volumes.is_some(), "volumes"), (yaml.volume_mounts.is_some(), "volume_mounts")] {
+    for (present, field) in [
+        (yaml.volumes.is_some(), "volumes"),
+        (yaml.volume_mounts.is_some(), "volume_mounts"),
+    ] {
         if present {
             return Err(SpecError::new(
                 field,
@@ -423,13 +490,41 @@ fn reject_unsupported(yaml: &TaskYaml) -> Result<()> {
 
 fn warn_ignored(yaml: &TaskYaml, warnings: &mut Vec<Warning>) {
     let ignored = [
-        (yaml.inputs.is_some(), "inputs", "ignored: experimental SkyPilot field for egress estimates"),
-        (yaml.outputs.is_some(), "outputs", "ignored: experimental SkyPilot field for egress estimates"),
-        (yaml.event_callback.is_some(), "event_callback", "ignored: status changes are in `stratus jobs logs --controller`"),
-        (yaml.file_mounts_mapping.is_some(), "file_mounts_mapping", "ignored: internal SkyPilot field"),
-        (yaml.api_server_access.is_some(), "api_server_access", "ignored: Stratus gives jobs no API credentials"),
-        (yaml.metadata.is_some(), "_metadata", "ignored: internal SkyPilot field"),
-        (yaml.config.is_some(), "config", "kept but not applied: Stratus has no SkyPilot config keys to override"),
+        (
+            yaml.inputs.is_some(),
+            "inputs",
+            "ignored: experimental SkyPilot field for egress estimates",
+        ),
+        (
+            yaml.outputs.is_some(),
+            "outputs",
+            "ignored: experimental SkyPilot field for egress estimates",
+        ),
+        (
+            yaml.event_callback.is_some(),
+            "event_callback",
+            "ignored: status changes are in `stratus jobs logs --controller`",
+        ),
+        (
+            yaml.file_mounts_mapping.is_some(),
+            "file_mounts_mapping",
+            "ignored: internal SkyPilot field",
+        ),
+        (
+            yaml.api_server_access.is_some(),
+            "api_server_access",
+            "ignored: Stratus gives jobs no API credentials",
+        ),
+        (
+            yaml.metadata.is_some(),
+            "_metadata",
+            "ignored: internal SkyPilot field",
+        ),
+        (
+            yaml.config.is_some(),
+            "config",
+            "kept but not applied: Stratus has no SkyPilot config keys to override",
+        ),
     ];
     for (present, path, message) in ignored {
         if present {
@@ -471,7 +566,9 @@ fn values(
 
 fn check_env_key(key: &str) -> std::result::Result<(), String> {
     let mut chars = key.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if valid {
         Ok(())
@@ -482,7 +579,7 @@ fn check_env_key(key: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// `${VAR}` and `$VAR` from the task's envs, as SkyPilot substitutes them in file_mounts.
+/// `${VAR}` and `$VAR` from the task's envs, as SkyPilot substitutes them in `file_mounts`.
 fn substitute(text: &str, envs: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -550,7 +647,7 @@ fn file_mounts(
                 }
             }
             Some(FileMountYaml::Storage(storage)) => {
-                MountSource::Storage(storage_spec(storage, envs).map_err(|e| e.under(&path))?)
+                MountSource::Storage(storage_spec(*storage, envs).map_err(|e| e.under(&path))?)
             }
         };
         mounts.push(FileMount {
@@ -608,10 +705,11 @@ fn storage_spec(yaml: StorageYaml, envs: &BTreeMap<String, String>) -> Result<St
     let mut sources = Vec::new();
     for (i, raw) in raw_sources.into_iter().enumerate() {
         let text = substitute(&raw, envs);
-        let source = match bucket_url(&text).map_err(|m| SpecError::new(format!("source[{i}]"), m))? {
-            Some(url) => StorageSource::Bucket(url),
-            None => StorageSource::Local(text),
-        };
+        let source =
+            match bucket_url(&text).map_err(|m| SpecError::new(format!("source[{i}]"), m))? {
+                Some(url) => StorageSource::Bucket(url),
+                None => StorageSource::Local(text),
+            };
         sources.push(source);
     }
     if name.is_none() && sources.is_empty() {
@@ -620,21 +718,30 @@ fn storage_spec(yaml: StorageYaml, envs: &BTreeMap<String, String>) -> Result<St
             "a storage mount needs a `name` (a bucket to create or use) or a `source`",
         ));
     }
-    let store = match yaml.store.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let store_text = yaml
+        .store
+        .map(|s| substitute(&s, envs).to_ascii_lowercase());
+    let mode_text = yaml.mode.map(|m| substitute(&m, envs).to_ascii_uppercase());
+    let store = match store_text.as_deref() {
         None => None,
         Some("s3") => Some(Store::S3),
         Some("gcs" | "gs") => Some(Store::Gcs),
         Some(other) => {
             let known = ["s3", "gcs", "azure", "r2", "ibm", "oci", "nebius", "volume"];
             let message = if known.contains(&other) {
-                format!("'{other}' storage is not supported by Stratus; use `store: s3` or `store: gcs`")
+                format!(
+                    "'{other}' storage is not supported by Stratus; use `store: s3` or `store: gcs`"
+                )
             } else {
-                format!("unknown store '{other}'{}: use s3 or gcs", suggest::did_you_mean(other, ["s3", "gcs"]))
+                format!(
+                    "unknown store '{other}'{}: use s3 or gcs",
+                    suggest::did_you_mean(other, ["s3", "gcs"])
+                )
             };
             return Err(SpecError::new("store", message));
         }
     };
-    let mode = match yaml.mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    let mode = match mode_text.as_deref() {
         None | Some("MOUNT") => StorageMode::Mount,
         Some("COPY") => StorageMode::Copy,
         Some("MOUNT_CACHED") => StorageMode::MountCached,
@@ -669,6 +776,8 @@ struct Partial {
     disk_size_gb: Option<u32>,
     disk_tier: Option<DiskTier>,
     network_tier: Option<NetworkTier>,
+    /// `Some(None)`: reset to no image (`image_id: null` in an alternative).
+    #[allow(clippy::option_option)]
     image_id: Option<Option<ImageId>>,
     ports: Option<Vec<PortRange>>,
     labels: Option<BTreeMap<String, String>>,
@@ -678,10 +787,16 @@ impl Partial {
     fn over(&self, base: &Partial) -> Partial {
         Partial {
             infra: self.infra.clone().or_else(|| base.infra.clone()),
-            accelerators: self.accelerators.clone().or_else(|| base.accelerators.clone()),
+            accelerators: self
+                .accelerators
+                .clone()
+                .or_else(|| base.accelerators.clone()),
             cpus: self.cpus.or(base.cpus),
             memory: self.memory.or(base.memory),
-            instance_type: self.instance_type.clone().or_else(|| base.instance_type.clone()),
+            instance_type: self
+                .instance_type
+                .clone()
+                .or_else(|| base.instance_type.clone()),
             use_spot: self.use_spot.or(base.use_spot),
             disk_size_gb: self.disk_size_gb.or(base.disk_size_gb),
             disk_tier: self.disk_tier.or(base.disk_tier),
@@ -725,19 +840,19 @@ impl From<InfraError> for SpecError {
 }
 
 fn resource_spec(
-    yaml: ResourcesYaml,
+    yaml: &ResourcesYaml,
     overrides: &Overrides,
     single: bool,
     warnings: &mut Vec<Warning>,
 ) -> Result<ResourceSpec> {
-    let recovery = recovery(&yaml, warnings)?;
+    let recovery = recovery(yaml, warnings)?;
     if yaml.any_of.is_some() && yaml.ordered.is_some() {
         return Err(SpecError::new(
             "resources.ordered",
             "use either any_of or ordered, not both",
         ));
     }
-    let base = partial(&yaml, "resources", warnings).map_err(SpecError::from)?;
+    let base = partial(yaml, "resources", warnings).map_err(SpecError::from)?;
     let (entries, preference, list_name) = match (&yaml.any_of, &yaml.ordered) {
         (Some(list), _) => (list.clone(), Preference::Cheapest, "any_of"),
         (None, Some(list)) => (list.clone(), Preference::Ordered, "ordered"),
@@ -808,21 +923,48 @@ fn override_partial(o: &Overrides) -> Result<Partial> {
     Ok(p)
 }
 
+// One block per field; splitting it would only move the field list elsewhere.
+#[allow(clippy::too_many_lines)]
 fn partial(
     y: &ResourcesYaml,
     path: &str,
     warnings: &mut Vec<Warning>,
 ) -> std::result::Result<Partial, InfraError> {
     let at = |field: &str| join_path(path, field);
-    let invalid = |field: &str, message: String| InfraError::Invalid(SpecError::new(at(field), message));
+    let invalid =
+        |field: &str, message: String| InfraError::Invalid(SpecError::new(at(field), message));
 
     for (present, field, message) in [
-        (y.autostop.is_some(), "autostop", "ignored: a managed job's cluster is torn down as soon as its task ends"),
-        (y.accelerator_args.is_some(), "accelerator_args", "ignored: only used for TPUs"),
-        (y.priority.is_some(), "priority", "ignored: Stratus starts every job as soon as resources are found"),
-        (y.ephemeral_storage.is_some(), "ephemeral_storage", "ignored: Kubernetes only"),
-        (y.docker_login_config.is_some(), "_docker_login_config", "ignored: internal SkyPilot field"),
-        (y.requires_fuse.is_some(), "_requires_fuse", "ignored: internal SkyPilot field"),
+        (
+            y.autostop.is_some(),
+            "autostop",
+            "ignored: a managed job's cluster is torn down as soon as its task ends",
+        ),
+        (
+            y.accelerator_args.is_some(),
+            "accelerator_args",
+            "ignored: only used for TPUs",
+        ),
+        (
+            y.priority.is_some(),
+            "priority",
+            "ignored: Stratus starts every job as soon as resources are found",
+        ),
+        (
+            y.ephemeral_storage.is_some(),
+            "ephemeral_storage",
+            "ignored: Kubernetes only",
+        ),
+        (
+            y.docker_login_config.is_some(),
+            "_docker_login_config",
+            "ignored: internal SkyPilot field",
+        ),
+        (
+            y.requires_fuse.is_some(),
+            "_requires_fuse",
+            "ignored: internal SkyPilot field",
+        ),
     ] {
         if present {
             warnings.push(Warning {
@@ -848,7 +990,13 @@ fn partial(
                 region.as_deref().unwrap_or("*"),
                 zone.as_deref().unwrap_or("*")
             );
-            let field = if cloud.is_some() { "cloud" } else if region.is_some() { "region" } else { "zone" };
+            let field = if cloud.is_some() {
+                "cloud"
+            } else if region.is_some() {
+                "region"
+            } else {
+                "zone"
+            };
             Some(parse_infra(&text).map_err(|e| e.at(at(field)))?)
         }
     };
@@ -859,21 +1007,53 @@ fn partial(
         .map(accelerators)
         .transpose()
         .map_err(|m| invalid("accelerators", m))?;
-    let cpus = y.cpus.as_deref().map(|c| quantity(c, false)).transpose().map_err(|m| invalid("cpus", m))?;
-    let memory = y.memory.as_deref().map(|m| quantity(m, true)).transpose().map_err(|m| invalid("memory", m))?;
-    let disk_size_gb = y.disk_size.as_deref().map(disk_size).transpose().map_err(|m| invalid("disk_size", m))?;
+    let cpus = y
+        .cpus
+        .as_deref()
+        .map(|c| quantity(c, false))
+        .transpose()
+        .map_err(|m| invalid("cpus", m))?;
+    let memory = y
+        .memory
+        .as_deref()
+        .map(|m| quantity(m, true))
+        .transpose()
+        .map_err(|m| invalid("memory", m))?;
+    let disk_size_gb = y
+        .disk_size
+        .as_deref()
+        .map(disk_size)
+        .transpose()
+        .map_err(|m| invalid("disk_size", m))?;
     let disk_tier = y
         .disk_tier
         .as_deref()
         .map(|t| {
-            choice(t, &[("low", DiskTier::Low), ("medium", DiskTier::Medium), ("high", DiskTier::High), ("ultra", DiskTier::Ultra), ("best", DiskTier::Best)])
+            choice(
+                t,
+                &[
+                    ("low", DiskTier::Low),
+                    ("medium", DiskTier::Medium),
+                    ("high", DiskTier::High),
+                    ("ultra", DiskTier::Ultra),
+                    ("best", DiskTier::Best),
+                ],
+            )
         })
         .transpose()
         .map_err(|m| invalid("disk_tier", m))?;
     let network_tier = y
         .network_tier
         .as_deref()
-        .map(|t| choice(t, &[("standard", NetworkTier::Standard), ("best", NetworkTier::Best)]))
+        .map(|t| {
+            choice(
+                t,
+                &[
+                    ("standard", NetworkTier::Standard),
+                    ("best", NetworkTier::Best),
+                ],
+            )
+        })
         .transpose()
         .map_err(|m| invalid("network_tier", m))?;
     let image_id = y.image_id.as_ref().map(|i| {
@@ -882,11 +1062,19 @@ fn partial(
             ImageIdYaml::PerRegion(m) => ImageId::PerRegion(m.clone()),
         })
     });
-    let ports = y.ports.as_ref().map(ports).transpose().map_err(|m| invalid("ports", m))?;
+    let ports = y
+        .ports
+        .as_ref()
+        .map(ports)
+        .transpose()
+        .map_err(|m| invalid("ports", m))?;
     if let Some(instance_type) = &y.instance_type
         && instance_type.trim().is_empty()
     {
-        return Err(invalid("instance_type", "is empty: name an instance type such as m6i.2xlarge".into()));
+        return Err(invalid(
+            "instance_type",
+            "is empty: name an instance type such as m6i.2xlarge".into(),
+        ));
     }
 
     Ok(Partial {
@@ -977,7 +1165,10 @@ fn accelerators(value: &Value) -> std::result::Result<Accelerators, String> {
         Value::String(s) => {
             let s = s.trim();
             if s.contains(',') {
-                let options = s.split(',').map(|p| accelerator(p.trim(), None)).collect::<std::result::Result<Vec<_>, _>>()?;
+                let options = s
+                    .split(',')
+                    .map(|p| accelerator(p.trim(), None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 return Ok(Accelerators::AnyOf(options));
             }
             accelerator(s, None).map(Accelerators::One)
@@ -985,7 +1176,8 @@ fn accelerators(value: &Value) -> std::result::Result<Accelerators, String> {
         Value::Mapping(map) => {
             let mut options = Vec::new();
             for (key, count) in map {
-                let name = scalar_text(key).ok_or("each key must be an accelerator name such as A100")?;
+                let name =
+                    scalar_text(key).ok_or("each key must be an accelerator name such as A100")?;
                 options.push(accelerator(&name, Some(count))?);
             }
             match options.len() {
@@ -1003,7 +1195,8 @@ fn accelerators(value: &Value) -> std::result::Result<Accelerators, String> {
                         _ => return Err("each list item names one accelerator, e.g. A100:1".into()),
                     },
                     other => {
-                        let name = scalar_text(other).ok_or("each list item must be NAME or NAME:COUNT")?;
+                        let name = scalar_text(other)
+                            .ok_or("each list item must be NAME or NAME:COUNT")?;
                         options.push(accelerator(&name, None)?);
                     }
                 }
@@ -1031,7 +1224,9 @@ fn accelerator(text: &str, count: Option<&Value>) -> std::result::Result<Acceler
             return Err(format!("'{text}' gives its count twice"));
         }
         (Some(c), _) => c,
-        (None, Some(v)) if !v.is_null() => scalar_text(v).ok_or_else(|| format!("the count of {name} must be a number"))?,
+        (None, Some(v)) if !v.is_null() => {
+            scalar_text(v).ok_or_else(|| format!("the count of {name} must be a number"))?
+        }
         (None, _) => "1".to_owned(),
     };
     let count: f64 = count_text
@@ -1074,7 +1269,14 @@ fn quantity(text: &str, memory: bool) -> std::result::Result<Quantity, String> {
             text = t;
         } else {
             let lower = text.to_ascii_lowercase();
-            for (suffix, factor) in [("tib", 1024.0), ("tb", 1024.0), ("gib", 1.0), ("gb", 1.0), ("mib", 1.0 / 1024.0), ("mb", 1.0 / 1024.0)] {
+            for (suffix, factor) in [
+                ("tib", 1024.0),
+                ("tb", 1024.0),
+                ("gib", 1.0),
+                ("gb", 1.0),
+                ("mib", 1.0 / 1024.0),
+                ("mb", 1.0 / 1024.0),
+            ] {
                 if lower.ends_with(suffix) {
                     text = text[..text.len() - suffix.len()].trim();
                     scale = factor;
@@ -1105,7 +1307,11 @@ fn disk_size(text: &str) -> std::result::Result<u32, String> {
     let lower = text.trim().to_ascii_lowercase();
     let (number, factor) = [("tb", 1024.0), ("t", 1024.0), ("gb", 1.0), ("g", 1.0)]
         .iter()
-        .find_map(|(suffix, factor)| lower.strip_suffix(suffix).map(|n| (n.trim().to_owned(), *factor)))
+        .find_map(|(suffix, factor)| {
+            lower
+                .strip_suffix(suffix)
+                .map(|n| (n.trim().to_owned(), *factor))
+        })
         .unwrap_or((lower.clone(), 1.0));
     number
         .parse::<f64>()
@@ -1139,23 +1345,27 @@ fn ports(value: &Value) -> std::result::Result<Vec<PortRange>, String> {
     items
         .into_iter()
         .map(|item| {
-            let text = scalar_text(item).ok_or("each port must be a number or a range like 8080-8090")?;
+            let text =
+                scalar_text(item).ok_or("each port must be a number or a range like 8080-8090")?;
             let parse = |p: &str| {
                 p.trim()
                     .parse::<u16>()
                     .ok()
                     .filter(|p| *p > 0)
-                    .ok_or_else(|| format!("'{text}' is not a port: use 1-65535 or a range like 8080-8090"))
+                    .ok_or_else(|| {
+                        format!("'{text}' is not a port: use 1-65535 or a range like 8080-8090")
+                    })
             };
-            let (first, last) = match text.split_once('-') {
-                Some((a, b)) => (parse(a)?, parse(b)?),
-                None => {
-                    let p = parse(&text)?;
-                    (p, p)
-                }
+            let (first, last) = if let Some((a, b)) = text.split_once('-') {
+                (parse(a)?, parse(b)?)
+            } else {
+                let p = parse(&text)?;
+                (p, p)
             };
             if first > last {
-                return Err(format!("'{text}': the range's first port is above its last"));
+                return Err(format!(
+                    "'{text}': the range's first port is above its last"
+                ));
             }
             Ok(PortRange { first, last })
         })
@@ -1216,7 +1426,8 @@ fn recovery(yaml: &ResourcesYaml, warnings: &mut Vec<Warning>) -> Result<Recover
             };
             let recover_on_exit_codes = match &full.recover_on_exit_codes {
                 None => vec![],
-                Some(v) => exit_codes(v).map_err(|m| SpecError::new(format!("{field}.recover_on_exit_codes"), m))?,
+                Some(v) => exit_codes(v)
+                    .map_err(|m| SpecError::new(format!("{field}.recover_on_exit_codes"), m))?,
             };
             Ok(RecoveryPolicy {
                 strategy,
@@ -1238,7 +1449,12 @@ fn exit_codes(value: &Value) -> std::result::Result<Vec<i32>, String> {
             v.as_i64()
                 .filter(|c| (0..=255).contains(c))
                 .map(|c| c as i32)
-                .ok_or_else(|| format!("{} is not an exit code: use whole numbers from 0 to 255", show(v)))
+                .ok_or_else(|| {
+                    format!(
+                        "{} is not an exit code: use whole numbers from 0 to 255",
+                        show(v)
+                    )
+                })
         })
         .collect()
 }
@@ -1268,4 +1484,3 @@ fn show(value: &Value) -> String {
         other => format!("'{}'", scalar_text(other).unwrap_or_default()),
     }
 }
-

@@ -2,7 +2,7 @@
 //!
 //! Domain code never sees these types: `validate` turns them into `spec::Task`. Scalars that
 //! SkyPilot stringifies (env values, cpus, memory) are read as strings so that `1e-6` and `true`
-//! keep the text the user wrote (serde_yaml hands a plain scalar's source text to a string).
+//! keep the text the user wrote (`serde_yaml` hands a plain scalar's source text to a string).
 
 use std::collections::BTreeMap;
 
@@ -61,7 +61,7 @@ pub struct GitWorkdirYaml {
 #[derive(Debug)]
 pub enum FileMountYaml {
     Path(String),
-    Storage(StorageYaml),
+    Storage(Box<StorageYaml>),
 }
 
 impl<'de> Deserialize<'de> for FileMountYaml {
@@ -70,7 +70,7 @@ impl<'de> Deserialize<'de> for FileMountYaml {
         match Value::deserialize(deserializer)? {
             Value::String(s) => Ok(FileMountYaml::Path(s)),
             map @ Value::Mapping(_) => serde_yaml::from_value(map)
-                .map(FileMountYaml::Storage)
+                .map(|s| FileMountYaml::Storage(Box::new(s)))
                 .map_err(serde::de::Error::custom),
             _ => Err(serde::de::Error::custom(
                 "expected a local path, a bucket URL (s3://..., gs://...), or a storage mapping {name, source, store, persistent, mode}",
@@ -124,6 +124,7 @@ pub struct ResourcesYaml {
     pub network_tier: Option<String>,
     /// Absent, `null` (resets a default in `any_of`), a string, or `{region: image}`.
     #[serde(default, deserialize_with = "present")]
+    #[allow(clippy::option_option)]
     pub image_id: Option<Option<ImageIdYaml>>,
     pub ports: Option<Value>,
     pub labels: Option<BTreeMap<String, String>>,
@@ -177,6 +178,7 @@ pub struct JobRecoveryFullYaml {
 }
 
 /// Keeps "present but null" apart from "absent" (`image_id: null` resets a default).
+#[allow(clippy::option_option)]
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,

@@ -1,0 +1,376 @@
+//! `stratus jobs launch`: read the task, apply the flags, plan, and (with `--dry-run`) show the
+//! plan without touching anything.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use shared::catalog::Catalog;
+use shared::cloud::Cloud;
+use shared::credentials::{self, Environment};
+use shared::optimizer::{self, TaskPlan};
+use shared::spec::{self, Loaded, MountSource, Overrides, StorageSource, Task, Workdir};
+
+use crate::Failure;
+use crate::home::stratus_home;
+
+/// Launch a managed job from a task YAML (or a command): choose the cheapest resources across
+/// clouds and regions, run setup then run, recover from preemptions, tear down when done.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    stratus jobs launch --dry-run task.yaml\n  \
+    stratus jobs launch --dry-run -n train --env WANDB_API_KEY --gpus A100:8 task.yaml\n  \
+    stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3")]
+pub struct LaunchArgs {
+    /// A task YAML file (a pipeline when it has several `---` documents), or a command to run
+    /// (put it after `--` when it has flags of its own).
+    #[arg(
+        value_name = "FILE | -- CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = false
+    )]
+    entrypoint: Vec<String>,
+
+    /// The job name (overrides the YAML's `name`).
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+
+    /// Show the plan (tasks, chosen resources, envs, recovery) and launch nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Skip the confirmation prompt.
+    #[arg(short = 'y', long)]
+    yes: bool,
+
+    /// Return once the job is submitted instead of streaming its logs.
+    #[arg(short = 'd', long)]
+    detach_run: bool,
+
+    /// Set an environment variable: KEY=VALUE, or KEY alone to copy it from your environment.
+    /// Fills envs declared with no value in the YAML. Repeatable.
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
+    envs: Vec<String>,
+
+    /// Like --env, for secrets: passed to the job, never printed. Repeatable.
+    #[arg(long = "secret", value_name = "KEY[=VALUE]")]
+    secrets: Vec<String>,
+
+    /// Sync this local folder to each node (overrides the YAML's `workdir`).
+    #[arg(long)]
+    workdir: Option<String>,
+
+    /// Where to run: cloud[/region[/zone]], e.g. aws, aws/us-east-1, gcp/*/us-central1-a, local.
+    #[arg(long)]
+    infra: Option<String>,
+
+    /// Accelerators per node, e.g. A100, A100:8, T4:1.
+    #[arg(long)]
+    gpus: Option<String>,
+
+    /// vCPUs per node: N exactly or N+ at least.
+    #[arg(long)]
+    cpus: Option<String>,
+
+    /// Memory per node in GB: N exactly or N+ at least.
+    #[arg(long)]
+    memory: Option<String>,
+
+    /// An instance type, e.g. m6i.2xlarge or n2-standard-8.
+    #[arg(short = 't', long)]
+    instance_type: Option<String>,
+
+    /// Number of nodes.
+    #[arg(long)]
+    num_nodes: Option<u32>,
+
+    /// Use spot instances (and recover from preemptions).
+    #[arg(long, overrides_with = "no_use_spot")]
+    use_spot: bool,
+
+    /// Use on-demand instances.
+    #[arg(long, overrides_with = "use_spot")]
+    no_use_spot: bool,
+}
+
+pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
+    let (loaded, source) = load(args)?;
+    for warning in &loaded.warnings {
+        eprintln!("Warning: {source}: {warning}");
+    }
+    let home = stratus_home();
+    let catalog = Catalog::with_overrides(&home.join("catalogs")).map_err(Failure::input)?;
+    let enabled = credentials::enabled_clouds(&Environment::current());
+
+    if !args.dry_run {
+        return Err(anyhow!(
+            "launching needs Stratus's control plane, which this build does not include yet; \
+             run `stratus jobs launch --dry-run` to see the plan"
+        )
+        .into());
+    }
+    let plans: Vec<TaskPlan> = loaded
+        .pipeline
+        .tasks
+        .iter()
+        .map(|t| optimizer::plan_task(&catalog, t, &catalog.clouds()))
+        .collect();
+    print!(
+        "{}",
+        render_dry_run(&loaded, &plans, &enabled, Path::new("."))
+    );
+    let unplanned = plans.iter().filter(|p| p.chosen().is_none()).count();
+    if unplanned > 0 {
+        eprintln!(
+            "error: no resource satisfies {unplanned} of the job's tasks (see above); change their resources"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Reads the file (or builds the command task) with the flags applied.
+fn load(args: &LaunchArgs) -> Result<(Loaded, String), Failure> {
+    let overrides = overrides(args)?;
+    match args.entrypoint.as_slice() {
+        [] => Err(Failure::input(anyhow!(
+            "give a task YAML file or a command, e.g. `stratus jobs launch task.yaml` or `stratus jobs launch -- python train.py`"
+        ))),
+        [file] if is_yaml_path(file) => {
+            let path = PathBuf::from(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read task file {file}"))
+                .map_err(Failure::input)?;
+            let overrides = Overrides {
+                default_name: path.file_stem().map(|s| {
+                    s.to_string_lossy().replace(
+                        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_' && c != '.',
+                        "-",
+                    )
+                }),
+                ..overrides
+            };
+            let loaded = spec::load(&text, &overrides)
+                .map_err(|e| Failure::input(anyhow!("{file}: {e}")))?;
+            Ok((loaded, file.clone()))
+        }
+        words => {
+            let command = words.join(" ");
+            let loaded = spec::load_command(&command, &overrides)
+                .map_err(|e| Failure::input(anyhow!("{e}")))?;
+            Ok((loaded, "command".into()))
+        }
+    }
+}
+
+fn is_yaml_path(word: &str) -> bool {
+    let yaml = Path::new(word)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    yaml && !word.contains(char::is_whitespace)
+}
+
+fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
+    Ok(Overrides {
+        name: args.name.clone(),
+        default_name: None,
+        envs: key_values("--env", &args.envs)?,
+        secrets: key_values("--secret", &args.secrets)?,
+        workdir: args.workdir.clone(),
+        use_spot: match (args.use_spot, args.no_use_spot) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        infra: args.infra.clone(),
+        gpus: args.gpus.clone(),
+        cpus: args.cpus.clone(),
+        memory: args.memory.clone(),
+        instance_type: args.instance_type.clone(),
+        num_nodes: args.num_nodes,
+    })
+}
+
+/// `KEY=VALUE`, or `KEY` with the value taken from this process's environment.
+fn key_values(flag: &str, items: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+            None => std::env::var(item).map(|v| (item.clone(), v)).map_err(|_| {
+                Failure::input(anyhow!(
+                    "{flag} {item}: {item} is not set in your environment; pass {flag} {item}=<value>"
+                ))
+            }),
+        })
+        .collect()
+}
+
+/// The whole dry-run report: tables, the plan per task, and what a real launch would need.
+fn render_dry_run(loaded: &Loaded, plans: &[TaskPlan], enabled: &[Cloud], cwd: &Path) -> String {
+    let pipeline = &loaded.pipeline;
+    let mut out = String::new();
+    let tasks = pipeline.tasks.len();
+    let _ = writeln!(
+        out,
+        "Managed job '{}' will be launched on (estimated):",
+        pipeline.name
+    );
+    for (task, plan) in pipeline.tasks.iter().zip(plans) {
+        out.push('\n');
+        let label = (tasks > 1).then_some(task.name.as_str());
+        if plan.chosen().is_some() {
+            out.push_str(&optimizer::considered_table(plan, label, task.num_nodes));
+        } else {
+            let _ = writeln!(out, "No resource fits task '{}':", task.name);
+            out.push_str(&plan.explain_no_fit());
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\nPlan ({tasks} task{}, run in order):",
+        if tasks == 1 { "" } else { "s" }
+    );
+    let mut disabled_used = BTreeSet::new();
+    for (i, (task, plan)) in pipeline.tasks.iter().zip(plans).enumerate() {
+        let nodes = if task.num_nodes == 1 {
+            "1 node".to_owned()
+        } else {
+            format!("{} nodes", task.num_nodes)
+        };
+        match plan.chosen() {
+            Some(c) => {
+                if !enabled.contains(&c.cloud) {
+                    disabled_used.insert(c.cloud);
+                }
+                let _ = writeln!(
+                    out,
+                    "  Task {i} '{}': {nodes} on {} {} ({}) {}, ${:.2}/h",
+                    task.name,
+                    c.cloud,
+                    c.region,
+                    c.zone,
+                    c.instance_label(),
+                    c.cost()
+                );
+                let regions: BTreeSet<(&str, &str)> = plan
+                    .ranked
+                    .iter()
+                    .map(|c| (c.cloud.id(), c.region.as_str()))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    failover: {} more candidate{} in {} region{}",
+                    plan.ranked.len() - 1,
+                    if plan.ranked.len() == 2 { "" } else { "s" },
+                    regions.len(),
+                    if regions.len() == 1 { "" } else { "s" }
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  Task {i} '{}': {nodes}, no resource fits", task.name);
+            }
+        }
+        describe_task(&mut out, task, cwd);
+    }
+    let disabled: Vec<String> = Cloud::ALL
+        .iter()
+        .filter(|c| !enabled.contains(c))
+        .map(ToString::to_string)
+        .collect();
+    if !disabled.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNot enabled here: {} (see `stratus check`). A real launch chooses among enabled clouds only{}.",
+            disabled.join(", "),
+            if disabled_used.is_empty() {
+                ""
+            } else {
+                ", so its choice may differ from the plan above"
+            }
+        );
+    }
+    out.push_str("Dry run: nothing was launched.\n");
+    out
+}
+
+fn describe_task(out: &mut String, task: &Task, cwd: &Path) {
+    if !task.envs.is_empty() {
+        let names: Vec<&str> = task.envs.keys().map(String::as_str).collect();
+        let _ = writeln!(out, "    envs: {}", names.join(", "));
+    }
+    if !task.secrets.is_empty() {
+        let shown: Vec<String> = task
+            .secrets
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "    secrets: {}", shown.join(", "));
+    }
+    let _ = writeln!(out, "    recovery: {}", task.resources.recovery);
+    match &task.workdir {
+        Some(Workdir::Local(dir)) => {
+            let _ = writeln!(out, "    workdir: {dir}{}", missing(cwd, dir));
+        }
+        Some(Workdir::Git { url, reference }) => {
+            let at = reference
+                .as_deref()
+                .map(|r| format!(" at {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "    workdir: git {url}{at}");
+        }
+        None => {}
+    }
+    for mount in &task.file_mounts {
+        let what = match &mount.source {
+            MountSource::Local(path) => format!("{path}{}", missing(cwd, path)),
+            MountSource::Bucket(url) => format!("{url} (copy)"),
+            MountSource::Storage(s) => {
+                let mut parts = Vec::new();
+                if let Some(name) = &s.name {
+                    parts.push(format!("bucket '{name}'"));
+                }
+                for source in &s.sources {
+                    parts.push(match source {
+                        StorageSource::Local(p) => format!("from {p}{}", missing(cwd, p)),
+                        StorageSource::Bucket(u) => u.to_string(),
+                    });
+                }
+                format!(
+                    "{} ({}{})",
+                    parts.join(" "),
+                    s.mode,
+                    if s.persistent {
+                        ""
+                    } else {
+                        ", deleted after the job"
+                    }
+                )
+            }
+        };
+        let _ = writeln!(out, "    file_mount {} <- {what}", mount.destination);
+    }
+    if task.run.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        let _ = writeln!(
+            out,
+            "    run: (none: the task succeeds without launching anything)"
+        );
+    }
+}
+
+/// A note when a local path the launch will upload does not exist here.
+fn missing(cwd: &Path, path: &str) -> &'static str {
+    let expanded = match path.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from(path), |h| PathBuf::from(h).join(rest)),
+        None => cwd.join(path),
+    };
+    if expanded.exists() {
+        ""
+    } else {
+        " (not found here: must exist at launch)"
+    }
+}

@@ -1,0 +1,32 @@
+//! End-to-end tests of the real `stratus` binary.
+//!
+//! # Layout
+//! - `compat`: every SkyPilot task file in `../shared/compat/skypilot` through `--dry-run`.
+//! - `dry_run`: plans, overrides, errors and exit codes of `jobs launch --dry-run`.
+//! - `check`: `stratus check` with and without credentials.
+
+mod check;
+mod compat;
+mod dry_run;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `stratus` with a clean, temporary `$STRATUS_HOME` and `$HOME`.
+pub fn stratus(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("STRATUS_HOME", home.join(".stratus"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run stratus")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
