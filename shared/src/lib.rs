@@ -8,10 +8,26 @@
 //! - [`cloud`]: the clouds Stratus launches on, and the ones it knows but does not support.
 //! - [`credentials`]: which clouds are enabled (`stratus check`).
 //! - [`suggest`]: "did you mean" for misspelled names.
+//! - [`job`]: managed jobs: the record, statuses, events, and the pure state machine `step`.
+//! - [`store`]: the state table: the `JobStore` port, with SQLite and DynamoDB adapters.
+//! - [`clock`]: the `Clock` port and `Timestamp`.
+//! - [`provider`]: the cloud port (`Provider`: launch, describe a region, terminate) and adapters.
+//! - [`blob`]: the blob-storage port (`BlobStore`) and its local-folder adapter.
+//! - [`api`]: the HTTP API, one axum `Router` for users and node agents.
+//! - [`control`]: the handlers (submit, advance, poll, agent work/reports/logs) over the ports.
+//! - [`agent_protocol`]: what node agents and the control plane say to each other.
 
+pub mod agent_protocol;
+pub mod api;
+pub mod blob;
 pub mod catalog;
+pub mod clock;
 pub mod cloud;
+pub mod control;
 pub mod credentials;
+pub mod job;
 pub mod optimizer;
+pub mod provider;
 pub mod spec;
+pub mod store;
 pub mod suggest;

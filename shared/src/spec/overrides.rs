@@ -4,7 +4,8 @@
 /// CLI (`--env KEY` alone copies the caller's environment). Resource flags apply to every
 /// candidate of a single task; on a multi-task pipeline they are ignored with a warning, as
 /// SkyPilot does. Env and secret flags apply to every task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Overrides {
     /// `-n/--name`: the job name, over the file's.
     pub name: Option<String>,

@@ -1,0 +1,469 @@
+//! The HTTP API: one `axum::Router` for users (jobs submit, list, get, cancel, logs, controller
+//! events, uploads) and for node agents (work, reports, logs, archives). The same router runs
+//! under `axum::serve` in the local control plane and, later, under `lambda_http` in AWS.
+//!
+//! User routes need a user credential ([`Authenticator`]); a user sees and cancels only their
+//! own jobs unless they are an admin. Agent routes need the job's agent token and reach only
+//! that job.
+//!
+//! # Layout
+//! - `view`: the JSON shapes of jobs and controller events (secrets never appear).
+
+pub mod view;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+pub use view::{EventView, JobView, TaskView};
+
+use crate::agent_protocol::{LogChunk, Report, Work};
+use crate::control::logs::{self, LogPiece};
+use crate::control::{self, Context, HandlerError, SubmitError, SubmitRequest, agent};
+use crate::job::{JobEvent, JobId, JobRecord, JobStatus};
+use crate::store::{Cursor, StoreError};
+
+/// Largest upload (a workdir or file-mount archive).
+const MAX_UPLOAD: usize = 512 * 1024 * 1024;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// Sees and cancels everyone's jobs.
+    pub admin: bool,
+}
+
+/// Decides who a user request comes from.
+pub trait Authenticator: Send + Sync {
+    /// The caller, or `None` when the credentials are missing or wrong.
+    fn user(&self, headers: &HeaderMap) -> Option<User>;
+}
+
+/// One bearer token for one user: the local control plane's credential, kept in a file only
+/// that user can read.
+pub struct TokenAuth {
+    pub token: String,
+    pub user: String,
+}
+
+impl Authenticator for TokenAuth {
+    fn user(&self, headers: &HeaderMap) -> Option<User> {
+        let given = bearer(headers)?;
+        // Constant-time comparison of the digests, so timing says nothing about the token.
+        let same = Sha256::digest(given.as_bytes()) == Sha256::digest(self.token.as_bytes());
+        same.then(|| User {
+            name: self.user.clone(),
+            admin: true,
+        })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+struct ApiState {
+    ctx: Context,
+    auth: Arc<dyn Authenticator>,
+}
+
+/// The whole API.
+pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
+    let state = Arc::new(ApiState { ctx, auth });
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{id}/logs", get(job_logs))
+        .route("/api/v1/jobs/{id}/events", get(job_events))
+        .route(
+            "/api/v1/uploads",
+            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+        .route(
+            "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/work",
+            get(agent_work),
+        )
+        .route(
+            "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/report",
+            post(agent_report),
+        )
+        .route(
+            "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs",
+            post(agent_logs),
+        )
+        .route("/agent/v1/jobs/{job}/blobs/{*key}", get(agent_blob))
+        .with_state(state)
+}
+
+/// An error as the API returns it: a status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "missing or wrong credentials")
+    }
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { job_id } => {
+                Self::new(StatusCode::NOT_FOUND, format!("job {job_id} not found"))
+            }
+            StoreError::Conflict { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<HandlerError> for ApiError {
+    fn from(e: HandlerError) -> Self {
+        match e {
+            HandlerError::Store(e) => e.into(),
+            other => internal(&other),
+        }
+    }
+}
+
+impl From<crate::blob::BlobError> for ApiError {
+    fn from(e: crate::blob::BlobError) -> Self {
+        internal(&e)
+    }
+}
+
+fn internal(e: &dyn std::error::Error) -> ApiError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    warn!(error = %message, "request failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiState {
+    fn user(&self, headers: &HeaderMap) -> ApiResult<User> {
+        self.auth.user(headers).ok_or_else(ApiError::unauthorized)
+    }
+
+    /// The job, if `user` may see it (others' jobs look like missing ones).
+    async fn job_for(&self, user: &User, id: JobId) -> ApiResult<JobRecord> {
+        let job = self.ctx.store.get_job(id).await?;
+        if job.owner != user.name && !user.admin {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("job {id} not found"),
+            ));
+        }
+        Ok(job)
+    }
+
+    fn agent(&self, headers: &HeaderMap, job: JobId) -> ApiResult<()> {
+        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        if self.ctx.settings.secret.verify_agent(job, token) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token is not valid for this job",
+            ))
+        }
+    }
+
+    fn view(&self, job: &JobRecord) -> JobView {
+        JobView::new(job, self.ctx.clock.now())
+    }
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let clouds: Vec<&str> = state
+        .ctx
+        .settings
+        .enabled_clouds
+        .iter()
+        .map(|c| c.id())
+        .collect();
+    Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION"), "clouds": clouds }))
+}
+
+async fn submit_job(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let user = state.user(&headers)?;
+    let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })?;
+    match control::submit(&state.ctx, &user.name, request).await {
+        Ok(job) => Ok((StatusCode::CREATED, Json(state.view(&job)))),
+        Err(SubmitError::Handler(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// Everyone's jobs (admins only).
+    #[serde(default)]
+    all_users: bool,
+    limit: Option<usize>,
+    /// Jobs older than this ID (the `next` of the previous page).
+    before: Option<u64>,
+    /// Only jobs with this name.
+    name: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    pub next: Option<u64>,
+}
+
+async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<JobList>> {
+    let user = state.user(&headers)?;
+    let owner = if query.all_users && user.admin {
+        None
+    } else {
+        Some(user.name.as_str())
+    };
+    if let Some(name) = &query.name {
+        let jobs = match owner {
+            Some(owner) => state.ctx.store.find_by_name(owner, name).await?,
+            None => {
+                let mut all = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = state
+                        .ctx
+                        .store
+                        .list_jobs(None, cursor, crate::store::MAX_PAGE)
+                        .await?;
+                    all.extend(page.jobs.into_iter().filter(|j| j.name() == name));
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                all
+            }
+        };
+        let jobs = jobs.iter().map(|j| state.view(j)).collect();
+        return Ok(Json(JobList { jobs, next: None }));
+    }
+    let limit = query.limit.unwrap_or(crate::store::MAX_PAGE);
+    let page = state
+        .ctx
+        .store
+        .list_jobs(owner, query.before.map(Cursor::before), limit)
+        .await?;
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(|j| state.view(j)).collect(),
+        next: page.next.map(Cursor::job_id),
+    }))
+}
+
+async fn get_job(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<JobId>,
+) -> ApiResult<Json<JobView>> {
+    let user = state.user(&headers)?;
+    let job = state.job_for(&user, id).await?;
+    Ok(Json(state.view(&job)))
+}
+
+async fn cancel_job(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<JobId>,
+) -> ApiResult<Json<JobView>> {
+    let user = state.user(&headers)?;
+    state.job_for(&user, id).await?;
+    control::advance(&state.ctx, id, JobEvent::CancelRequested).await?;
+    let job = state.ctx.store.get_job(id).await?;
+    Ok(Json(state.view(&job)))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    after: Option<String>,
+    task: Option<usize>,
+}
+
+/// New log output since `after`, with the job's status so a follower knows when to stop.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogsPage {
+    pub pieces: Vec<LogPiece>,
+    /// Pass as `after` to continue.
+    pub next: Option<String>,
+    pub status: JobStatus,
+    /// The job has ended: after this page there is nothing more to come.
+    pub done: bool,
+}
+
+async fn job_logs(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<JobId>,
+    Query(query): Query<LogsQuery>,
+) -> ApiResult<Json<LogsPage>> {
+    let user = state.user(&headers)?;
+    // Read the status before the logs: if it says "ended", every chunk is already stored.
+    let job = state.job_for(&user, id).await?;
+    let (pieces, next) = logs::read(
+        state.ctx.blobs.as_ref(),
+        id,
+        query.task,
+        query.after.as_deref(),
+    )
+    .await?;
+    Ok(Json(LogsPage {
+        pieces,
+        next,
+        status: job.status(),
+        done: job.is_terminal(),
+    }))
+}
+
+async fn job_events(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<JobId>,
+) -> ApiResult<Json<Vec<EventView>>> {
+    let user = state.user(&headers)?;
+    state.job_for(&user, id).await?;
+    let events = state.ctx.store.list_events(id).await?;
+    Ok(Json(events.iter().map(EventView::from).collect()))
+}
+
+/// Where an uploaded archive was stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub key: String,
+}
+
+async fn upload(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Uploaded>> {
+    state.user(&headers)?;
+    // Content-addressed: the same archive uploaded twice is stored once.
+    let key = format!("uploads/{}.tar.gz", hex::encode(Sha256::digest(&body)));
+    state.ctx.blobs.put(&key, body.to_vec()).await?;
+    Ok(Json(Uploaded { key }))
+}
+
+async fn agent_work(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, cluster, rank)): Path<(JobId, String, u32)>,
+) -> ApiResult<Json<Work>> {
+    state.agent(&headers, job)?;
+    Ok(Json(agent::work(&state.ctx, job, &cluster, rank).await?))
+}
+
+async fn agent_report(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, cluster, rank)): Path<(JobId, String, u32)>,
+    Json(report): Json<Report>,
+) -> ApiResult<StatusCode> {
+    state.agent(&headers, job)?;
+    agent::report(&state.ctx, job, &cluster, rank, &report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_logs(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, cluster, rank)): Path<(JobId, String, u32)>,
+    Json(chunk): Json<LogChunk>,
+) -> ApiResult<StatusCode> {
+    state.agent(&headers, job)?;
+    agent::log(&state.ctx, job, &cluster, rank, &chunk).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_blob(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, key)): Path<(JobId, String)>,
+) -> ApiResult<Response> {
+    state.agent(&headers, job)?;
+    // A job's token reaches only the archives uploaded for that job.
+    let uploads: agent::Uploads = state
+        .ctx
+        .blobs
+        .get(&agent::uploads_key(job))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if !uploads.0.values().any(|k| *k == key) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no archive '{key}' for job {job}"),
+        ));
+    }
+    let bytes =
+        state.ctx.blobs.get(&key).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"))
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}

@@ -1,0 +1,60 @@
+//! The blob-storage port: task bundles (workdir archives), node reports and logs, by key.
+//! Keys are `/`-separated paths (`jobs/7/logs/...`). S3 in AWS; a folder locally.
+//!
+//! # Layout
+//! - `local`: a folder on disk ([`LocalBlobStore`]).
+
+mod local;
+
+use async_trait::async_trait;
+
+pub use local::LocalBlobStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("invalid blob key '{key}': {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("blob storage failed on '{key}'")]
+    Backend {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Writes (or replaces) the object at `key`.
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError>;
+    /// Reads the object at `key`; `None` if there is none.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// Keys under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError>;
+    /// Deletes every object under `prefix`; nothing there is fine.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+}
+
+/// Rejects keys that could escape a folder or mean different things to different stores.
+pub(crate) fn check_key(key: &str) -> Result<(), BlobError> {
+    let reason = if key.is_empty() {
+        Some("empty")
+    } else if key.starts_with('/') {
+        Some("starts with '/'")
+    } else if key
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        Some("has an empty, '.' or '..' part")
+    } else if key.contains('\\') || key.contains('\0') {
+        Some("has '\\' or NUL")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(BlobError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,242 @@
+//! Apply one event to one job: read, `step`, fenced write, then carry out the actions.
+//!
+//! # Guarantees
+//! - The record is written before any action runs, so a crash after the write loses at most
+//!   the actions, which `poll` re-derives from the record (a launch under way that the cloud
+//!   has never seen is launched again under the same cluster name; a due backoff is re-sent).
+//! - A lost race ([`StoreError::Conflict`]) means someone else advanced the job: re-read and
+//!   step again. Events are at-least-once and `step` ignores ones that no longer apply.
+//!
+//! # Caveats
+//! - Controller events are appended after the write: a crash between the two loses those
+//!   lines of `jobs logs --controller`, never the job's state.
+
+use tracing::{debug, info, warn};
+
+use super::{Context, HandlerError, agent};
+use crate::job::{Action, JobEvent, JobId, JobRecord, LaunchFailure, step};
+use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
+use crate::spec::ImageId;
+use crate::store::StoreError;
+
+/// Conflicting writers in a row before giving up (the event is redelivered by then).
+const MAX_CONFLICTS: usize = 20;
+
+/// Applies `event` to job `job_id` and carries out what it calls for. Follow-up events (the
+/// cloud's answers) go on the bus.
+pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<(), HandlerError> {
+    for _ in 0..MAX_CONFLICTS {
+        let job = ctx.store.get_job(job_id).await?;
+        let now = ctx.clock.now();
+        let step = step(&job, event.clone(), now);
+        let job = if step.changed {
+            match ctx.store.update_job(&step.next, job.fence()).await {
+                Ok(stored) => {
+                    log_transitions(&job, &stored);
+                    stored
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    debug!(job_id, ?event, "lost a race on the job; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            job
+        };
+        carry_out(ctx, &job, step.actions).await?;
+        if job.is_terminal() {
+            agent::forget_nodes(ctx, job.id).await;
+        }
+        return Ok(());
+    }
+    warn!(
+        job_id,
+        ?event,
+        "gave up after repeated conflicts; the event will be redelivered"
+    );
+    Ok(())
+}
+
+fn log_transitions(before: &JobRecord, after: &JobRecord) {
+    for (i, (old, new)) in before.tasks.iter().zip(&after.tasks).enumerate() {
+        if old.status != new.status {
+            info!(
+                job_id = after.id,
+                task = i,
+                from = old.status.as_str(),
+                to = new.status.as_str(),
+                cluster = new.cluster.as_deref().unwrap_or(""),
+                attempt = new.attempt,
+                "job status changed"
+            );
+        }
+    }
+}
+
+async fn carry_out(
+    ctx: &Context,
+    job: &JobRecord,
+    actions: Vec<Action>,
+) -> Result<(), HandlerError> {
+    let mut events = Vec::new();
+    for action in actions {
+        match action {
+            Action::EmitEvent(e) => events.push(e),
+            Action::LaunchCluster {
+                task,
+                cluster,
+                candidate_index,
+                ..
+            } => launch(ctx, job, task, &cluster, candidate_index).await?,
+            Action::TerminateCluster { task, cluster } => {
+                terminate(ctx, job, task, &cluster).await?
+            }
+            Action::Requeue { at, .. } => {
+                ctx.bus
+                    .schedule(job.id, JobEvent::BackoffElapsed, at, ctx.clock.now())
+                    .await?;
+            }
+            // Node agents pull their work (see `agent::work`), which follows from the record
+            // this step wrote; there is nothing to push.
+            Action::RunTask { .. } | Action::StartNextTask { .. } => {}
+        }
+    }
+    if !events.is_empty() {
+        ctx.store.append_events(job.id, &events).await?;
+    }
+    Ok(())
+}
+
+/// Launches (idempotently, by cluster name) and reports the cloud's answer on the bus.
+pub(super) async fn launch(
+    ctx: &Context,
+    job: &JobRecord,
+    task: usize,
+    cluster: &str,
+    candidate_index: usize,
+) -> Result<(), HandlerError> {
+    let candidate = job.candidates[task][candidate_index].clone();
+    let spec = job.task_spec(task);
+    let resources = spec.resources.candidates.get(
+        candidate
+            .alternative
+            .min(spec.resources.candidates.len().saturating_sub(1)),
+    );
+    let image_id = resources.and_then(|r| match &r.image_id {
+        Some(ImageId::One(image)) => Some(image.clone()),
+        Some(ImageId::PerRegion(images)) => images.get(&candidate.region).cloned(),
+        None => None,
+    });
+    let cluster_spec = ClusterSpec {
+        job_id: job.id,
+        task,
+        cluster: cluster.to_owned(),
+        owner: job.owner.clone(),
+        num_nodes: spec.num_nodes,
+        agent: AgentBoot {
+            api_url: ctx.settings.agent_api_url.clone(),
+            token: ctx.settings.secret.agent_token(job.id),
+        },
+        labels: resources.map(|r| r.labels.clone()).unwrap_or_default(),
+        image_id,
+        disk_size_gb: resources.and_then(|r| r.disk_size_gb),
+        candidate,
+    };
+    let event = match ctx.provider(cluster_spec.candidate.cloud) {
+        None => JobEvent::LaunchFailed {
+            cluster: cluster.to_owned(),
+            failure: LaunchFailure::Auth,
+            message: format!(
+                "{} is not enabled here (see `stratus check`)",
+                cluster_spec.candidate.cloud
+            ),
+        },
+        Some(provider) => match provider.launch(&cluster_spec).await {
+            Ok(nodes) => {
+                info!(
+                    job_id = job.id,
+                    task,
+                    cluster,
+                    nodes = nodes.len(),
+                    "cluster launched"
+                );
+                agent::record_nodes(ctx, job.id, cluster, &nodes).await?;
+                JobEvent::ClusterLaunched {
+                    cluster: cluster.to_owned(),
+                }
+            }
+            Err(e) => {
+                warn!(job_id = job.id, task, cluster, error = %e, "launch failed");
+                let failure = match &e {
+                    ProviderError::Quota { .. } => LaunchFailure::Quota,
+                    ProviderError::Auth { .. } => LaunchFailure::Auth,
+                    ProviderError::Invalid { .. } => LaunchFailure::Invalid,
+                    // Throttling and transient errors move on to the next candidate too; the
+                    // walk comes back around after the backoff.
+                    ProviderError::NoCapacity { .. }
+                    | ProviderError::Throttled { .. }
+                    | ProviderError::Other { .. } => LaunchFailure::NoCapacity,
+                };
+                JobEvent::LaunchFailed {
+                    cluster: cluster.to_owned(),
+                    failure,
+                    message: e.to_string(),
+                }
+            }
+        },
+    };
+    ctx.bus.publish(job.id, event).await?;
+    Ok(())
+}
+
+/// Tears `cluster` down wherever the task's candidates could have put it, then reports it gone.
+pub(super) async fn terminate(
+    ctx: &Context,
+    job: &JobRecord,
+    task: usize,
+    cluster: &str,
+) -> Result<(), HandlerError> {
+    let state = &job.tasks[task];
+    let mut places: Vec<(crate::cloud::Cloud, String)> =
+        match (state.cluster.as_deref(), state.candidate) {
+            (Some(c), Some(i)) if c == cluster => {
+                let candidate = &job.candidates[task][i];
+                vec![(candidate.cloud, candidate.region.clone())]
+            }
+            _ => job.candidates[task]
+                .iter()
+                .map(|c| (c.cloud, c.region.clone()))
+                .collect(),
+        };
+    places.sort();
+    places.dedup();
+    let mut all_gone = true;
+    for (cloud, region) in places {
+        let Some(provider) = ctx.provider(cloud) else {
+            continue;
+        };
+        if let Err(e) = provider.terminate(&region, cluster).await {
+            // The poll sweep tears down any cluster no active task wants, so this is retried.
+            warn!(job_id = job.id, cluster, %region, error = %e, "terminate failed");
+            all_gone = false;
+        }
+    }
+    if all_gone {
+        ctx.bus
+            .publish(
+                job.id,
+                JobEvent::ClusterTerminated {
+                    cluster: cluster.to_owned(),
+                },
+            )
+            .await?;
+        // The slots are free again: jobs waiting out a no-capacity backoff try now.
+        for waiting in ctx.store.list_active().await? {
+            if waiting.id != job.id && waiting.next_attempt_at.is_some() {
+                ctx.bus.publish(waiting.id, JobEvent::CapacityFreed).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The event-bus port: deliver a job event now or at a time, at least once. EventBridge (and
+//! its scheduler) in AWS; an in-process channel and timers locally.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::clock::Timestamp;
+use crate::job::{JobEvent, JobId};
+
+/// An event for one job, as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub job_id: JobId,
+    pub event: JobEvent,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event bus: {message}")]
+pub struct BusError {
+    pub message: String,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Delivers `event` to the job's handler soon.
+    async fn publish(&self, job_id: JobId, event: JobEvent) -> Result<(), BusError>;
+    /// Delivers `event` at `at` (or soon after); `now` is the caller's reading of the clock.
+    async fn schedule(
+        &self,
+        job_id: JobId,
+        event: JobEvent,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), BusError>;
+}
+
+/// The in-process bus of the local control plane: a channel its event loop drains, and tokio
+/// timers for scheduled events. Scheduled events do not survive a restart; the poll sweep
+/// re-derives them from the job records (a due backoff is re-sent), so nothing is lost.
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    tx: mpsc::UnboundedSender<Envelope>,
+}
+
+impl LocalBus {
+    /// The bus and the receiving end its event loop reads.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Envelope>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
+    fn send(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.tx.send(envelope).map_err(|_| BusError {
+            message: "the event loop has stopped".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventBus for LocalBus {
+    async fn publish(&self, job_id: JobId, event: JobEvent) -> Result<(), BusError> {
+        self.send(Envelope { job_id, event })
+    }
+
+    async fn schedule(
+        &self,
+        job_id: JobId,
+        event: JobEvent,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), BusError> {
+        let bus = self.clone();
+        let wait = at.since(now);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = bus.send(Envelope { job_id, event });
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! The control plane's handlers: submit, advance (the event handler), poll, cleanup, and what
+//! node agents ask for. Written once against the ports, so the same code runs in the local
+//! control plane and, later, in Lambda.
+//!
+//! Every handler is level-triggered and idempotent: it re-reads the job (and, for `poll`, the
+//! cloud), computes the next step with the pure [`crate::job::step`], writes it with a fenced
+//! update, then carries out the actions. Running one twice, or dying at any line and running
+//! again, leaves no duplicate cluster and no lost job:
+//! - a cluster's name is fixed in the record *before* `LaunchCluster` runs, and launching is
+//!   idempotent per name, so a repeated launch finds the first one;
+//! - `poll` re-drives what a crash may have dropped (a launch the record says is under way but
+//!   the cloud has never seen, a due backoff, a teardown) and tears down any Stratus cluster no
+//!   active task wants.
+//!
+//! # Layout
+//! - `bus`: the event-bus port ([`EventBus`]) and the in-process [`LocalBus`].
+//! - `token`: per-job agent tokens.
+//! - `advance`: apply one event to one job and carry out the actions.
+//! - `submit`: validate, plan and store a new job.
+//! - `poll`: the sweep over active jobs and the clouds.
+//! - `agent`: node agents' work, reports and logs.
+//! - `logs`: where user logs live in blob storage, and reading them back.
+
+mod advance;
+pub mod agent;
+mod bus;
+pub mod logs;
+mod poll;
+mod submit;
+mod token;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use advance::advance;
+pub use bus::{BusError, Envelope, EventBus, LocalBus};
+pub use poll::poll;
+pub use submit::{SubmitError, SubmitRequest, submit};
+pub use token::Secret;
+
+use crate::blob::BlobStore;
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::cloud::Cloud;
+use crate::provider::Provider;
+use crate::store::JobStore;
+
+/// Settings of one control plane.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The URL node agents use to reach the API.
+    pub agent_api_url: String,
+    pub secret: Secret,
+    /// Clouds jobs may be planned on.
+    pub enabled_clouds: Vec<Cloud>,
+    /// A running cluster whose nodes have not polled for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Local cloud only: the folder that stands in for buckets (`<root>/<store>/<bucket>`).
+    pub local_buckets: Option<std::path::PathBuf>,
+    /// When this control plane started: heartbeats are judged only once it has been up for
+    /// `heartbeat_timeout`, so nodes that could not reach it while it was down are not lost.
+    pub started_at: crate::clock::Timestamp,
+}
+
+/// Everything a handler needs: the ports and the settings.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<dyn JobStore>,
+    pub providers: BTreeMap<Cloud, Arc<dyn Provider>>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub clock: Arc<dyn Clock>,
+    pub catalog: Arc<Catalog>,
+    pub settings: Settings,
+}
+
+impl Context {
+    fn provider(&self, cloud: Cloud) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(&cloud)
+    }
+}
+
+/// A handler failed in a way the caller should see (the job itself is safe in the store).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Blob(#[from] crate::blob::BlobError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}

@@ -1,0 +1,140 @@
+//! Submit: validate the task, plan every task, store the job, and start it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::agent::{Uploads, uploads_key};
+use super::{Context, HandlerError};
+use crate::job::{JobEvent, JobRecord};
+use crate::optimizer;
+use crate::spec::{self, MountSource, Overrides, SpecError, StorageSource, Workdir};
+
+/// What a client sends to launch a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The task file's text (one or more YAML documents).
+    #[serde(default)]
+    pub yaml: Option<String>,
+    /// Or a command to run as a one-task job.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Flags that override the file, with env and secret values already resolved.
+    #[serde(default)]
+    pub overrides: Overrides,
+    /// Local paths (as written in the task) the client uploaded, and their blob keys.
+    #[serde(default)]
+    pub uploads: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(#[from] SpecError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no resource satisfies task '{task}':\n{explanation}")]
+    NoResources { task: String, explanation: String },
+    #[error(transparent)]
+    Handler(#[from] HandlerError),
+}
+
+impl From<crate::store::StoreError> for SubmitError {
+    fn from(e: crate::store::StoreError) -> Self {
+        SubmitError::Handler(e.into())
+    }
+}
+
+impl From<crate::blob::BlobError> for SubmitError {
+    fn from(e: crate::blob::BlobError) -> Self {
+        SubmitError::Handler(e.into())
+    }
+}
+
+/// Validates and plans `request`, stores the job (PENDING) and emits `Submitted`, so the launch
+/// starts at once rather than at the next poll.
+pub async fn submit(
+    ctx: &Context,
+    owner: &str,
+    request: SubmitRequest,
+) -> Result<JobRecord, SubmitError> {
+    let loaded = match (&request.yaml, &request.command) {
+        (Some(yaml), None) => spec::load(yaml, &request.overrides)?,
+        (None, Some(command)) => spec::load_command(command, &request.overrides)?,
+        _ => {
+            return Err(SubmitError::BadRequest(
+                "give exactly one of `yaml` (a task file's text) or `command`".into(),
+            ));
+        }
+    };
+    let pipeline = loaded.pipeline;
+    let mut candidates = Vec::new();
+    for task in &pipeline.tasks {
+        check_uploads(task, &request.uploads)?;
+        let plan = optimizer::plan_task(&ctx.catalog, task, &ctx.settings.enabled_clouds);
+        if plan.ranked.is_empty() {
+            return Err(SubmitError::NoResources {
+                task: task.name.clone(),
+                explanation: plan.explain_no_fit(),
+            });
+        }
+        candidates.push(plan.ranked);
+    }
+
+    let id = ctx.store.next_job_id().await?;
+    let now = ctx.clock.now();
+    let job = JobRecord::new(id, owner, pipeline, candidates, now);
+    // Written before the job exists, so a node never asks for uploads that are not recorded.
+    let uploads = serde_json::to_vec(&Uploads(request.uploads)).expect("uploads serialize");
+    ctx.blobs.put(&uploads_key(id), uploads).await?;
+    let stored = ctx.store.create_job(&job).await?;
+    info!(
+        job_id = id,
+        name = stored.name(),
+        owner,
+        tasks = stored.tasks.len(),
+        "job submitted"
+    );
+    ctx.bus
+        .publish(id, JobEvent::Submitted)
+        .await
+        .map_err(HandlerError::from)?;
+    Ok(stored)
+}
+
+/// Every local path a task syncs to its nodes must have been uploaded by the client.
+fn check_uploads(task: &spec::Task, uploads: &BTreeMap<String, String>) -> Result<(), SubmitError> {
+    let mut needed = Vec::new();
+    if let Some(Workdir::Local(path)) = &task.workdir {
+        needed.push(("workdir", path.clone()));
+    }
+    for mount in &task.file_mounts {
+        match &mount.source {
+            MountSource::Local(path) => needed.push(("file_mounts", path.clone())),
+            MountSource::Storage(storage) => {
+                if storage
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s, StorageSource::Local(_)))
+                {
+                    return Err(SubmitError::BadRequest(format!(
+                        "file_mounts.{}: uploading local files into a bucket is not supported yet; \
+                         mount the folder directly (`{}: <local path>`) or use an existing bucket",
+                        mount.destination, mount.destination
+                    )));
+                }
+            }
+            MountSource::Bucket(_) => {}
+        }
+    }
+    for (field, path) in needed {
+        if !uploads.contains_key(&path) {
+            return Err(SubmitError::BadRequest(format!(
+                "{field}: '{path}' was not uploaded with the job (the CLI uploads local paths before submitting)"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Per-job agent tokens: HMAC-SHA256 of the job id under the control plane's secret, so a
+//! token is valid for its job only and nothing needs to be stored to check it.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::job::JobId;
+
+/// The control plane's signing secret (32 random bytes, kept beside the state table).
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    fn mac(&self, purpose: &str, job_id: JobId) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any size");
+        mac.update(purpose.as_bytes());
+        mac.update(&job_id.to_be_bytes());
+        mac
+    }
+
+    /// The token the job's node agents present.
+    pub fn agent_token(&self, job_id: JobId) -> String {
+        hex::encode(self.mac("agent", job_id).finalize().into_bytes())
+    }
+
+    /// Whether `token` is the agent token of `job_id` (constant-time).
+    pub fn verify_agent(&self, job_id: JobId, token: &str) -> bool {
+        hex::decode(token).is_ok_and(|bytes| self.mac("agent", job_id).verify_slice(&bytes).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_per_job() {
+        let secret = Secret::new(b"k".to_vec());
+        let t1 = secret.agent_token(1);
+        assert!(secret.verify_agent(1, &t1));
+        assert!(!secret.verify_agent(2, &t1));
+        assert!(!Secret::new(b"other".to_vec()).verify_agent(1, &t1));
+        assert!(!secret.verify_agent(1, "not hex"));
+    }
+}

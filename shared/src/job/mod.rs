@@ -1,0 +1,491 @@
+//! Managed jobs: the record the state table keeps, the events that move it, and the pure state
+//! machine that decides what happens next.
+//!
+//! A job is a [`Pipeline`] of tasks run one after another. Each task has its own status
+//! ([`JobStatus`], SkyPilot's names); the job's status is the status of its first task that has
+//! not succeeded. Handlers load a [`JobRecord`] from the [`crate::store::JobStore`], call
+//! [`step`] with what happened ([`JobEvent`]) and the time, write the next record with a
+//! fenced update, then carry out the [`Action`]s, which are plain data.
+//!
+//! **Invariant:** [`step`] does no IO and never reads the clock; the same inputs always give
+//! the same output, jitter included.
+//!
+//! **Invariant:** every [`Action::LaunchCluster`] names a cluster never used before
+//! (`<task>-<job>-<attempt>`), and every event from a cluster names it, so a late or
+//! duplicated event about an abandoned cluster cannot move the job.
+//!
+//! # Layout
+//! - `status`: [`JobStatus`] and [`Phase`].
+//! - `step`: the state machine, [`step`] and [`Step`].
+//! - `backoff`: the no-capacity wait (60 s ×1.6 up to 300 s, ±40 %).
+//! - `builder` (feature `test-util`): `JobRecord::test()`, records that read like prose.
+
+pub mod backoff;
+#[cfg(any(test, feature = "test-util"))]
+pub mod builder;
+mod status;
+mod step;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::optimizer::Candidate;
+use crate::spec::{Pipeline, RecoveryPolicy, Task};
+
+pub use status::{JobStatus, Phase, UnknownStatus};
+pub use step::{Step, step};
+
+/// Job IDs are sequential, like SkyPilot's: 1, 2, 3, ...
+pub type JobId = u64;
+
+/// Everything the state table keeps about one job.
+///
+/// `pipeline` and `candidates` are fixed when the job is created; every later write changes
+/// only the rest (the stores write them once, and an update never rewrites them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    /// The user who submitted the job.
+    pub owner: String,
+    pub pipeline: Pipeline,
+    /// Per task, the feasible launch targets ranked cheapest first (from the optimizer).
+    pub candidates: Vec<Vec<Candidate>>,
+    /// Per task, what has happened to it so far.
+    pub tasks: Vec<TaskState>,
+    /// The task being launched or run (the first that has not succeeded, or the last).
+    pub current_task: usize,
+    /// Bumped by every store write; updates are fenced on it.
+    pub version: u64,
+    pub submitted_at: Timestamp,
+    /// While in a no-capacity backoff: when to try the candidates again.
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// The changing part of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub status: JobStatus,
+    /// Which command runs, once the node has said.
+    pub phase: Option<Phase>,
+    /// Clusters launched (or tried) for this task so far; names the next one.
+    pub attempt: u32,
+    /// The task's cluster: being launched, up, or being torn down on cancel. For a finished
+    /// task, the last one it had. `None` before the first launch and during a backoff.
+    pub cluster: Option<String>,
+    /// Index into the task's candidates of `cluster`.
+    pub candidate: Option<usize>,
+    /// The walk through the candidates while a launch is in progress.
+    pub launch: Option<LaunchWalk>,
+    /// Launch rounds in a row that found no capacity anywhere; grows the backoff.
+    pub no_capacity_rounds: u32,
+    /// SkyPilot's `#RECOVERIES`: every relaunch of a task that had started (preemptions, lost
+    /// machines, and restarts after the user's code failed).
+    pub recoveries: u32,
+    /// Restarts charged against `max_restarts_on_errors`.
+    pub restarts: u32,
+    pub failure_reason: Option<String>,
+    /// When the task was handed to the launcher (at job submission for the first task, when the
+    /// previous one succeeded for the others).
+    pub submitted_at: Option<Timestamp>,
+    /// The first time the task reached RUNNING.
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// Start of the current stretch of RUNNING, if running now.
+    pub running_since: Option<Timestamp>,
+    /// Time spent RUNNING in earlier stretches (excludes launching and recovering).
+    #[serde(with = "millis", rename = "run_time_ms")]
+    pub run_time: Duration,
+}
+
+/// The candidates one launch goes through, in order, and those already tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchWalk {
+    pub order: Vec<usize>,
+    pub tried: Vec<usize>,
+    /// The cloud accepted the current try; the walk ends when the task runs.
+    pub launched: bool,
+}
+
+/// Why a launch failed, as far as the state machine cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchFailure {
+    /// The cloud has no capacity for this candidate right now: try the next one.
+    NoCapacity,
+    /// A quota or limit blocks this candidate: try the next one.
+    Quota,
+    /// Credentials are missing or rejected: no candidate will work.
+    Auth,
+    /// The request is invalid (bad image, bad instance type, ...): no candidate will work.
+    Invalid,
+}
+
+impl fmt::Display for LaunchFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LaunchFailure::NoCapacity => "no capacity",
+            LaunchFailure::Quota => "quota exceeded",
+            LaunchFailure::Auth => "not authorized",
+            LaunchFailure::Invalid => "invalid request",
+        })
+    }
+}
+
+/// What happened to a job. Events from a cluster name it; one about a cluster the task no
+/// longer uses is ignored (or, if it says the cluster is up, answered by tearing it down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The job was stored and may start launching its first task.
+    Submitted,
+    /// The cloud accepted the launch: the instances exist.
+    ClusterLaunched {
+        cluster: String,
+    },
+    LaunchFailed {
+        cluster: String,
+        failure: LaunchFailure,
+        message: String,
+    },
+    /// The node agents are up; the task can be handed to them.
+    NodeReady {
+        cluster: String,
+    },
+    SetupStarted {
+        cluster: String,
+    },
+    RunStarted {
+        cluster: String,
+    },
+    /// A command finished. `codes` has one exit code per node: any node's code can be in
+    /// `recover_on_exit_codes` (SkyPilot restarts if any is), and success means all are 0.
+    TaskExited {
+        cluster: String,
+        phase: Phase,
+        codes: Vec<i32>,
+    },
+    Preempted {
+        cluster: String,
+    },
+    /// The nodes stopped reporting: treated as a machine failure.
+    HeartbeatLost {
+        cluster: String,
+    },
+    CancelRequested,
+    /// The cluster and everything tagged with it are gone.
+    ClusterTerminated {
+        cluster: String,
+    },
+    /// The no-capacity wait is over (early deliveries are ignored).
+    BackoffElapsed,
+    /// A Stratus cluster was torn down, so capacity may be free again: a job waiting out a
+    /// no-capacity backoff tries its candidates now instead of at the end of the wait.
+    CapacityFreed,
+    /// Stratus failed in a way it cannot recover from. Like SkyPilot, this applies even to a
+    /// job that already ended.
+    ControllerFailed {
+        reason: String,
+    },
+}
+
+/// Something the handler must do after writing the next record. Plain data, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// Launch `cluster` for `task` on `candidate` (tag it with the job id first, so cleanup
+    /// finds it whatever happens next). Report `ClusterLaunched` or `LaunchFailed`.
+    LaunchCluster {
+        task: usize,
+        cluster: String,
+        attempt: u32,
+        candidate_index: usize,
+        candidate: Candidate,
+    },
+    /// Tear down `cluster` (found by tag: it may never have launched, or half launched).
+    /// Report `ClusterTerminated`.
+    TerminateCluster { task: usize, cluster: String },
+    /// Hand the task's `setup` and `run` to the node agents of `cluster`.
+    RunTask { task: usize, cluster: String },
+    /// The pipeline moved on to `task`; its `LaunchCluster` follows in the same step. Handlers
+    /// stage per-task inputs here.
+    StartNextTask { task: usize },
+    /// Send `BackoffElapsed` at `at` (`after` from now).
+    Requeue {
+        #[serde(with = "millis")]
+        after: Duration,
+        at: Timestamp,
+    },
+    /// Append to the job's controller log (`jobs logs --controller`).
+    EmitEvent(ControllerEvent),
+}
+
+/// One line of a job's controller log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerEvent {
+    pub at: Timestamp,
+    pub task: usize,
+    /// The task's status after the step that wrote this.
+    pub status: JobStatus,
+    pub message: String,
+}
+
+/// What an update expects to find in the store: the version and status it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub version: u64,
+    pub status: JobStatus,
+}
+
+impl JobRecord {
+    /// A new job in PENDING, not yet stored (`version` 0; the store writes version 1).
+    ///
+    /// # Panics
+    /// If `candidates` does not have one list per task: that is a bug in the caller.
+    pub fn new(
+        id: JobId,
+        owner: impl Into<String>,
+        pipeline: Pipeline,
+        candidates: Vec<Vec<Candidate>>,
+        now: Timestamp,
+    ) -> Self {
+        assert_eq!(
+            pipeline.tasks.len(),
+            candidates.len(),
+            "one ranked candidate list per task"
+        );
+        let tasks = (0..pipeline.tasks.len())
+            .map(|i| TaskState::new((i == 0).then_some(now)))
+            .collect();
+        Self {
+            id,
+            owner: owner.into(),
+            pipeline,
+            candidates,
+            tasks,
+            current_task: 0,
+            version: 0,
+            submitted_at: now,
+            next_attempt_at: None,
+        }
+    }
+
+    /// The job name.
+    pub fn name(&self) -> &str {
+        &self.pipeline.name
+    }
+
+    /// SkyPilot's rule: the status of the first task that has not succeeded.
+    pub fn status(&self) -> JobStatus {
+        self.tasks
+            .iter()
+            .map(|t| t.status)
+            .find(|s| *s != JobStatus::Succeeded)
+            .unwrap_or(JobStatus::Succeeded)
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.status().is_terminal()
+    }
+
+    /// What a fenced update of this record must find in the store.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            version: self.version,
+            status: self.status(),
+        }
+    }
+
+    /// The task spec of task `i`.
+    pub fn task_spec(&self, i: usize) -> &Task {
+        &self.pipeline.tasks[i]
+    }
+
+    pub fn recovery_policy(&self, i: usize) -> &RecoveryPolicy {
+        &self.pipeline.tasks[i].resources.recovery
+    }
+
+    /// SkyPilot's STARTED column: when the first task first ran.
+    pub fn started_at(&self) -> Option<Timestamp> {
+        self.tasks.first().and_then(|t| t.started_at)
+    }
+
+    /// When the job ended, once it has.
+    pub fn ended_at(&self) -> Option<Timestamp> {
+        if !self.is_terminal() {
+            return None;
+        }
+        self.tasks.iter().filter_map(|t| t.ended_at).max()
+    }
+
+    /// TOT. DURATION: from submission to the end, or to `now` while the job is active.
+    pub fn total_duration(&self, now: Timestamp) -> Duration {
+        self.ended_at().unwrap_or(now).since(self.submitted_at)
+    }
+
+    /// JOB DURATION: time spent RUNNING, summed over tasks; launching and recovering excluded.
+    pub fn job_duration(&self, now: Timestamp) -> Duration {
+        self.tasks.iter().map(|t| t.job_duration(now)).sum()
+    }
+
+    /// `#RECOVERIES`, summed over tasks.
+    pub fn recoveries(&self) -> u32 {
+        self.tasks.iter().map(|t| t.recoveries).sum()
+    }
+
+    /// `SKYPILOT_TASK_ID` of task `i`, built like SkyPilot's `get_global_job_id`:
+    /// `sky-managed-<submitted, YYYY-MM-DD-HH-MM-SS-ffffff>_<job>[_<task>]_<id>-<i>`, the task
+    /// name only in pipelines. It depends only on fields fixed at submission, so it is the same
+    /// across every recovery and restart.
+    pub fn skypilot_task_id(&self, i: usize) -> String {
+        let c = self.submitted_at.civil();
+        let task = if self.pipeline.tasks.len() > 1 {
+            format!("_{}", self.pipeline.tasks[i].name)
+        } else {
+            String::new()
+        };
+        format!(
+            "sky-managed-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{:06}_{}{task}_{}-{i}",
+            c.year,
+            c.month,
+            c.day,
+            c.hour,
+            c.minute,
+            c.second,
+            c.millis * 1000,
+            self.name(),
+            self.id
+        )
+    }
+}
+
+impl TaskState {
+    fn new(submitted_at: Option<Timestamp>) -> Self {
+        Self {
+            status: JobStatus::Pending,
+            phase: None,
+            attempt: 0,
+            cluster: None,
+            candidate: None,
+            launch: None,
+            no_capacity_rounds: 0,
+            recoveries: 0,
+            restarts: 0,
+            failure_reason: None,
+            submitted_at,
+            started_at: None,
+            ended_at: None,
+            running_since: None,
+            run_time: Duration::ZERO,
+        }
+    }
+
+    /// Time spent RUNNING up to `now`.
+    pub fn job_duration(&self, now: Timestamp) -> Duration {
+        self.run_time
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |since| now.since(since))
+    }
+}
+
+/// SkyPilot's cluster name, `<task name, cut to 25>-<job id>`, plus the attempt so that every
+/// launch has a name of its own. Lower-cased, with `_` and `.` turned into `-`, so that every
+/// cloud accepts it as an instance name prefix.
+pub fn cluster_name(task_name: &str, job_id: JobId, attempt: u32) -> String {
+    let cleaned: String = task_name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .take(25)
+        .collect();
+    let cleaned = cleaned.trim_matches('-');
+    let base = if cleaned.is_empty() { "task" } else { cleaned };
+    format!("{base}-{job_id}-{attempt}")
+}
+
+/// Durations stored as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_cloud_safe_and_unique_per_attempt() {
+        assert_eq!(cluster_name("train", 7, 1), "train-7-1");
+        assert_eq!(cluster_name("Train_Model.v2", 7, 3), "train-model-v2-7-3");
+        assert_eq!(
+            cluster_name("a-very-long-task-name-that-goes-on", 12, 2),
+            "a-very-long-task-name-tha-12-2"
+        );
+        assert_eq!(cluster_name("___", 1, 1), "task-1-1");
+    }
+
+    #[test]
+    fn job_status_is_first_task_not_succeeded() {
+        let mut job = JobRecord::test().tasks(3);
+        job.tasks[0].status = JobStatus::Succeeded;
+        job.tasks[1].status = JobStatus::Running;
+        assert_eq!(job.status(), JobStatus::Running);
+        job.tasks[1].status = JobStatus::Succeeded;
+        job.tasks[2].status = JobStatus::Succeeded;
+        assert_eq!(job.status(), JobStatus::Succeeded);
+    }
+
+    #[test]
+    fn durations_exclude_recovery_and_use_now_while_active() {
+        let t = Timestamp::from_secs;
+        let mut job = JobRecord::test().submitted(t(100));
+        job.tasks[0].run_time = Duration::from_secs(30);
+        job.tasks[0].running_since = Some(t(200));
+        job.tasks[0].status = JobStatus::Running;
+        assert_eq!(job.job_duration(t(210)), Duration::from_secs(40));
+        assert_eq!(job.total_duration(t(210)), Duration::from_secs(110));
+        assert_eq!(job.ended_at(), None);
+    }
+
+    #[test]
+    fn task_ids_are_skypilots_shape() {
+        let at = Timestamp::from_millis(1_688_678_311_563);
+        let job = JobRecord::test().id(1).named("my-job-name").submitted(at);
+        assert_eq!(
+            job.skypilot_task_id(0),
+            "sky-managed-2023-07-06-21-18-31-563000_my-job-name_1-0"
+        );
+        let pipeline = JobRecord::test()
+            .id(8)
+            .named("pipeline")
+            .tasks(2)
+            .submitted(at);
+        assert_eq!(
+            pipeline.skypilot_task_id(1),
+            "sky-managed-2023-07-06-21-18-31-563000_pipeline_pipeline-1_8-1"
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let job = JobRecord::test().tasks(2).running().attempt(2);
+        let json = serde_json::to_string(&job).unwrap();
+        let back: JobRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, job);
+    }
+}
