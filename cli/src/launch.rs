@@ -13,8 +13,13 @@ use shared::credentials::{self, Environment};
 use shared::optimizer::{self, TaskPlan};
 use shared::spec::{self, Loaded, MountSource, Overrides, StorageSource, Task, Workdir};
 
-use crate::Failure;
+use std::collections::BTreeMap;
+
+use shared::control::SubmitRequest;
+use shared::job::JobStatus;
+
 use crate::home::stratus_home;
+use crate::{Failure, client, jobs, local, pack};
 
 /// Launch a managed job from a task YAML (or a command): choose the cheapest resources across
 /// clouds and regions, run setup then run, recover from preemptions, tear down when done.
@@ -102,33 +107,149 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     }
     let home = stratus_home();
     let catalog = Catalog::with_overrides(&home.join("catalogs")).map_err(Failure::input)?;
-    let enabled = credentials::enabled_clouds(&Environment::current());
-
-    if !args.dry_run {
-        return Err(anyhow!(
-            "launching needs Stratus's control plane, which this build does not include yet; \
-             run `stratus jobs launch --dry-run` to see the plan"
-        )
-        .into());
+    if args.dry_run {
+        let enabled = credentials::enabled_clouds(&Environment::current());
+        let plans: Vec<TaskPlan> = loaded
+            .pipeline
+            .tasks
+            .iter()
+            .map(|t| optimizer::plan_task(&catalog, t, &catalog.clouds()))
+            .collect();
+        print!("{}", render_dry_run(&loaded, &plans, &enabled, Path::new(".")));
+        return Ok(no_fit_code(&plans));
     }
+
+    // The uploads must exist before anything starts.
+    let paths = local_paths(&loaded)?;
+    let client = local::ensure(&home)?;
+    let clouds = server_clouds(&client)?;
     let plans: Vec<TaskPlan> = loaded
         .pipeline
         .tasks
         .iter()
-        .map(|t| optimizer::plan_task(&catalog, t, &catalog.clouds()))
+        .map(|t| optimizer::plan_task(&catalog, t, &clouds))
         .collect();
-    print!(
-        "{}",
-        render_dry_run(&loaded, &plans, &enabled, Path::new("."))
-    );
-    let unplanned = plans.iter().filter(|p| p.chosen().is_none()).count();
-    if unplanned > 0 {
-        eprintln!(
-            "error: no resource satisfies {unplanned} of the job's tasks (see above); change their resources"
-        );
+    print!("{}", render_tables(&loaded, &plans));
+    if no_fit_code(&plans) != 0 {
         return Ok(1);
     }
-    Ok(0)
+    let name = &loaded.pipeline.name;
+    if !args.yes && !jobs::confirm(&format!("Launching a managed job '{name}'. Proceed?"))? {
+        eprintln!("Aborted!");
+        return Ok(1);
+    }
+
+    let mut uploads = BTreeMap::new();
+    for (written, resolved) in paths {
+        eprintln!("Uploading {written} ...");
+        let archive = pack::archive(&resolved).map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
+        uploads.insert(written, client.upload(&archive)?);
+    }
+    let request = SubmitRequest {
+        yaml: args.entrypoint_file().map(|f| std::fs::read_to_string(f)).transpose().map_err(anyhow::Error::from)?,
+        command: if args.entrypoint_file().is_some() { None } else { Some(args.entrypoint.join(" ")) },
+        overrides: overrides(args).map(|o| Overrides {
+            default_name: Some(name.clone()),
+            ..o
+        })?,
+        uploads,
+    };
+    println!("Launching managed job '{name}'...");
+    let job = client.submit(&request).map_err(|e| {
+        if client::is_bad_request(&e) { Failure::input(e) } else { e.into() }
+    })?;
+    let id = job.id;
+    if args.detach_run {
+        println!("Managed Job ID: {id}");
+        print!("{}", jobs::useful_commands(id));
+        return Ok(0);
+    }
+    println!("⚙︎ Job submitted, ID: {id}");
+    let nodes = loaded.pipeline.tasks[0].num_nodes;
+    println!(
+        "├── Waiting for task resources on {nodes} node{}.",
+        if nodes == 1 { "" } else { "s" }
+    );
+    println!("└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)");
+    let status = jobs::follow(&client, &job, true, true)?;
+    let mark = if status == JobStatus::Succeeded { "✓" } else { "✗" };
+    println!("{mark} Managed job finished: {id} (status: {status}).");
+    println!("\nManaged Job ID: {id}");
+    print!("{}", jobs::useful_commands(id));
+    Ok(jobs::exit_code(status))
+}
+
+impl LaunchArgs {
+    fn entrypoint_file(&self) -> Option<&str> {
+        match self.entrypoint.as_slice() {
+            [file] if is_yaml_path(file) => Some(file),
+            _ => None,
+        }
+    }
+}
+
+fn no_fit_code(plans: &[TaskPlan]) -> u8 {
+    let unplanned = plans.iter().filter(|p| p.chosen().is_none()).count();
+    if unplanned > 0 {
+        eprintln!("error: no resource satisfies {unplanned} of the job's tasks (see above); change their resources");
+        return 1;
+    }
+    0
+}
+
+/// The clouds the control plane can launch on.
+fn server_clouds(client: &client::Client) -> Result<Vec<Cloud>, Failure> {
+    let health = client.health()?;
+    let clouds = health["clouds"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str())
+                .filter_map(|c| match shared::cloud::classify(c) {
+                    shared::cloud::CloudName::Supported(cloud) => Some(cloud),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(clouds)
+}
+
+/// Every local path the job syncs to its nodes (workdir, local file mounts), as written and
+/// resolved against this directory; each must exist.
+fn local_paths(loaded: &Loaded) -> Result<BTreeMap<String, PathBuf>, Failure> {
+    let mut paths = BTreeMap::new();
+    for task in &loaded.pipeline.tasks {
+        let mut wanted = Vec::new();
+        if let Some(Workdir::Local(dir)) = &task.workdir {
+            wanted.push(("workdir", dir.clone()));
+        }
+        for mount in &task.file_mounts {
+            if let MountSource::Local(path) = &mount.source {
+                wanted.push(("file_mounts", path.clone()));
+            }
+        }
+        for (field, written) in wanted {
+            let resolved = expand(Path::new("."), &written);
+            if !resolved.exists() {
+                return Err(Failure::input(anyhow!(
+                    "{field}: '{written}' does not exist (resolved to {})",
+                    resolved.display()
+                )));
+            }
+            paths.insert(written, resolved);
+        }
+    }
+    Ok(paths)
+}
+
+/// A path as the user wrote it: `~/` is their home, relative paths are from `cwd`.
+fn expand(cwd: &Path, path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), |h| PathBuf::from(h).join(rest)),
+        None if path == "~" => std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), PathBuf::from),
+        None => cwd.join(path),
+    }
 }
 
 /// Reads the file (or builds the command task) with the flags applied.
@@ -208,16 +329,12 @@ fn key_values(flag: &str, items: &[String]) -> Result<Vec<(String, String)>, Fai
         .collect()
 }
 
-/// The whole dry-run report: tables, the plan per task, and what a real launch would need.
-fn render_dry_run(loaded: &Loaded, plans: &[TaskPlan], enabled: &[Cloud], cwd: &Path) -> String {
+/// "will be launched on" and a Considered-resources table per task (or why nothing fits).
+fn render_tables(loaded: &Loaded, plans: &[TaskPlan]) -> String {
     let pipeline = &loaded.pipeline;
     let mut out = String::new();
     let tasks = pipeline.tasks.len();
-    let _ = writeln!(
-        out,
-        "Managed job '{}' will be launched on (estimated):",
-        pipeline.name
-    );
+    let _ = writeln!(out, "Managed job '{}' will be launched on (estimated):", pipeline.name);
     for (task, plan) in pipeline.tasks.iter().zip(plans) {
         out.push('\n');
         let label = (tasks > 1).then_some(task.name.as_str());
@@ -228,6 +345,14 @@ fn render_dry_run(loaded: &Loaded, plans: &[TaskPlan], enabled: &[Cloud], cwd: &
             out.push_str(&plan.explain_no_fit());
         }
     }
+    out
+}
+
+/// The whole dry-run report: tables, the plan per task, and what a real launch would need.
+fn render_dry_run(loaded: &Loaded, plans: &[TaskPlan], enabled: &[Cloud], cwd: &Path) -> String {
+    let pipeline = &loaded.pipeline;
+    let tasks = pipeline.tasks.len();
+    let mut out = render_tables(loaded, plans);
 
     let _ = writeln!(
         out,

@@ -2,15 +2,26 @@
 //!
 //! # Layout
 //! - `main`: the clap command tree and exit codes.
-//! - `launch`: `stratus jobs launch` (planning and `--dry-run`).
+//! - `launch`: `stratus jobs launch` (plan, confirm, upload, submit, stream).
+//! - `jobs`: `stratus jobs queue | logs | cancel`, and the log follower.
 //! - `check`: `stratus check`, the enabled clouds.
+//! - `local`: the local control plane (`stratus api serve`), started on first use.
+//! - `client`: the HTTP client for the Stratus API.
+//! - `pack`: `.tar.gz` archives of workdirs and local file mounts.
+//! - `config`: `$STRATUS_HOME/config.yaml`.
 //! - `home`: `$STRATUS_HOME`, where Stratus keeps its files.
 //!
-//! Exit codes scripts can trust: 0 ok, 2 bad input or usage (message on stderr), 1 anything else.
+//! Exit codes scripts can trust: 0 ok; 2 bad input or usage (message on stderr); 100 a job
+//! that `launch` or `logs` followed ended in anything but SUCCEEDED; 1 anything else.
 
 mod check;
+mod client;
+mod config;
 mod home;
+mod jobs;
 mod launch;
+mod local;
+mod pack;
 
 use std::process::ExitCode;
 
@@ -29,16 +40,52 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Managed jobs: launch, and (soon) queue, logs and cancel.
+    /// Managed jobs: launch, queue, logs, cancel.
     #[command(subcommand)]
     Jobs(JobsCommand),
     /// Show which clouds are enabled (credentials found) and how to enable the others.
     Check,
+    /// The local control plane (started automatically on first use).
+    #[command(subcommand)]
+    Api(ApiCommand),
+    /// The local cloud: clusters of node processes on this machine.
+    #[command(subcommand)]
+    Local(LocalCommand),
+    /// Run the node agent (what each node of a local cluster runs).
+    #[command(hide = true)]
+    Agent,
 }
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
     Launch(Box<launch::LaunchArgs>),
+    Queue(jobs::QueueArgs),
+    Logs(jobs::LogsArgs),
+    Cancel(jobs::CancelArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiCommand {
+    /// Start the local control plane in the background (if it is not running).
+    Start,
+    /// Stop the local control plane. Jobs keep running; the next start picks them up.
+    Stop,
+    /// Say whether the local control plane runs, and where.
+    Status,
+    /// Run the local control plane in the foreground.
+    #[command(hide = true)]
+    Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Take a job's current cluster back the way a spot reclaim would: its nodes are killed and
+    /// the local cloud reports it preempted, so the job recovers on a new cluster.
+    #[command(after_help = "Example:\n  stratus local preempt 3")]
+    Preempt {
+        /// The job whose cluster to reclaim.
+        job_id: u64,
+    },
 }
 
 /// An error with the exit code it maps to.
@@ -67,18 +114,73 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+fn api(command: &ApiCommand) -> Result<u8, Failure> {
+    let home = home::stratus_home();
+    match command {
+        ApiCommand::Serve => local::serve(&home)?,
+        ApiCommand::Start => {
+            let client = local::ensure(&home)?;
+            println!("Local control plane running at {}.", client.url);
+        }
+        ApiCommand::Stop => {
+            if local::stop(&home)? {
+                println!("Local control plane stopped.");
+            } else {
+                println!("Local control plane is not running.");
+            }
+        }
+        ApiCommand::Status => match local::running(&home) {
+            Some(info) => println!("Local control plane running at {} (pid {}).", info.url, info.pid),
+            None => {
+                println!("Local control plane is not running.");
+                return Ok(1);
+            }
+        },
+    }
+    Ok(0)
+}
+
+fn preempt(job_id: u64) -> Result<u8, Failure> {
+    let client = local::ensure(&home::stratus_home())?;
+    let answer = client.preempt(job_id)?;
+    println!(
+        "Preempted job {job_id}'s cluster {}; the job recovers on a new one.",
+        answer["cluster"].as_str().unwrap_or("?")
+    );
+    Ok(0)
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    // Node agents start their commands through their own binary, which is this one when the
+    // agent runs as `stratus agent`.
+    if let Some(code) = agent::exec_if_trampoline() {
+        return code;
+    }
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Agent) {
+        return agent::main_from_env("stratus agent");
+    }
+    // The control plane logs what it does; commands only warn.
+    let default = if matches!(cli.command, Command::Api(ApiCommand::Serve)) { "info" } else { "warn" };
+    // `set_global_default`, not `init()`: `init()` would also route the `log` crate here, and
+    // ureq's trace records carry the API token.
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
     let result = match cli.command {
         Command::Jobs(JobsCommand::Launch(args)) => launch::run(&args),
+        Command::Jobs(JobsCommand::Queue(args)) => jobs::queue(&args),
+        Command::Jobs(JobsCommand::Logs(args)) => jobs::logs(&args),
+        Command::Jobs(JobsCommand::Cancel(args)) => jobs::cancel(&args),
         Command::Check => Ok(check::run()),
+        Command::Api(command) => api(&command),
+        Command::Local(LocalCommand::Preempt { job_id }) => preempt(job_id),
+        Command::Agent => unreachable!("handled above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,7 +14,7 @@
 use tracing::{debug, info, warn};
 
 use super::{Context, HandlerError, agent};
-use crate::job::{Action, JobEvent, JobId, JobRecord, LaunchFailure, step};
+use crate::job::{Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, step};
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
 use crate::spec::ImageId;
 use crate::store::StoreError;
@@ -223,6 +223,14 @@ pub(super) async fn terminate(
         }
     }
     if all_gone {
+        let state = &job.tasks[task];
+        let line = ControllerEvent {
+            at: ctx.clock.now(),
+            task,
+            status: state.status,
+            message: format!("Cleanup: cluster {cluster} is torn down."),
+        };
+        ctx.store.append_events(job.id, &[line]).await?;
         ctx.bus
             .publish(
                 job.id,

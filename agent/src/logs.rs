@@ -1,0 +1,200 @@
+//! Cutting a command's output into `LogChunk`s. **Invariant:** pure: bytes and instants in,
+//! chunks out; the caller does the reading, the clock and the posting.
+//!
+//! A chunk is sent when its oldest byte has waited [`FLUSH_AFTER`], or when [`FLUSH_BYTES`]
+//! have piled up (chunks are at most that long), and at the end. Sequence numbers count from 0
+//! per phase. The wire wants text: the bytes are decoded as UTF-8, a character split between
+//! two reads is kept back until its end arrives, and invalid bytes become U+FFFD.
+
+use std::time::{Duration, Instant};
+
+use shared::agent_protocol::LogChunk;
+use shared::job::Phase;
+
+/// Longest a byte waits before it is sent.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// Most bytes of text in one chunk (a full one is sent at once).
+pub const FLUSH_BYTES: usize = 32 * 1024;
+
+/// The pending output of one phase.
+#[derive(Debug)]
+pub struct LogBatcher {
+    phase: Phase,
+    next_seq: u64,
+    text: String,
+    /// The start of a character whose remaining bytes have not been read yet.
+    partial: Vec<u8>,
+    /// When the oldest byte of `text` arrived.
+    since: Option<Instant>,
+}
+
+impl LogBatcher {
+    pub fn new(phase: Phase) -> LogBatcher {
+        LogBatcher {
+            phase,
+            next_seq: 0,
+            text: String::new(),
+            partial: Vec::new(),
+            since: None,
+        }
+    }
+
+    /// Adds bytes read at `now`.
+    pub fn push(&mut self, bytes: &[u8], now: Instant) {
+        self.partial.extend_from_slice(bytes);
+        let partial = std::mem::take(&mut self.partial);
+        let mut rest = partial.as_slice();
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    self.text.push_str(text);
+                    rest = &[];
+                    break;
+                }
+                Err(error) => {
+                    let (valid, after) = rest.split_at(error.valid_up_to());
+                    self.text
+                        .push_str(std::str::from_utf8(valid).expect("checked by valid_up_to"));
+                    let Some(len) = error.error_len() else {
+                        // An incomplete character at the end: wait for the next read.
+                        rest = after;
+                        break;
+                    };
+                    self.text.push(char::REPLACEMENT_CHARACTER);
+                    rest = &after[len..];
+                }
+            }
+        }
+        self.partial = rest.to_vec();
+        if !self.text.is_empty() && self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// A full chunk, if [`FLUSH_BYTES`] are pending. Call until `None`.
+    pub fn pop_full(&mut self) -> Option<LogChunk> {
+        if self.text.len() < FLUSH_BYTES {
+            return None;
+        }
+        let mut end = FLUSH_BYTES;
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let rest = self.text.split_off(end);
+        let data = std::mem::replace(&mut self.text, rest);
+        if self.text.is_empty() {
+            self.since = None;
+        }
+        Some(self.chunk(data))
+    }
+
+    /// Everything pending, if its oldest byte has waited [`FLUSH_AFTER`] at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<LogChunk> {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => self.take(),
+            _ => None,
+        }
+    }
+
+    /// When the pending text is due, if there is any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + FLUSH_AFTER)
+    }
+
+    /// Everything pending, at the end of the output (a dangling partial character becomes
+    /// U+FFFD).
+    pub fn finish(&mut self) -> Vec<LogChunk> {
+        if !self.partial.is_empty() {
+            self.text.push(char::REPLACEMENT_CHARACTER);
+            self.partial.clear();
+        }
+        let mut chunks = Vec::new();
+        while let Some(chunk) = self.pop_full() {
+            chunks.push(chunk);
+        }
+        chunks.extend(self.take());
+        chunks
+    }
+
+    fn take(&mut self) -> Option<LogChunk> {
+        self.since = None;
+        if self.text.is_empty() {
+            return None;
+        }
+        let data = std::mem::take(&mut self.text);
+        Some(self.chunk(data))
+    }
+
+    fn chunk(&mut self, data: String) -> LogChunk {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        LogChunk {
+            phase: self.phase,
+            seq,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(chunks: &[LogChunk]) -> Vec<(u64, usize)> {
+        chunks.iter().map(|c| (c.seq, c.data.len())).collect()
+    }
+
+    #[test]
+    fn waits_for_the_deadline() {
+        let t0 = Instant::now();
+        let mut batcher = LogBatcher::new(Phase::Run);
+        assert_eq!(batcher.deadline(), None);
+        batcher.push(b"a\n", t0);
+        batcher.push(b"b\n", t0 + Duration::from_millis(150));
+        assert_eq!(batcher.deadline(), Some(t0 + FLUSH_AFTER));
+        assert_eq!(batcher.pop_due(t0 + Duration::from_millis(199)), None);
+        let chunk = batcher.pop_due(t0 + FLUSH_AFTER).unwrap();
+        assert_eq!(
+            (chunk.phase, chunk.seq, chunk.data.as_str()),
+            (Phase::Run, 0, "a\nb\n")
+        );
+        assert_eq!(batcher.deadline(), None);
+        batcher.push(b"c", t0 + Duration::from_secs(1));
+        assert_eq!(batcher.finish()[0].seq, 1);
+        assert!(batcher.finish().is_empty());
+    }
+
+    #[test]
+    fn full_chunks_are_cut_at_char_boundaries() {
+        let t0 = Instant::now();
+        let mut batcher = LogBatcher::new(Phase::Setup);
+        let text = format!(
+            "{}é{}",
+            "x".repeat(FLUSH_BYTES - 1),
+            "y".repeat(FLUSH_BYTES + 10)
+        );
+        batcher.push(text.as_bytes(), t0);
+        let mut chunks = Vec::new();
+        while let Some(chunk) = batcher.pop_full() {
+            chunks.push(chunk);
+        }
+        assert_eq!(data(&chunks), [(0, FLUSH_BYTES - 1), (1, FLUSH_BYTES)]);
+        chunks.extend(batcher.finish());
+        assert_eq!(data(&chunks[2..]), [(2, 12)]);
+        let joined: String = chunks.into_iter().map(|c| c.data).collect();
+        assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn characters_split_between_reads_are_kept_whole() {
+        let t0 = Instant::now();
+        let mut batcher = LogBatcher::new(Phase::Run);
+        let snowman = "☃".as_bytes();
+        batcher.push(&snowman[..1], t0);
+        assert_eq!(batcher.deadline(), None, "nothing decodable yet");
+        batcher.push(&snowman[1..], t0);
+        batcher.push(b"\xffok\xe2\x98", t0);
+        let chunks = batcher.finish();
+        assert_eq!(chunks[0].data, "☃\u{fffd}ok\u{fffd}");
+    }
+}

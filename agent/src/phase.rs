@@ -1,0 +1,334 @@
+//! One phase (setup or run) on this node, on a thread of its own so that the main loop keeps
+//! polling (the polls are the heartbeat): prepare the node when asked, report `Started`, run
+//! `bash -c <command>` in the node folder's `sky_workdir` (and in the agent's process group, see
+//! `supervise`), stream its combined stdout and stderr as `LogChunk`s, and report `Exited` once
+//! every chunk has been accepted. Setup runs to its end before run can start.
+//!
+//! A phase with no command (none, or blank) reports `Started` and `Exited { code: 0 }` at once,
+//! with no log. The exit code is the command's, or 128 + N when a signal N killed it.
+//!
+//! # The command's environment
+//! Only [`INHERITED`] variables pass from the agent's environment (so the agent's token does
+//! not reach user code), then `HOME` is the node's folder, then the task's `env` (the
+//! `SKYPILOT_*` variables, the task's envs and secrets) goes over all of them. Values are never
+//! logged.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use shared::agent_protocol::{NodeTask, Report};
+use shared::job::Phase;
+use tracing::{Span, debug, error, info};
+
+use crate::api::{Api, Gone, error_chain, retry};
+use crate::logs::LogBatcher;
+use crate::prepare::{self, NodePaths, PREPARE_FAILED, PrepareError};
+use crate::supervise::{self, Supervisor};
+
+/// The agent's variables that commands see (besides `HOME` and the task's).
+pub const INHERITED: [&str; 12] = [
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "TERM",
+];
+
+/// `PATH` when the agent has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How long output is still collected after the command exits, when something it started in
+/// the background keeps the pipe open. Later output is read and dropped, so that the
+/// background process never blocks on a full pipe or dies of SIGPIPE.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// What every phase thread shares.
+pub struct Node {
+    pub api: Api,
+    pub supervisor: Arc<Supervisor>,
+    pub paths: NodePaths,
+}
+
+/// Starts `phase` of `task` on a new thread.
+pub fn spawn(
+    node: Arc<Node>,
+    phase: Phase,
+    task: NodeTask,
+    prepare: bool,
+    span: Span,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("{phase}"))
+        .spawn(move || {
+            let _span = span.enter();
+            if let Err(gone) = run_phase(&node, phase, &task, prepare) {
+                node.supervisor.shutdown(&gone.to_string());
+            }
+        })
+}
+
+fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Result<(), Gone> {
+    let prepared = if prepare {
+        info!("preparing the node");
+        match prepare::prepare(&node.api, &node.paths, task) {
+            Err(PrepareError::Gone(gone)) => return Err(gone),
+            other => other,
+        }
+    } else {
+        Ok(())
+    };
+    retry("report started", || {
+        node.api.report(&Report::Started { phase })
+    })?;
+    info!(%phase, "started");
+    let script = match phase {
+        Phase::Setup => task.setup.as_deref(),
+        Phase::Run => task.run.as_deref(),
+    }
+    .filter(|script| !script.trim().is_empty());
+    let code = match (prepared, script) {
+        (Err(failure), _) => {
+            let message = format!(
+                "stratus-agent: cannot prepare the node: {}",
+                error_chain(&failure)
+            );
+            error!("{message}");
+            send_message(node, phase, &message)?;
+            PREPARE_FAILED
+        }
+        (Ok(()), None) => 0,
+        (Ok(()), Some(script)) => run_command(node, phase, script, &task.env)?,
+    };
+    retry("report exited", || {
+        node.api.report(&Report::Exited { phase, code })
+    })?;
+    info!(%phase, code, "exited");
+    Ok(())
+}
+
+/// Sends one line of the agent's own as the phase's whole log.
+fn send_message(node: &Node, phase: Phase, message: &str) -> Result<(), Gone> {
+    let mut batcher = LogBatcher::new(phase);
+    batcher.push(format!("{message}\n").as_bytes(), Instant::now());
+    for chunk in batcher.finish() {
+        retry("send log chunk", || node.api.log(&chunk))?;
+    }
+    Ok(())
+}
+
+/// What the reader and waiter threads tell the phase thread.
+enum Output {
+    Bytes(Vec<u8>),
+    End,
+    Exited(i32),
+}
+
+/// Runs `bash -c <script>` and streams its output; returns its exit code.
+fn run_command(
+    node: &Node,
+    phase: Phase,
+    script: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<i32, Gone> {
+    let (reader, mut child) = match start(node, script, env) {
+        Ok(Some(started)) => started,
+        Ok(None) => loop {
+            // Shutdown is under way and will exit the process.
+            thread::park();
+        },
+        Err(e) => {
+            let message = format!("stratus-agent: cannot start bash: {e}");
+            error!("{message}");
+            send_message(node, phase, &message)?;
+            return Ok(PREPARE_FAILED);
+        }
+    };
+    debug!(pid = child.id(), "command spawned");
+    let (tx, rx) = mpsc::sync_channel(32);
+    let output = tx.clone();
+    let reading = thread::Builder::new()
+        .name(format!("{phase}-output"))
+        .spawn(move || read_output(reader, &output));
+    let waiting = thread::Builder::new()
+        .name(format!("{phase}-wait"))
+        .spawn(move || {
+            let code = child.wait().map_or(PREPARE_FAILED, exit_code);
+            let _ = tx.send(Output::Exited(code));
+        });
+    if let Err(e) = reading.and(waiting) {
+        // Only when the system is out of threads; the command is then left to the shutdown.
+        error!(error = %e, "cannot start a thread to follow the command");
+        return Ok(PREPARE_FAILED);
+    }
+
+    let mut batcher = LogBatcher::new(phase);
+    let (mut exited, mut ended, mut drain_until) = (None, false, None);
+    loop {
+        let wake = [batcher.deadline(), drain_until]
+            .into_iter()
+            .flatten()
+            .min();
+        let message = match wake {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match message {
+            Ok(Output::Bytes(bytes)) => batcher.push(&bytes, Instant::now()),
+            Ok(Output::End) => ended = true,
+            Ok(Output::Exited(code)) => {
+                exited = Some(code);
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Some(chunk) = batcher.pop_full() {
+            retry("send log chunk", || node.api.log(&chunk))?;
+        }
+        if let Some(chunk) = batcher.pop_due(Instant::now()) {
+            retry("send log chunk", || node.api.log(&chunk))?;
+        }
+        if exited.is_some() && (ended || drain_until.is_some_and(|at| Instant::now() >= at)) {
+            break;
+        }
+    }
+    for chunk in batcher.finish() {
+        retry("send log chunk", || node.api.log(&chunk))?;
+    }
+    // The waiter always sends `Exited` before the channel can close.
+    Ok(exited.unwrap_or(PREPARE_FAILED))
+}
+
+/// Spawns the command with its stdout and stderr on one pipe. `Ok(None)` once shutdown began.
+fn start(
+    node: &Node,
+    script: &str,
+    env: &BTreeMap<String, String>,
+) -> io::Result<Option<(io::PipeReader, std::process::Child)>> {
+    let (reader, writer) = io::pipe()?;
+    let mut command = supervise::command("bash");
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(&node.paths.workdir)
+        .env_clear()
+        .envs(command_env(
+            |var| std::env::var_os(var),
+            &node.paths.home,
+            env,
+        ))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let child = node.supervisor.spawn(&mut command)?;
+    // Dropping the command closes our copies of the pipe's write end, so that the reader sees
+    // the end of the output when the command's processes are gone.
+    drop(command);
+    Ok(child.map(|child| (reader, child)))
+}
+
+/// Forwards the pipe to the phase thread; after the phase thread has moved on, reads and
+/// drops the rest (see [`DRAIN`]).
+fn read_output(mut reader: io::PipeReader, output: &mpsc::SyncSender<Output>) {
+    let mut buffer = vec![0; 16 * 1024];
+    let mut forwarding = true;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if forwarding && output.send(Output::Bytes(buffer[..n].to_vec())).is_err() {
+                    forwarding = false;
+                    debug!("dropping output written after the command exited");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                error!(error = %e, "cannot read the command's output");
+                break;
+            }
+        }
+    }
+    if forwarding {
+        let _ = output.send(Output::End);
+    }
+}
+
+/// The code reported for a finished command: its exit code, or 128 + N after signal N.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => PREPARE_FAILED,
+    }
+}
+
+/// The command's environment (see the module docs); `inherited` reads the agent's.
+pub fn command_env(
+    inherited: impl Fn(&str) -> Option<OsString>,
+    home: &Path,
+    task_env: &BTreeMap<String, String>,
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = INHERITED
+        .iter()
+        .filter_map(|var| Some((OsString::from(var), inherited(var)?)))
+        .collect();
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    env.insert("HOME".into(), home.into());
+    env.extend(task_env.iter().map(|(k, v)| (k.into(), v.into())));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_layers() {
+        let agent_env = |var: &str| match var {
+            "LANG" => Some("C.UTF-8".into()),
+            "STRATUS_AGENT_TOKEN" | "HOME" => Some("agent's".into()),
+            _ => None,
+        };
+        let task = BTreeMap::from([
+            ("SKYPILOT_NODE_RANK".to_owned(), "1".to_owned()),
+            ("LANG".to_owned(), "fr_FR.UTF-8".to_owned()),
+        ]);
+        let env = command_env(agent_env, Path::new("/node"), &task);
+        let env: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.display(), v.display()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "HOME=/node",
+                "LANG=fr_FR.UTF-8",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "SKYPILOT_NODE_RANK=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+}

@@ -1,0 +1,161 @@
+//! The CLI's HTTP client for the Stratus API (the local control plane today; API Gateway
+//! later). Blocking: the CLI does one thing at a time.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::api::{ErrorBody, EventView, JobList, JobView, LogsPage, Uploaded};
+use shared::control::SubmitRequest;
+
+/// Where the API is and how to authenticate.
+#[derive(Clone)]
+pub struct Client {
+    pub url: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// An API answer that was not a success: its status and message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(url: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build();
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<T> {
+        let mut response = response.with_context(|| format!("cannot reach the Stratus API at {} ({what})", self.url))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .with_context(|| format!("reading the API's answer ({what})"))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).with_context(|| format!("unexpected answer from the API ({what})"));
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        Err(ApiFailure { status, message }.into())
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", &self.auth())
+            .call();
+        self.finish(path, response)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/json")
+            .send(&serde_json::to_vec(body)?[..]);
+        self.finish(path, response)
+    }
+
+    pub fn health(&self) -> anyhow::Result<serde_json::Value> {
+        self.get("/api/v1/health")
+    }
+
+    pub fn submit(&self, request: &SubmitRequest) -> anyhow::Result<JobView> {
+        self.post("/api/v1/jobs", request)
+    }
+
+    pub fn list(&self, all_users: bool, limit: usize, before: Option<u64>) -> anyhow::Result<JobList> {
+        let before = before.map(|b| format!("&before={b}")).unwrap_or_default();
+        self.get(&format!("/api/v1/jobs?all_users={all_users}&limit={limit}{before}"))
+    }
+
+    pub fn find_by_name(&self, name: &str, all_users: bool) -> anyhow::Result<Vec<JobView>> {
+        let list: JobList = self.get(&format!(
+            "/api/v1/jobs?all_users={all_users}&name={}",
+            encode(name)
+        ))?;
+        Ok(list.jobs)
+    }
+
+    pub fn job(&self, id: u64) -> anyhow::Result<JobView> {
+        self.get(&format!("/api/v1/jobs/{id}"))
+    }
+
+    pub fn cancel(&self, id: u64) -> anyhow::Result<JobView> {
+        self.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}))
+    }
+
+    pub fn logs(&self, id: u64, after: Option<&str>) -> anyhow::Result<LogsPage> {
+        let after = after.map(|a| format!("?after={}", encode(a))).unwrap_or_default();
+        self.get(&format!("/api/v1/jobs/{id}/logs{after}"))
+    }
+
+    pub fn events(&self, id: u64) -> anyhow::Result<Vec<EventView>> {
+        self.get(&format!("/api/v1/jobs/{id}/events"))
+    }
+
+    pub fn upload(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        let response = self
+            .agent
+            .put(format!("{}/api/v1/uploads", self.url))
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/gzip")
+            .send(bytes);
+        let uploaded: Uploaded = self.finish("upload", response)?;
+        Ok(uploaded.key)
+    }
+
+    pub fn preempt(&self, id: u64) -> anyhow::Result<serde_json::Value> {
+        self.post(&format!("/api/v1/local/preempt/{id}"), &serde_json::json!({}))
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The API said "not found" (a missing job, or one of someone else's).
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 404)
+}
+
+/// An API failure caused by the request (4xx): bad input, exit code 2.
+pub fn is_bad_request(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 400)
+}

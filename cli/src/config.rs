@@ -1,0 +1,63 @@
+//! `$STRATUS_HOME/config.yaml`: settings of the local control plane and the local cloud.
+//!
+//! ```yaml
+//! local:
+//!   slots: {zone-a: 4, zone-b: 4}    # nodes each local zone runs at once
+//! control_plane:
+//!   heartbeat_timeout_secs: 30       # a running cluster silent this long is lost
+//!   poll_interval_ms: 1000           # how often the sweep runs
+//! ```
+//!
+//! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS` and `STRATUS_POLL_INTERVAL_MS`
+//! override the file.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use shared::provider::LocalConfig;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub local: LocalConfig,
+    #[serde(default)]
+    pub control_plane: ControlPlane,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    pub heartbeat_timeout_secs: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+}
+
+impl Config {
+    /// The file's settings, or the defaults when there is no file.
+    pub fn load(home: &Path) -> anyhow::Result<Self> {
+        let path = home.join("config.yaml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => Ok(Self::default()),
+            Ok(text) => serde_yaml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn heartbeat_timeout_secs(&self) -> u64 {
+        env_number("STRATUS_HEARTBEAT_TIMEOUT_SECS")
+            .or(self.control_plane.heartbeat_timeout_secs)
+            .unwrap_or(30)
+    }
+
+    pub fn poll_interval_ms(&self) -> u64 {
+        env_number("STRATUS_POLL_INTERVAL_MS")
+            .or(self.control_plane.poll_interval_ms)
+            .unwrap_or(1000)
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}

@@ -1,0 +1,416 @@
+//! `stratus jobs queue | logs | cancel`, and the log follower `launch` shares.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use shared::api::JobView;
+use shared::clock::{Clock, SystemClock, Timestamp};
+use shared::job::{JobStatus, Phase};
+
+use crate::Failure;
+use crate::client::{self, Client};
+use crate::home::stratus_home;
+use crate::local;
+
+/// Exit code of `launch` and `logs` when the job ended in anything but SUCCEEDED.
+pub const JOB_FAILED: u8 = 100;
+
+/// The exit code a finished (or still running) job maps to.
+pub fn exit_code(status: JobStatus) -> u8 {
+    if status.is_terminal() && status != JobStatus::Succeeded {
+        JOB_FAILED
+    } else {
+        0
+    }
+}
+
+fn connect() -> Result<Client, Failure> {
+    Ok(local::ensure(&stratus_home())?)
+}
+
+/// Show managed jobs: one row per job, and one per task under a pipeline.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  stratus jobs queue\n  stratus jobs queue -a --json")]
+pub struct QueueArgs {
+    /// Show every job, not only the latest ones.
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// How many of the latest jobs to show.
+    #[arg(short = 'l', long, default_value_t = 50)]
+    limit: usize,
+    /// Show every user's jobs (admins only).
+    #[arg(short = 'u', long)]
+    all_users: bool,
+    /// Print JSON (the same data) for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Only jobs that have not finished.
+    #[arg(short = 's', long)]
+    skip_finished: bool,
+}
+
+pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
+    let client = connect()?;
+    let limit = if args.all { shared::store::MAX_PAGE } else { args.limit.max(1) };
+    let mut jobs = Vec::new();
+    let mut before = None;
+    loop {
+        let list = client.list(args.all_users, limit, before)?;
+        jobs.extend(list.jobs);
+        match list.next {
+            Some(next) if args.all => before = Some(next),
+            _ => break,
+        }
+    }
+    if args.skip_finished {
+        jobs.retain(|j| !j.status.is_terminal());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs).map_err(anyhow::Error::from)?);
+        return Ok(0);
+    }
+    print!("{}", render_queue(&jobs, SystemClock.now()));
+    Ok(0)
+}
+
+/// SkyPilot's queue table.
+pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
+    let mut out = String::from("Managed jobs\n");
+    let active: BTreeMap<&str, usize> = jobs
+        .iter()
+        .filter(|j| !j.status.is_terminal())
+        .fold(BTreeMap::new(), |mut m, j| {
+            *m.entry(j.status.as_str()).or_default() += 1;
+            m
+        });
+    if !active.is_empty() {
+        let parts: Vec<String> = active.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ = writeln!(out, "In progress tasks: {}", parts.join(", "));
+    }
+    if jobs.is_empty() {
+        out.push_str("No in-progress managed jobs.\n");
+        return out;
+    }
+    let mut rows: Vec<[String; 9]> = vec![[
+        "ID".into(),
+        "TASK".into(),
+        "NAME".into(),
+        "REQUESTED".into(),
+        "SUBMITTED".into(),
+        "TOT. DURATION".into(),
+        "JOB DURATION".into(),
+        "#RECOVERIES".into(),
+        "STATUS".into(),
+    ]];
+    for job in jobs {
+        let pipeline = job.tasks.len() > 1;
+        let job_duration = if job.started_at.is_some() { duration(job.job_duration_ms) } else { "-".into() };
+        rows.push([
+            job.id.to_string(),
+            "-".into(),
+            job.name.clone(),
+            if pipeline { "-".into() } else { job.tasks[0].requested.clone() },
+            ago(job.submitted_at, now),
+            duration(job.total_duration_ms),
+            job_duration,
+            job.recoveries.to_string(),
+            job.status.to_string(),
+        ]);
+        if pipeline {
+            for task in &job.tasks {
+                let total = task
+                    .submitted_at
+                    .map(|s| duration(millis(task.ended_at.unwrap_or(now).since(s))))
+                    .unwrap_or_else(|| "-".into());
+                rows.push([
+                    " ↳".into(),
+                    task.index.to_string(),
+                    task.name.clone(),
+                    task.requested.clone(),
+                    task.submitted_at.map_or_else(|| "-".into(), |s| ago(s, now)),
+                    total,
+                    if task.started_at.is_some() { duration(task.job_duration_ms) } else { "-".into() },
+                    task.recoveries.to_string(),
+                    task.status.to_string(),
+                ]);
+            }
+        }
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `2m 13s`, `1h 5m`, `3s`, as SkyPilot prints durations.
+pub fn duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `5 secs ago`, `2 mins ago`, ...
+pub fn ago(at: Timestamp, now: Timestamp) -> String {
+    let secs = now.since(at).as_secs();
+    match secs {
+        0..60 => format!("{secs} secs ago"),
+        60..3600 => format!("{} mins ago", secs / 60),
+        3600..86_400 => format!("{} hrs ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+/// Print a managed job's output (setup and run), following it until it ends.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  stratus jobs logs            # the latest job\n  stratus jobs logs 3 --no-follow\n  stratus jobs logs -n train --controller")]
+pub struct LogsArgs {
+    /// The job's ID (default: your latest job).
+    job_id: Option<u64>,
+    /// The job's name instead of its ID (the latest job with that name).
+    #[arg(short = 'n', long, conflicts_with = "job_id")]
+    name: Option<String>,
+    /// Print what is there and return, instead of following until the job ends.
+    #[arg(long)]
+    no_follow: bool,
+    /// Show the control plane's events for the job (launches, failures, recoveries, cleanup)
+    /// instead of its output.
+    #[arg(long)]
+    controller: bool,
+}
+
+pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
+    let client = connect()?;
+    let job = resolve_one(&client, args.job_id, args.name.as_deref())?;
+    if args.controller {
+        let events = client.events(job.id)?;
+        for e in &events {
+            println!("{} [task {}] {}: {}", clock_time(e.at), e.task, e.status, e.message);
+        }
+        if args.no_follow || job.status.is_terminal() {
+            return Ok(exit_code(client.job(job.id)?.status));
+        }
+        // Follow: print new events until the job ends.
+        let mut seen = events.len();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let events = client.events(job.id)?;
+            for e in events.iter().skip(seen) {
+                println!("{} [task {}] {}: {}", clock_time(e.at), e.task, e.status, e.message);
+            }
+            seen = events.len();
+            let status = client.job(job.id)?.status;
+            if status.is_terminal() {
+                return Ok(exit_code(status));
+            }
+        }
+    }
+    let status = follow(&client, &job, !args.no_follow, false)?;
+    Ok(exit_code(status))
+}
+
+/// `HH:MM:SS` (UTC) of a timestamp, for controller log lines.
+fn clock_time(at: Timestamp) -> String {
+    let c = at.civil();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
+/// The job a user means: by ID, by name (the latest with it), or their latest job.
+fn resolve_one(client: &Client, id: Option<u64>, name: Option<&str>) -> Result<JobView, Failure> {
+    match (id, name) {
+        (Some(id), _) => client.job(id).map_err(|e| {
+            if client::is_not_found(&e) {
+                Failure::from(anyhow!("managed job {id} not found"))
+            } else {
+                e.into()
+            }
+        }),
+        (None, Some(name)) => client
+            .find_by_name(name, false)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no managed job named '{name}'").into()),
+        (None, None) => client
+            .list(false, 1, None)?
+            .jobs
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no managed jobs yet: launch one with `stratus jobs launch`").into()),
+    }
+}
+
+/// Prints the job's output from the start; with `follow`, until the job ends. Status changes
+/// are printed as progress lines when `progress` is set (the launch view). Returns the last
+/// status seen.
+pub fn follow(client: &Client, job: &JobView, follow: bool, progress: bool) -> anyhow::Result<JobStatus> {
+    let names: Vec<String> = job.tasks.iter().map(|t| t.name.clone()).collect();
+    let multi_node: Vec<bool> = job.tasks.iter().map(|t| !t.requested.starts_with("1x")).collect();
+    let mut after: Option<String> = None;
+    let mut status = job.status;
+    let mut at_line_start: BTreeMap<(usize, u32, bool, u32), bool> = BTreeMap::new();
+    let stdout = std::io::stdout();
+    loop {
+        let page = client.logs(job.id, after.as_deref())?;
+        let mut out = stdout.lock();
+        for piece in &page.pieces {
+            let key = (piece.task, piece.attempt, piece.phase == Phase::Run, piece.rank);
+            let name = names.get(piece.task).map_or("task", String::as_str);
+            let who = match piece.phase {
+                Phase::Setup => "setup".to_owned(),
+                Phase::Run => name.to_owned(),
+            };
+            let prefix = if multi_node.get(piece.task).copied().unwrap_or(false) {
+                format!("({who}, rank={}) ", piece.rank)
+            } else {
+                format!("({who}) ")
+            };
+            let start = at_line_start.entry(key).or_insert(true);
+            for line in piece.data.split_inclusive('\n') {
+                if *start {
+                    let _ = out.write_all(prefix.as_bytes());
+                }
+                let _ = out.write_all(line.as_bytes());
+                *start = line.ends_with('\n');
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        if page.next.is_some() {
+            after = page.next;
+        }
+        if progress && page.status != status && !page.status.is_terminal() {
+            println!("{}", progress_line(job.id, page.status));
+        }
+        status = page.status;
+        if page.done || !follow {
+            // A line cut off at the end still gets its newline.
+            if at_line_start.values().any(|s| !*s) {
+                println!();
+            }
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+fn progress_line(id: u64, status: JobStatus) -> String {
+    match status {
+        JobStatus::Pending => format!("⚙︎ Job {id} is waiting for resources (PENDING)."),
+        JobStatus::Starting => format!("⚙︎ Job {id} is launching its cluster (STARTING)."),
+        JobStatus::Running => format!("⚙︎ Job {id} is RUNNING."),
+        JobStatus::Recovering => format!("⚙︎ Job {id} lost its cluster and is RECOVERING on a new one."),
+        JobStatus::Cancelling => format!("⚙︎ Job {id} is CANCELLING."),
+        other => format!("⚙︎ Job {id}: {other}."),
+    }
+}
+
+/// SkyPilot's "useful commands" block.
+pub fn useful_commands(id: u64) -> String {
+    format!(
+        "📋 Useful Commands\n\
+         ├── To cancel the job:                stratus jobs cancel {id}\n\
+         ├── To stream job logs:               stratus jobs logs {id}\n\
+         ├── To stream controller logs:        stratus jobs logs --controller {id}\n\
+         └── To view all managed jobs:         stratus jobs queue\n"
+    )
+}
+
+/// Cancel managed jobs: they go CANCELLING, then CANCELLED once their clusters are gone.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y")]
+pub struct CancelArgs {
+    /// Job IDs to cancel.
+    job_ids: Vec<u64>,
+    /// Cancel the active jobs with this name.
+    #[arg(short = 'n', long, conflicts_with = "job_ids")]
+    name: Option<String>,
+    /// Cancel all your active jobs.
+    #[arg(short = 'a', long, conflicts_with_all = ["job_ids", "name"])]
+    all: bool,
+    /// Skip the confirmation prompt.
+    #[arg(short = 'y', long)]
+    yes: bool,
+}
+
+pub fn cancel(args: &CancelArgs) -> Result<u8, Failure> {
+    if args.job_ids.is_empty() && args.name.is_none() && !args.all {
+        return Err(Failure::input(anyhow!(
+            "say which jobs: job IDs, -n NAME, or -a for all your active jobs"
+        )));
+    }
+    let client = connect()?;
+    let ids: Vec<u64> = if args.all {
+        client.list(false, shared::store::MAX_PAGE, None)?.jobs.iter().filter(|j| !j.status.is_terminal()).map(|j| j.id).collect()
+    } else if let Some(name) = &args.name {
+        client.find_by_name(name, false)?.iter().filter(|j| !j.status.is_terminal()).map(|j| j.id).collect()
+    } else {
+        args.job_ids.clone()
+    };
+    if ids.is_empty() {
+        println!("No active managed jobs to cancel.");
+        return Ok(0);
+    }
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    if !args.yes && !confirm(&format!("Cancelling managed job(s) {}. Proceed?", list.join(", ")))? {
+        eprintln!("Aborted!");
+        return Ok(1);
+    }
+    let mut code = 0;
+    for id in ids {
+        match client.cancel(id) {
+            Ok(job) if job.status.is_terminal() && job.status != JobStatus::Cancelled => {
+                println!("Managed job {id} already finished ({}).", job.status);
+            }
+            Ok(job) => println!("Managed job {id} is {}.", job.status),
+            Err(e) if client::is_not_found(&e) => {
+                eprintln!("error: managed job {id} not found");
+                code = 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(code)
+}
+
+/// `<question> [Y/n]: ` on stderr; yes unless the answer starts with n. No answer (end of
+/// input) is a no, so scripts without `-y` do not launch by accident.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question} [Y/n]: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer)? == 0 {
+        eprintln!();
+        return Ok(false);
+    }
+    let answer = answer.trim().to_ascii_lowercase();
+    Ok(answer.is_empty() || answer.starts_with('y'))
+}
