@@ -47,7 +47,8 @@ impl Client {
         what: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<T> {
-        let mut response = response.with_context(|| format!("cannot reach the Stratus API at {} ({what})", self.url))?;
+        let mut response = response
+            .with_context(|| format!("cannot reach the Stratus API at {} ({what})", self.url))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -56,7 +57,8 @@ impl Client {
             .read_to_vec()
             .with_context(|| format!("reading the API's answer ({what})"))?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).with_context(|| format!("unexpected answer from the API ({what})"));
+            return serde_json::from_slice(&body)
+                .with_context(|| format!("unexpected answer from the API ({what})"));
         }
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
@@ -91,9 +93,16 @@ impl Client {
         self.post("/api/v1/jobs", request)
     }
 
-    pub fn list(&self, all_users: bool, limit: usize, before: Option<u64>) -> anyhow::Result<JobList> {
+    pub fn list(
+        &self,
+        all_users: bool,
+        limit: usize,
+        before: Option<u64>,
+    ) -> anyhow::Result<JobList> {
         let before = before.map(|b| format!("&before={b}")).unwrap_or_default();
-        self.get(&format!("/api/v1/jobs?all_users={all_users}&limit={limit}{before}"))
+        self.get(&format!(
+            "/api/v1/jobs?all_users={all_users}&limit={limit}{before}"
+        ))
     }
 
     pub fn find_by_name(&self, name: &str, all_users: bool) -> anyhow::Result<Vec<JobView>> {
@@ -113,7 +122,9 @@ impl Client {
     }
 
     pub fn logs(&self, id: u64, after: Option<&str>) -> anyhow::Result<LogsPage> {
-        let after = after.map(|a| format!("?after={}", encode(a))).unwrap_or_default();
+        let after = after
+            .map(|a| format!("?after={}", encode(a)))
+            .unwrap_or_default();
         self.get(&format!("/api/v1/jobs/{id}/logs{after}"))
     }
 
@@ -133,7 +144,10 @@ impl Client {
     }
 
     pub fn preempt(&self, id: u64) -> anyhow::Result<serde_json::Value> {
-        self.post(&format!("/api/v1/local/preempt/{id}"), &serde_json::json!({}))
+        self.post(
+            &format!("/api/v1/local/preempt/{id}"),
+            &serde_json::json!({}),
+        )
     }
 }
 
@@ -152,10 +166,12 @@ fn encode(value: &str) -> String {
 
 /// The API said "not found" (a missing job, or one of someone else's).
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 404)
+    e.downcast_ref::<ApiFailure>()
+        .is_some_and(|f| f.status == 404)
 }
 
 /// An API failure caused by the request (4xx): bad input, exit code 2.
 pub fn is_bad_request(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 400)
+    e.downcast_ref::<ApiFailure>()
+        .is_some_and(|f| f.status == 400)
 }

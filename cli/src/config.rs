@@ -39,7 +39,9 @@ impl Config {
         let path = home.join("config.yaml");
         match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => Ok(Self::default()),
-            Ok(text) => serde_yaml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => {
+                serde_yaml::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

@@ -55,7 +55,11 @@ pub struct QueueArgs {
 
 pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
     let client = connect()?;
-    let limit = if args.all { shared::store::MAX_PAGE } else { args.limit.max(1) };
+    let limit = if args.all {
+        shared::store::MAX_PAGE
+    } else {
+        args.limit.max(1)
+    };
     let mut jobs = Vec::new();
     let mut before = None;
     loop {
@@ -70,7 +74,10 @@ pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
         jobs.retain(|j| !j.status.is_terminal());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs).map_err(anyhow::Error::from)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&jobs).map_err(anyhow::Error::from)?
+        );
         return Ok(0);
     }
     print!("{}", render_queue(&jobs, SystemClock.now()));
@@ -80,13 +87,13 @@ pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
 /// SkyPilot's queue table.
 pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
     let mut out = String::from("Managed jobs\n");
-    let active: BTreeMap<&str, usize> = jobs
-        .iter()
-        .filter(|j| !j.status.is_terminal())
-        .fold(BTreeMap::new(), |mut m, j| {
-            *m.entry(j.status.as_str()).or_default() += 1;
-            m
-        });
+    let active: BTreeMap<&str, usize> =
+        jobs.iter()
+            .filter(|j| !j.status.is_terminal())
+            .fold(BTreeMap::new(), |mut m, j| {
+                *m.entry(j.status.as_str()).or_default() += 1;
+                m
+            });
     if !active.is_empty() {
         let parts: Vec<String> = active.iter().map(|(s, n)| format!("{n} {s}")).collect();
         let _ = writeln!(out, "In progress tasks: {}", parts.join(", "));
@@ -108,12 +115,20 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
     ]];
     for job in jobs {
         let pipeline = job.tasks.len() > 1;
-        let job_duration = if job.started_at.is_some() { duration(job.job_duration_ms) } else { "-".into() };
+        let job_duration = if job.started_at.is_some() {
+            duration(job.job_duration_ms)
+        } else {
+            "-".into()
+        };
         rows.push([
             job.id.to_string(),
             "-".into(),
             job.name.clone(),
-            if pipeline { "-".into() } else { job.tasks[0].requested.clone() },
+            if pipeline {
+                "-".into()
+            } else {
+                job.tasks[0].requested.clone()
+            },
             ago(job.submitted_at, now),
             duration(job.total_duration_ms),
             job_duration,
@@ -131,9 +146,14 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
                     task.index.to_string(),
                     task.name.clone(),
                     task.requested.clone(),
-                    task.submitted_at.map_or_else(|| "-".into(), |s| ago(s, now)),
+                    task.submitted_at
+                        .map_or_else(|| "-".into(), |s| ago(s, now)),
                     total,
-                    if task.started_at.is_some() { duration(task.job_duration_ms) } else { "-".into() },
+                    if task.started_at.is_some() {
+                        duration(task.job_duration_ms)
+                    } else {
+                        "-".into()
+                    },
                     task.recoveries.to_string(),
                     task.status.to_string(),
                 ]);
@@ -189,7 +209,9 @@ pub fn ago(at: Timestamp, now: Timestamp) -> String {
 
 /// Print a managed job's output (setup and run), following it until it ends.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  stratus jobs logs            # the latest job\n  stratus jobs logs 3 --no-follow\n  stratus jobs logs -n train --controller")]
+#[command(
+    after_help = "Examples:\n  stratus jobs logs            # the latest job\n  stratus jobs logs 3 --no-follow\n  stratus jobs logs -n train --controller"
+)]
 pub struct LogsArgs {
     /// The job's ID (default: your latest job).
     job_id: Option<u64>,
@@ -211,7 +233,13 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     if args.controller {
         let events = client.events(job.id)?;
         for e in &events {
-            println!("{} [task {}] {}: {}", clock_time(e.at), e.task, e.status, e.message);
+            println!(
+                "{} [task {}] {}: {}",
+                clock_time(e.at),
+                e.task,
+                e.status,
+                e.message
+            );
         }
         if args.no_follow || job.status.is_terminal() {
             return Ok(exit_code(client.job(job.id)?.status));
@@ -222,7 +250,13 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
             std::thread::sleep(Duration::from_millis(500));
             let events = client.events(job.id)?;
             for e in events.iter().skip(seen) {
-                println!("{} [task {}] {}: {}", clock_time(e.at), e.task, e.status, e.message);
+                println!(
+                    "{} [task {}] {}: {}",
+                    clock_time(e.at),
+                    e.task,
+                    e.status,
+                    e.message
+                );
             }
             seen = events.len();
             let status = client.job(job.id)?.status;
@@ -264,16 +298,27 @@ fn resolve_one(client: &Client, id: Option<u64>, name: Option<&str>) -> Result<J
             .jobs
             .into_iter()
             .next()
-            .ok_or_else(|| anyhow!("no managed jobs yet: launch one with `stratus jobs launch`").into()),
+            .ok_or_else(|| {
+                anyhow!("no managed jobs yet: launch one with `stratus jobs launch`").into()
+            }),
     }
 }
 
 /// Prints the job's output from the start; with `follow`, until the job ends. Status changes
 /// are printed as progress lines when `progress` is set (the launch view). Returns the last
 /// status seen.
-pub fn follow(client: &Client, job: &JobView, follow: bool, progress: bool) -> anyhow::Result<JobStatus> {
+pub fn follow(
+    client: &Client,
+    job: &JobView,
+    follow: bool,
+    progress: bool,
+) -> anyhow::Result<JobStatus> {
     let names: Vec<String> = job.tasks.iter().map(|t| t.name.clone()).collect();
-    let multi_node: Vec<bool> = job.tasks.iter().map(|t| !t.requested.starts_with("1x")).collect();
+    let multi_node: Vec<bool> = job
+        .tasks
+        .iter()
+        .map(|t| !t.requested.starts_with("1x"))
+        .collect();
     let mut after: Option<String> = None;
     let mut status = job.status;
     let mut at_line_start: BTreeMap<(usize, u32, bool, u32), bool> = BTreeMap::new();
@@ -282,7 +327,12 @@ pub fn follow(client: &Client, job: &JobView, follow: bool, progress: bool) -> a
         let page = client.logs(job.id, after.as_deref())?;
         let mut out = stdout.lock();
         for piece in &page.pieces {
-            let key = (piece.task, piece.attempt, piece.phase == Phase::Run, piece.rank);
+            let key = (
+                piece.task,
+                piece.attempt,
+                piece.phase == Phase::Run,
+                piece.rank,
+            );
             let name = names.get(piece.task).map_or("task", String::as_str);
             let who = match piece.phase {
                 Phase::Setup => "setup".to_owned(),
@@ -327,7 +377,9 @@ fn progress_line(id: u64, status: JobStatus) -> String {
         JobStatus::Pending => format!("⚙︎ Job {id} is waiting for resources (PENDING)."),
         JobStatus::Starting => format!("⚙︎ Job {id} is launching its cluster (STARTING)."),
         JobStatus::Running => format!("⚙︎ Job {id} is RUNNING."),
-        JobStatus::Recovering => format!("⚙︎ Job {id} lost its cluster and is RECOVERING on a new one."),
+        JobStatus::Recovering => {
+            format!("⚙︎ Job {id} lost its cluster and is RECOVERING on a new one.")
+        }
         JobStatus::Cancelling => format!("⚙︎ Job {id} is CANCELLING."),
         other => format!("⚙︎ Job {id}: {other}."),
     }
@@ -346,7 +398,9 @@ pub fn useful_commands(id: u64) -> String {
 
 /// Cancel managed jobs: they go CANCELLING, then CANCELLED once their clusters are gone.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y")]
+#[command(
+    after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y"
+)]
 pub struct CancelArgs {
     /// Job IDs to cancel.
     job_ids: Vec<u64>,
@@ -369,9 +423,20 @@ pub fn cancel(args: &CancelArgs) -> Result<u8, Failure> {
     }
     let client = connect()?;
     let ids: Vec<u64> = if args.all {
-        client.list(false, shared::store::MAX_PAGE, None)?.jobs.iter().filter(|j| !j.status.is_terminal()).map(|j| j.id).collect()
+        client
+            .list(false, shared::store::MAX_PAGE, None)?
+            .jobs
+            .iter()
+            .filter(|j| !j.status.is_terminal())
+            .map(|j| j.id)
+            .collect()
     } else if let Some(name) = &args.name {
-        client.find_by_name(name, false)?.iter().filter(|j| !j.status.is_terminal()).map(|j| j.id).collect()
+        client
+            .find_by_name(name, false)?
+            .iter()
+            .filter(|j| !j.status.is_terminal())
+            .map(|j| j.id)
+            .collect()
     } else {
         args.job_ids.clone()
     };
@@ -380,7 +445,12 @@ pub fn cancel(args: &CancelArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    if !args.yes && !confirm(&format!("Cancelling managed job(s) {}. Proceed?", list.join(", ")))? {
+    if !args.yes
+        && !confirm(&format!(
+            "Cancelling managed job(s) {}. Proceed?",
+            list.join(", ")
+        ))?
+    {
         eprintln!("Aborted!");
         return Ok(1);
     }

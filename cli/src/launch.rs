@@ -115,7 +115,10 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
             .iter()
             .map(|t| optimizer::plan_task(&catalog, t, &catalog.clouds()))
             .collect();
-        print!("{}", render_dry_run(&loaded, &plans, &enabled, Path::new(".")));
+        print!(
+            "{}",
+            render_dry_run(&loaded, &plans, &enabled, Path::new("."))
+        );
         return Ok(no_fit_code(&plans));
     }
 
@@ -142,12 +145,21 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     let mut uploads = BTreeMap::new();
     for (written, resolved) in paths {
         eprintln!("Uploading {written} ...");
-        let archive = pack::archive(&resolved).map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
+        let archive = pack::archive(&resolved)
+            .map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
         uploads.insert(written, client.upload(&archive)?);
     }
     let request = SubmitRequest {
-        yaml: args.entrypoint_file().map(|f| std::fs::read_to_string(f)).transpose().map_err(anyhow::Error::from)?,
-        command: if args.entrypoint_file().is_some() { None } else { Some(args.entrypoint.join(" ")) },
+        yaml: args
+            .entrypoint_file()
+            .map(|f| std::fs::read_to_string(f))
+            .transpose()
+            .map_err(anyhow::Error::from)?,
+        command: if args.entrypoint_file().is_some() {
+            None
+        } else {
+            Some(args.entrypoint.join(" "))
+        },
         overrides: overrides(args).map(|o| Overrides {
             default_name: Some(name.clone()),
             ..o
@@ -156,7 +168,11 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     };
     println!("Launching managed job '{name}'...");
     let job = client.submit(&request).map_err(|e| {
-        if client::is_bad_request(&e) { Failure::input(e) } else { e.into() }
+        if client::is_bad_request(&e) {
+            Failure::input(e)
+        } else {
+            e.into()
+        }
     })?;
     let id = job.id;
     if args.detach_run {
@@ -170,9 +186,15 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
         "├── Waiting for task resources on {nodes} node{}.",
         if nodes == 1 { "" } else { "s" }
     );
-    println!("└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)");
+    println!(
+        "└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)"
+    );
     let status = jobs::follow(&client, &job, true, true)?;
-    let mark = if status == JobStatus::Succeeded { "✓" } else { "✗" };
+    let mark = if status == JobStatus::Succeeded {
+        "✓"
+    } else {
+        "✗"
+    };
     println!("{mark} Managed job finished: {id} (status: {status}).");
     println!("\nManaged Job ID: {id}");
     print!("{}", jobs::useful_commands(id));
@@ -191,7 +213,9 @@ impl LaunchArgs {
 fn no_fit_code(plans: &[TaskPlan]) -> u8 {
     let unplanned = plans.iter().filter(|p| p.chosen().is_none()).count();
     if unplanned > 0 {
-        eprintln!("error: no resource satisfies {unplanned} of the job's tasks (see above); change their resources");
+        eprintln!(
+            "error: no resource satisfies {unplanned} of the job's tasks (see above); change their resources"
+        );
         return 1;
     }
     0
@@ -246,8 +270,11 @@ fn local_paths(loaded: &Loaded) -> Result<BTreeMap<String, PathBuf>, Failure> {
 /// A path as the user wrote it: `~/` is their home, relative paths are from `cwd`.
 fn expand(cwd: &Path, path: &str) -> PathBuf {
     match path.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), |h| PathBuf::from(h).join(rest)),
-        None if path == "~" => std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), PathBuf::from),
+        Some(rest) => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from(path), |h| PathBuf::from(h).join(rest)),
+        None if path == "~" => {
+            std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), PathBuf::from)
+        }
         None => cwd.join(path),
     }
 }
@@ -334,7 +361,11 @@ fn render_tables(loaded: &Loaded, plans: &[TaskPlan]) -> String {
     let pipeline = &loaded.pipeline;
     let mut out = String::new();
     let tasks = pipeline.tasks.len();
-    let _ = writeln!(out, "Managed job '{}' will be launched on (estimated):", pipeline.name);
+    let _ = writeln!(
+        out,
+        "Managed job '{}' will be launched on (estimated):",
+        pipeline.name
+    );
     for (task, plan) in pipeline.tasks.iter().zip(plans) {
         out.push('\n');
         let label = (tasks > 1).then_some(task.name.as_str());

@@ -91,7 +91,10 @@ pub fn user_name() -> String {
 /// The port this home's control plane uses: chosen once (a free one) and kept.
 fn port(home: &Path) -> anyhow::Result<u16> {
     let path = api_dir(home).join("port");
-    if let Some(port) = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(port) = fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return Ok(port);
     }
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -148,7 +151,8 @@ fn start(home: &Path) -> anyhow::Result<()> {
 
 /// The running server, if any (`api/server.json` with a live pid).
 pub fn running(home: &Path) -> Option<ServerInfo> {
-    let info: ServerInfo = serde_json::from_slice(&fs::read(api_dir(home).join("server.json")).ok()?).ok()?;
+    let info: ServerInfo =
+        serde_json::from_slice(&fs::read(api_dir(home).join("server.json")).ok()?).ok()?;
     let alive = Path::new(&format!("/proc/{}", info.pid)).exists();
     alive.then_some(info)
 }
@@ -185,21 +189,26 @@ async fn preempt(
     UrlPath(id): UrlPath<u64>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if state.auth.user(&headers).is_none() {
-        return Err(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or wrong credentials"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials",
+        ));
     }
     let job = state.ctx.store.get_job(id).await?;
     let task = &job.tasks[job.current_task];
     let Some(cluster) = task.cluster.clone().filter(|_| !job.is_terminal()) else {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
-            format!("job {id} has no cluster to preempt (status: {})", job.status()),
+            format!(
+                "job {id} has no cluster to preempt (status: {})",
+                job.status()
+            ),
         ));
     };
-    let found = state
-        .provider
-        .preempt(&cluster)
-        .await
-        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let found =
+        state.provider.preempt(&cluster).await.map_err(|e| {
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        })?;
     if found.is_none() {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
@@ -211,7 +220,9 @@ async fn preempt(
     if let Err(e) = control::poll(&state.ctx).await {
         warn!(error = %e, "poll after preempt failed; the next tick retries");
     }
-    Ok(axum::Json(serde_json::json!({ "job_id": id, "cluster": cluster })))
+    Ok(axum::Json(
+        serde_json::json!({ "job_id": id, "cluster": cluster }),
+    ))
 }
 
 /// `stratus api serve`: runs the control plane in the foreground until SIGTERM or Ctrl-C.
@@ -228,7 +239,12 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
     let port = port(&home)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .with_context(|| format!("port {port} is taken: is another control plane running for {}?", home.display()))?;
+        .with_context(|| {
+            format!(
+                "port {port} is taken: is another control plane running for {}?",
+                home.display()
+            )
+        })?;
     let url = format!("http://127.0.0.1:{port}");
     let config = Config::load(&home)?;
     let mut local_config: LocalConfig = config.local.clone();
@@ -236,8 +252,25 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         local_config = local_config.with_slots(&spec)?;
     }
     let exe = std::env::current_exe()?;
-    let provider = LocalProvider::new(home.join("local"), exe.clone())
-        .with_agent_command([exe.into_os_string(), "agent".into()])
+    // A node "boots" in milliseconds here; STRATUS_LOCAL_BOOT_DELAY_MS makes it take as long
+    // as a VM would, so the STARTING and RECOVERING windows can be seen (and tested).
+    let boot_delay_ms: u64 = std::env::var("STRATUS_LOCAL_BOOT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let agent_command: Vec<std::ffi::OsString> = if boot_delay_ms > 0 {
+        let secs = format!("{}.{:03}", boot_delay_ms / 1000, boot_delay_ms % 1000);
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep {secs} && exec \"$0\" agent").into(),
+            exe.clone().into_os_string(),
+        ]
+    } else {
+        vec![exe.clone().into_os_string(), "agent".into()]
+    };
+    let provider = LocalProvider::new(home.join("local"), exe)
+        .with_agent_command(agent_command)
         .with_config(local_config);
     let store = SqliteStore::open(home.join("state.db")).await?;
     let (bus, mut events) = LocalBus::new();
@@ -270,7 +303,9 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
     let loop_ctx = ctx.clone();
     tokio::spawn(async move {
         while let Some(envelope) = events.recv().await {
-            if let Err(e) = control::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await {
+            if let Err(e) =
+                control::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await
+            {
                 warn!(job_id = envelope.job_id, event = ?envelope.event, error = %e, "event failed; the poll sweep retries");
             }
         }
@@ -301,7 +336,10 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         pid: std::process::id(),
         url: url.clone(),
     };
-    fs::write(api_dir(&home).join("server.json"), serde_json::to_vec(&info)?)?;
+    fs::write(
+        api_dir(&home).join("server.json"),
+        serde_json::to_vec(&info)?,
+    )?;
     info!(%url, home = %home.display(), "local control plane listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
@@ -312,7 +350,8 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
 }
 
 async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

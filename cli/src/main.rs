@@ -130,7 +130,10 @@ fn api(command: &ApiCommand) -> Result<u8, Failure> {
             }
         }
         ApiCommand::Status => match local::running(&home) {
-            Some(info) => println!("Local control plane running at {} (pid {}).", info.url, info.pid),
+            Some(info) => println!(
+                "Local control plane running at {} (pid {}).",
+                info.url, info.pid
+            ),
             None => {
                 println!("Local control plane is not running.");
                 return Ok(1);
@@ -150,18 +153,41 @@ fn preempt(job_id: u64) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// `stratus jobs queue | head` must not end in a panic message: when stdout is a closed pipe,
+/// exit as a process killed by SIGPIPE would (141), without unsafe signal handling.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     // Node agents start their commands through their own binary, which is this one when the
     // agent runs as `stratus agent`.
     if let Some(code) = agent::exec_if_trampoline() {
         return code;
     }
+    exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Agent) {
         return agent::main_from_env("stratus agent");
     }
     // The control plane logs what it does; commands only warn.
-    let default = if matches!(cli.command, Command::Api(ApiCommand::Serve)) { "info" } else { "warn" };
+    let default = if matches!(cli.command, Command::Api(ApiCommand::Serve)) {
+        "info"
+    } else {
+        "warn"
+    };
     // `set_global_default`, not `init()`: `init()` would also route the `log` crate here, and
     // ureq's trace records carry the API token.
     let subscriber = tracing_subscriber::fmt()

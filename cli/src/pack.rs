@@ -35,7 +35,10 @@ mod tests {
         std::fs::write(&archive_path, archive(src.path()).unwrap()).unwrap();
         let dest = out.path().join("dest");
         agent::prepare::unpack_folder(&archive_path, &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(dest.join("lib/b.py")).unwrap(), "x = 2");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("lib/b.py")).unwrap(),
+            "x = 2"
+        );
 
         std::fs::write(&archive_path, archive(&src.path().join("a.py")).unwrap()).unwrap();
         let file_dest = out.path().join("copied.py");

@@ -4,10 +4,14 @@
 //! - `compat`: every SkyPilot task file in `../shared/compat/skypilot` through `--dry-run`.
 //! - `dry_run`: plans, overrides, errors and exit codes of `jobs launch --dry-run`.
 //! - `check`: `stratus check` with and without credentials.
+//! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
+//! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
 
 mod check;
 mod compat;
 mod dry_run;
+mod harness;
+mod local_mode;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,237 @@
+//! A temporary `$STRATUS_HOME` with its own local control plane, driven through the real
+//! `stratus` binary. Dropping it stops the control plane and kills every node process it left.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::text;
+
+pub struct Home {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Home {
+    /// A fresh home whose control plane sweeps every 200 ms.
+    pub fn new() -> Self {
+        Self::with_env(&[])
+    }
+
+    /// A fresh home whose commands (and so its control plane) also get `env`.
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "control_plane:\n  poll_interval_ms: 200\n  heartbeat_timeout_secs: 20\n",
+        )
+        .unwrap();
+        Self {
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path().join("home"))
+            .env("USER", "tester")
+            .env("STRATUS_HOME", self.dir.path())
+            .current_dir(self.dir.path());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run stratus")
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().expect("run stratus")
+    }
+
+    /// Writes a file in the home and returns its path.
+    pub fn file(&self, name: &str, body: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// `jobs launch -y -d`, returning the job ID.
+    pub fn launch_detached(&self, file: &str, extra: &[&str]) -> u64 {
+        let mut args = vec!["jobs", "launch", "-y", "-d"];
+        args.extend_from_slice(extra);
+        args.push(file);
+        let out = self.run(&args);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Managed Job ID: "))
+            .and_then(|id| id.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no job ID in: {stdout}"))
+    }
+
+    /// The job as `jobs queue --json` shows it.
+    pub fn job(&self, id: u64) -> Value {
+        let out = self.run(&["jobs", "queue", "-a", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        jobs.into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("job {id} is not in the queue"))
+    }
+
+    /// Waits until the job's status is one of `wanted`, and returns the job.
+    pub fn wait_status(&self, id: u64, wanted: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id);
+            if wanted.iter().any(|w| job["status"] == *w) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach {wanted:?} in {timeout:?}; it is {}\ncontroller log:\n{}",
+                job["status"],
+                text(
+                    &self
+                        .run(&[
+                            "jobs",
+                            "logs",
+                            "--controller",
+                            "--no-follow",
+                            &id.to_string()
+                        ])
+                        .stdout
+                )
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The job's user log, as `jobs logs --no-follow` prints it.
+    pub fn logs(&self, id: u64) -> String {
+        text(
+            &self
+                .run(&["jobs", "logs", "--no-follow", &id.to_string()])
+                .stdout,
+        )
+    }
+
+    pub fn controller_log(&self, id: u64) -> String {
+        text(
+            &self
+                .run(&[
+                    "jobs",
+                    "logs",
+                    "--controller",
+                    "--no-follow",
+                    &id.to_string(),
+                ])
+                .stdout,
+        )
+    }
+
+    /// Live processes started for this home's local clusters (found by their environment).
+    pub fn node_processes(&self) -> Vec<i32> {
+        let marker = format!(
+            "STRATUS_NODE_DIR={}",
+            self.dir.path().join("local").display()
+        );
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let zombie = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if !zombie
+                && environ
+                    .split(|b| *b == 0)
+                    .any(|v| v.starts_with(marker.as_bytes()))
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Waits until no node process of this home is left.
+    pub fn wait_no_nodes(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.node_processes().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "node processes left behind: {:?}",
+                self.node_processes()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The clusters the local cloud ever launched for this home.
+    pub fn clusters(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("local/clusters"))
+            .map(|e| e.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// The control plane's pid.
+    pub fn server_pid(&self) -> i32 {
+        let info: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("api/server.json")).unwrap(),
+        )
+        .unwrap();
+        i32::try_from(info["pid"].as_i64().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["api", "stop"]);
+        for pid in self.node_processes() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+        }
+    }
+}
+
+/// `examples/<name>` in the repository.
+pub fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}

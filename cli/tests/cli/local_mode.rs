@@ -1,0 +1,403 @@
+//! Local mode end to end: real `stratus` commands, a real local control plane, real node
+//! processes, in a temporary `$STRATUS_HOME` per test.
+
+use std::time::Duration;
+
+use crate::harness::{Home, example};
+use crate::text;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn hello_succeeds_and_stays_visible() {
+    let home = Home::new();
+    let out = home.run(&["jobs", "launch", "-y", &example("hello.yaml")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Considered resources (1 node):"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("⚙︎ Job submitted, ID: 1"), "{stdout}");
+    assert!(stdout.contains("(hello) Hello from Stratus!"), "{stdout}");
+    assert!(
+        stdout.contains("✓ Managed job finished: 1 (status: SUCCEEDED)."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stratus jobs logs --controller 1"),
+        "{stdout}"
+    );
+
+    let queue = text(&home.run(&["jobs", "queue"]).stdout);
+    let row = queue
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_else(|| panic!("{queue}"));
+    for column in ["hello", "1x[CPU:2+]", "SUCCEEDED"] {
+        assert!(row.contains(column), "{queue}");
+    }
+    assert!(
+        queue.contains("ID  TASK  NAME") && queue.contains("#RECOVERIES"),
+        "{queue}"
+    );
+
+    let logs = home.run(&["jobs", "logs", "--no-follow", "1"]);
+    assert_eq!(logs.status.code(), Some(0));
+    assert!(
+        text(&logs.stdout).contains("Hello from Stratus!"),
+        "{}",
+        text(&logs.stdout)
+    );
+    let controller = home.controller_log(1);
+    assert!(
+        controller.contains("Launching hello-1-1 on local/zone-a"),
+        "{controller}"
+    );
+    assert!(
+        controller.contains("Cleanup: cluster hello-1-1 is torn down."),
+        "{controller}"
+    );
+    home.wait_no_nodes(Duration::from_secs(10));
+}
+
+#[test]
+fn a_failing_run_exits_100_from_launch_and_logs() {
+    let home = Home::new();
+    let file = home.file(
+        "fail.yaml",
+        "name: fail\nrun: |\n  echo about to fail\n  exit 1\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(100), "{stdout}");
+    assert!(stdout.contains("about to fail"), "{stdout}");
+    assert!(stdout.contains("(status: FAILED)"), "{stdout}");
+    assert_eq!(home.job(1)["status"], "FAILED");
+    let logs = home.run(&["jobs", "logs", "1"]);
+    assert_eq!(logs.status.code(), Some(100));
+    assert!(text(&logs.stdout).contains("about to fail"));
+}
+
+#[test]
+fn a_failing_setup_is_failed_setup() {
+    let home = Home::new();
+    let file = home.file(
+        "setup.yaml",
+        "setup: echo broken setup; exit 3\nrun: echo never\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(100));
+    let job = home.job(1);
+    assert_eq!(job["status"], "FAILED_SETUP");
+    let logs = home.logs(1);
+    assert!(
+        logs.contains("broken setup") && !logs.contains("never"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_failed_task_cancels_the_rest_of_the_pipeline() {
+    let home = Home::new();
+    let file = home.file(
+        "pipe.yaml",
+        "name: pipe\n---\nname: one\nrun: echo first\n---\nname: two\nrun: exit 1\n---\nname: three\nrun: echo third\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out.stdout));
+    let job = home.job(1);
+    let statuses: Vec<&str> = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SUCCEEDED", "FAILED", "CANCELLED"]);
+    assert_eq!(job["status"], "FAILED");
+    let queue = text(&home.run(&["jobs", "queue"]).stdout);
+    let sub_rows: Vec<&str> = queue.lines().filter(|l| l.starts_with(" ↳")).collect();
+    assert_eq!(sub_rows.len(), 3, "{queue}");
+    assert!(
+        sub_rows[0].contains("one") && sub_rows[0].contains("SUCCEEDED"),
+        "{queue}"
+    );
+    assert!(
+        sub_rows[1].contains("two") && sub_rows[1].contains("FAILED"),
+        "{queue}"
+    );
+    assert!(
+        sub_rows[2].contains("three") && sub_rows[2].contains("CANCELLED"),
+        "{queue}"
+    );
+}
+
+#[test]
+fn the_example_pipeline_passes_data_between_tasks() {
+    let home = Home::new();
+    let out = home.run(&["jobs", "launch", "-y", &example("pipeline.yaml")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("(train) Training on: rows from sky-managed-"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(eval) Evaluating: model trained by"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn preemption_recovers_in_the_other_zone_and_resumes_from_the_checkpoint() {
+    let home = Home::new();
+    let id = home.launch_detached(
+        &example("checkpoint.yaml"),
+        &["--env", "STEPS=16", "--env", "STEP_SECONDS=0.3"],
+    );
+    home.wait_status(id, &["RUNNING"], LONG);
+    // Let it save a few steps first.
+    let deadline = std::time::Instant::now() + LONG;
+    while !home.logs(id).contains("step 3/16") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress: {}",
+            home.logs(id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = home.run(&["local", "preempt", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job = home.wait_status(id, &["SUCCEEDED", "FAILED"], LONG);
+    assert_eq!(job["status"], "SUCCEEDED");
+    assert_eq!(job["recoveries"], 1);
+    assert_eq!(
+        job["tasks"][0]["infra"], "Local (zone-b)",
+        "relaunched in the other zone"
+    );
+
+    let logs = home.logs(id);
+    assert!(logs.contains("Resuming from checkpoint at step"), "{logs}");
+    assert!(logs.contains("Training done after 16 steps."), "{logs}");
+    let controller = home.controller_log(id);
+    assert!(
+        controller.contains("was preempted; recovering on a new cluster (EAGER_NEXT_REGION)"),
+        "{controller}"
+    );
+    assert!(
+        controller.contains("Launching checkpoint-1-2 on local/zone-b"),
+        "{controller}"
+    );
+    assert!(controller.contains("RECOVERING"), "{controller}");
+    assert_eq!(home.clusters().len(), 2);
+    home.wait_no_nodes(Duration::from_secs(10));
+}
+
+#[test]
+fn the_task_id_is_the_same_after_a_recovery() {
+    let home = Home::new();
+    let file = home.file(
+        "id.yaml",
+        "name: ids\nrun: |\n  echo \"ID=$SKYPILOT_TASK_ID\"\n  sleep 30\n",
+    );
+    let id = home.launch_detached(&file, &[]);
+    home.wait_status(id, &["RUNNING"], LONG);
+    let deadline = std::time::Instant::now() + LONG;
+    while !home.logs(id).contains("ID=") {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    home.run(&["local", "preempt", &id.to_string()]);
+    while home.logs(id).matches("ID=").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", home.logs(id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = home.logs(id);
+    let ids: Vec<&str> = logs.lines().filter_map(|l| l.split("ID=").nth(1)).collect();
+    assert_eq!(ids.len(), 2, "{logs}");
+    assert_eq!(
+        ids[0], ids[1],
+        "SKYPILOT_TASK_ID changed across the recovery"
+    );
+    assert!(
+        ids[0].starts_with("sky-managed-") && ids[0].ends_with("_ids_1-0"),
+        "{logs}"
+    );
+    home.run(&["jobs", "cancel", "-y", &id.to_string()]);
+    home.wait_status(id, &["CANCELLED"], LONG);
+}
+
+#[test]
+fn max_restarts_on_errors_runs_twice_then_fails() {
+    let home = Home::new();
+    let file = home.file(
+        "restarts.yaml",
+        "name: flaky\nresources:\n  job_recovery:\n    max_restarts_on_errors: 1\nrun: |\n  echo attempt\n  exit 7\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out.stdout));
+    let job = home.job(1);
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(job["tasks"][0]["restarts"], 1);
+    assert_eq!(
+        home.logs(1).matches("attempt").count(),
+        2,
+        "{}",
+        home.logs(1)
+    );
+    assert_eq!(home.clusters().len(), 2);
+}
+
+#[test]
+fn recover_on_exit_codes_restarts_without_counting() {
+    let home = Home::new();
+    let file = home.file(
+        "codes.yaml",
+        "name: codes\nresources:\n  job_recovery:\n    recover_on_exit_codes: [29]\n\
+         file_mounts:\n  ~/state:\n    name: exit-code-state\n    mode: MOUNT\n\
+         run: |\n  if [ -f ~/state/tried ]; then echo second run; exit 0; fi\n  touch ~/state/tried\n  echo first run\n  exit 29\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let job = home.job(1);
+    assert_eq!(job["status"], "SUCCEEDED");
+    assert!(job["recoveries"].as_u64().unwrap() >= 1, "{job}");
+    assert_eq!(job["tasks"][0]["restarts"], 0);
+    let logs = home.logs(1);
+    assert!(
+        logs.contains("first run") && logs.contains("second run"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn cancel_while_starting_running_and_recovering() {
+    // Nodes take 2 s to "boot", so STARTING and RECOVERING last long enough to be seen.
+    let home = Home::with_env(&[("STRATUS_LOCAL_BOOT_DELAY_MS", "2000")]);
+    let file = home.file(
+        "sleepy.yaml",
+        "name: sleepy\nrun: |\n  echo started work\n  sleep 300\n",
+    );
+
+    let starting = home.launch_detached(&file, &[]);
+    home.wait_status(starting, &["STARTING"], LONG);
+    let out = home.run(&["jobs", "cancel", "-y", &starting.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    home.wait_status(starting, &["CANCELLED"], LONG);
+
+    let running = home.launch_detached(&file, &[]);
+    home.wait_status(running, &["RUNNING"], LONG);
+    let deadline = std::time::Instant::now() + LONG;
+    while !home.logs(running).contains("started work") {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    home.run(&["jobs", "cancel", "-y", &running.to_string()]);
+    home.wait_status(running, &["CANCELLED"], LONG);
+    assert!(
+        home.logs(running).contains("started work"),
+        "output before the cancel is kept"
+    );
+
+    let recovering = home.launch_detached(&file, &[]);
+    home.wait_status(recovering, &["RUNNING"], LONG);
+    home.run(&["local", "preempt", &recovering.to_string()]);
+    home.wait_status(recovering, &["RECOVERING"], LONG);
+    home.run(&["jobs", "cancel", "-y", &recovering.to_string()]);
+    home.wait_status(recovering, &["CANCELLED"], LONG);
+
+    home.wait_no_nodes(Duration::from_secs(15));
+}
+
+#[test]
+fn with_every_zone_full_a_job_waits_then_starts_when_a_slot_frees() {
+    let home = Home::with_env(&[("STRATUS_LOCAL_SLOTS", "zone-a=1,zone-b=1")]);
+    let blocker = home.file("blocker.yaml", "name: blocker\nrun: sleep 300\n");
+    let first = home.launch_detached(&blocker, &[]);
+    let second = home.launch_detached(&blocker, &[]);
+    home.wait_status(first, &["RUNNING"], LONG);
+    home.wait_status(second, &["RUNNING"], LONG);
+
+    let waiting = home.launch_detached(&example("hello.yaml"), &[]);
+    home.wait_status(waiting, &["PENDING"], LONG);
+    let controller = home.controller_log(waiting);
+    assert!(
+        controller.contains("No capacity on any of the 2 candidates"),
+        "{controller}"
+    );
+
+    home.run(&["jobs", "cancel", "-y", &first.to_string()]);
+    let job = home.wait_status(waiting, &["SUCCEEDED", "FAILED"], LONG);
+    assert_eq!(job["status"], "SUCCEEDED");
+    home.run(&["jobs", "cancel", "-y", &second.to_string()]);
+}
+
+#[test]
+fn a_crashed_control_plane_picks_the_job_up_again() {
+    let home = Home::new();
+    let file = home.file(
+        "steady.yaml",
+        "name: steady\nrun: |\n  for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.5; done\n",
+    );
+    let id = home.launch_detached(&file, &[]);
+    home.wait_status(id, &["RUNNING"], LONG);
+    let pid = home.server_pid();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    // Any command starts it again.
+    let job = home.wait_status(id, &["SUCCEEDED", "FAILED", "FAILED_CONTROLLER"], LONG);
+    assert_eq!(job["status"], "SUCCEEDED", "{}", home.controller_log(id));
+    assert_eq!(job["recoveries"], 0);
+    assert_eq!(home.clusters().len(), 1, "no second cluster was launched");
+    assert!(home.logs(id).contains("tick 8"));
+}
+
+#[test]
+fn required_envs_and_redacted_secrets() {
+    let home = Home::new();
+    let file = home.file(
+        "secret.yaml",
+        "name: secretive\nenvs:\n  WANDB_PROJECT:\nsecrets:\n  API_TOKEN:\nrun: |\n  echo \"project=$WANDB_PROJECT\"\n  [ \"$API_TOKEN\" = hunter2-secret ] && echo token-ok\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("WANDB_PROJECT has no value"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        home.clusters().is_empty(),
+        "a rejected launch starts nothing"
+    );
+
+    let out = home.run_env(
+        &[
+            "jobs",
+            "launch",
+            "-y",
+            "--env",
+            "WANDB_PROJECT",
+            "--secret",
+            "API_TOKEN=hunter2-secret",
+            &file,
+        ],
+        &[("WANDB_PROJECT", "from-my-shell")],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("project=from-my-shell"), "{stdout}");
+    assert!(
+        stdout.contains("token-ok"),
+        "the secret reached the task: {stdout}"
+    );
+    assert!(!stdout.contains("hunter2-secret"));
+    let queue = text(&home.run(&["jobs", "queue", "--json"]).stdout);
+    let controller = home.controller_log(1);
+    assert!(!queue.contains("hunter2-secret") && !controller.contains("hunter2-secret"));
+    assert!(!home.logs(1).contains("hunter2-secret"));
+}
