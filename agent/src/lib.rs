@@ -46,9 +46,14 @@ use crate::supervise::Supervisor;
 /// is their own binary.
 pub fn exec_if_trampoline() -> Option<std::process::ExitCode> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|arg| arg == supervise::TRAMPOLINE_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == supervise::TRAMPOLINE_ARG)
+    {
         let code = supervise::exec_unblocked(&args[2..]);
-        return Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        return Some(std::process::ExitCode::from(
+            u8::try_from(code).unwrap_or(1),
+        ));
     }
     None
 }

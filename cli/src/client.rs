@@ -1,6 +1,7 @@
 //! The CLI's HTTP client for the Stratus API (the local control plane today; API Gateway
 //! later). Blocking: the CLI does one thing at a time.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,7 +30,7 @@ impl Client {
     pub fn new(url: &str, token: &str) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_global(Some(Duration::from_mins(2)))
             .build();
         Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -61,8 +62,7 @@ impl Client {
                 .with_context(|| format!("unexpected answer from the API ({what})"));
         }
         let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |b| b.error);
         Err(ApiFailure { status, message }.into())
     }
 
@@ -158,7 +158,7 @@ fn encode(value: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

@@ -137,10 +137,10 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
         ]);
         if pipeline {
             for task in &job.tasks {
-                let total = task
-                    .submitted_at
-                    .map(|s| duration(millis(task.ended_at.unwrap_or(now).since(s))))
-                    .unwrap_or_else(|| "-".into());
+                let total = task.submitted_at.map_or_else(
+                    || "-".into(),
+                    |s| duration(millis(task.ended_at.unwrap_or(now).since(s))),
+                );
                 rows.push([
                     " ↳".into(),
                     task.index.to_string(),

@@ -152,7 +152,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     let request = SubmitRequest {
         yaml: args
             .entrypoint_file()
-            .map(|f| std::fs::read_to_string(f))
+            .map(std::fs::read_to_string)
             .transpose()
             .map_err(anyhow::Error::from)?,
         command: if args.entrypoint_file().is_some() {

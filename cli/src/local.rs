@@ -234,19 +234,8 @@ pub fn serve(home: &Path) -> anyhow::Result<()> {
     runtime.block_on(serve_async(home))
 }
 
-async fn serve_async(home: &Path) -> anyhow::Result<()> {
-    let home = std::path::absolute(home)?;
-    let port = port(&home)?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| {
-            format!(
-                "port {port} is taken: is another control plane running for {}?",
-                home.display()
-            )
-        })?;
-    let url = format!("http://127.0.0.1:{port}");
-    let config = Config::load(&home)?;
+/// The local cloud, with its slots from the config file and `STRATUS_LOCAL_SLOTS`.
+fn local_provider(home: &Path, config: &Config) -> anyhow::Result<LocalProvider> {
     let mut local_config: LocalConfig = config.local.clone();
     if let Ok(spec) = std::env::var(shared::provider::SLOTS_ENV) {
         local_config = local_config.with_slots(&spec)?;
@@ -269,9 +258,25 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
     } else {
         vec![exe.clone().into_os_string(), "agent".into()]
     };
-    let provider = LocalProvider::new(home.join("local"), exe)
+    Ok(LocalProvider::new(home.join("local"), exe)
         .with_agent_command(agent_command)
-        .with_config(local_config);
+        .with_config(local_config))
+}
+
+async fn serve_async(home: &Path) -> anyhow::Result<()> {
+    let home = std::path::absolute(home)?;
+    let port = port(&home)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!(
+                "port {port} is taken: is another control plane running for {}?",
+                home.display()
+            )
+        })?;
+    let url = format!("http://127.0.0.1:{port}");
+    let config = Config::load(&home)?;
+    let provider = local_provider(&home, &config)?;
     let store = SqliteStore::open(home.join("state.db")).await?;
     let (bus, mut events) = LocalBus::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -129,16 +129,13 @@ fn api(command: &ApiCommand) -> Result<u8, Failure> {
                 println!("Local control plane is not running.");
             }
         }
-        ApiCommand::Status => match local::running(&home) {
-            Some(info) => println!(
-                "Local control plane running at {} (pid {}).",
-                info.url, info.pid
-            ),
-            None => {
+        ApiCommand::Status => {
+            let Some(info) = local::running(&home) else {
                 println!("Local control plane is not running.");
                 return Ok(1);
-            }
-        },
+            };
+            println!("Local control plane running at {} (pid {}).", info.url, info.pid);
+        }
     }
     Ok(0)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::harness::{Home, example};
 use crate::text;
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = Duration::from_mins(1);
 
 #[test]
 fn hello_succeeds_and_stays_visible() {

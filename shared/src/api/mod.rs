@@ -283,25 +283,24 @@ async fn list_jobs(
         Some(user.name.as_str())
     };
     if let Some(name) = &query.name {
-        let jobs = match owner {
-            Some(owner) => state.ctx.store.find_by_name(owner, name).await?,
-            None => {
-                let mut all = Vec::new();
-                let mut cursor = None;
-                loop {
-                    let page = state
-                        .ctx
-                        .store
-                        .list_jobs(None, cursor, crate::store::MAX_PAGE)
-                        .await?;
-                    all.extend(page.jobs.into_iter().filter(|j| j.name() == name));
-                    match page.next {
-                        Some(next) => cursor = Some(next),
-                        None => break,
-                    }
+        let jobs = if let Some(owner) = owner {
+            state.ctx.store.find_by_name(owner, name).await?
+        } else {
+            let mut all = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = state
+                    .ctx
+                    .store
+                    .list_jobs(None, cursor, crate::store::MAX_PAGE)
+                    .await?;
+                all.extend(page.jobs.into_iter().filter(|j| j.name() == name));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
                 }
-                all
             }
+            all
         };
         let jobs = jobs.iter().map(|j| state.view(j)).collect();
         return Ok(Json(JobList { jobs, next: None }));

@@ -90,7 +90,7 @@ async fn carry_out(
                 ..
             } => launch(ctx, job, task, &cluster, candidate_index).await?,
             Action::TerminateCluster { task, cluster } => {
-                terminate(ctx, job, task, &cluster).await?
+                terminate(ctx, job, task, &cluster).await?;
             }
             Action::Requeue { at, .. } => {
                 ctx.bus
