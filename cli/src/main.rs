@@ -134,7 +134,10 @@ fn api(command: &ApiCommand) -> Result<u8, Failure> {
                 println!("Local control plane is not running.");
                 return Ok(1);
             };
-            println!("Local control plane running at {} (pid {}).", info.url, info.pid);
+            println!(
+                "Local control plane running at {} (pid {}).",
+                info.url, info.pid
+            );
         }
     }
     Ok(0)
