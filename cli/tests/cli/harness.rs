@@ -149,6 +149,23 @@ impl Home {
         )
     }
 
+    /// Waits until the controller log mentions `text` (lines are appended just after the
+    /// state changes they describe), and returns the log.
+    pub fn wait_controller(&self, id: u64, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.controller_log(id);
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller log never said {text:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Live processes started for this home's local clusters (found by their environment).
     pub fn node_processes(&self) -> Vec<i32> {
         let marker = format!(

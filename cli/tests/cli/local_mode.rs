@@ -49,7 +49,7 @@ fn hello_succeeds_and_stays_visible() {
         "{}",
         text(&logs.stdout)
     );
-    let controller = home.controller_log(1);
+    let controller = home.wait_controller(1, "Cleanup: cluster hello-1-1 is torn down.");
     assert!(
         controller.contains("Launching hello-1-1 on local/zone-a"),
         "{controller}"
@@ -179,7 +179,7 @@ fn preemption_recovers_in_the_other_zone_and_resumes_from_the_checkpoint() {
     let logs = home.logs(id);
     assert!(logs.contains("Resuming from checkpoint at step"), "{logs}");
     assert!(logs.contains("Training done after 16 steps."), "{logs}");
-    let controller = home.controller_log(id);
+    let controller = home.wait_controller(id, "Job succeeded.");
     assert!(
         controller.contains("was preempted; recovering on a new cluster (EAGER_NEXT_REGION)"),
         "{controller}"
@@ -320,11 +320,7 @@ fn with_every_zone_full_a_job_waits_then_starts_when_a_slot_frees() {
 
     let waiting = home.launch_detached(&example("hello.yaml"), &[]);
     home.wait_status(waiting, &["PENDING"], LONG);
-    let controller = home.controller_log(waiting);
-    assert!(
-        controller.contains("No capacity on any of the 2 candidates"),
-        "{controller}"
-    );
+    home.wait_controller(waiting, "No capacity on any of the 2 candidates");
 
     home.run(&["jobs", "cancel", "-y", &first.to_string()]);
     let job = home.wait_status(waiting, &["SUCCEEDED", "FAILED"], LONG);
@@ -397,7 +393,7 @@ fn required_envs_and_redacted_secrets() {
     );
     assert!(!stdout.contains("hunter2-secret"));
     let queue = text(&home.run(&["jobs", "queue", "--json"]).stdout);
-    let controller = home.controller_log(1);
+    let controller = home.wait_controller(1, "Job succeeded.");
     assert!(!queue.contains("hunter2-secret") && !controller.contains("hunter2-secret"));
     assert!(!home.logs(1).contains("hunter2-secret"));
 }

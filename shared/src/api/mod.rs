@@ -334,7 +334,11 @@ async fn cancel_job(
 ) -> ApiResult<Json<JobView>> {
     let user = state.user(&headers)?;
     state.job_for(&user, id).await?;
-    control::advance(&state.ctx, id, JobEvent::CancelRequested).await?;
+    // Finishes even if the caller hangs up.
+    let ctx = state.ctx.clone();
+    tokio::spawn(async move { control::advance(&ctx, id, JobEvent::CancelRequested).await })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let job = state.ctx.store.get_job(id).await?;
     Ok(Json(state.view(&job)))
 }
@@ -425,7 +429,12 @@ async fn agent_report(
     Json(report): Json<Report>,
 ) -> ApiResult<StatusCode> {
     state.agent(&headers, job)?;
-    agent::report(&state.ctx, job, &cluster, rank, &report).await?;
+    // In a task of its own: the report can tear down the very node that sent it (its task
+    // just ended), and the handler must finish even when that node's connection drops.
+    let ctx = state.ctx.clone();
+    tokio::spawn(async move { agent::report(&ctx, job, &cluster, rank, &report).await })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -79,10 +79,23 @@ async fn carry_out(
     job: &JobRecord,
     actions: Vec<Action>,
 ) -> Result<(), HandlerError> {
-    let mut events = Vec::new();
+    // The log lines describe the step just written: record them before acting, so an
+    // interrupted action never loses them.
+    let (events, actions): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::EmitEvent(_)));
+    let events: Vec<ControllerEvent> = events
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::EmitEvent(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    if !events.is_empty() {
+        ctx.store.append_events(job.id, &events).await?;
+    }
     for action in actions {
         match action {
-            Action::EmitEvent(e) => events.push(e),
             Action::LaunchCluster {
                 task,
                 cluster,
@@ -98,12 +111,9 @@ async fn carry_out(
                     .await?;
             }
             // Node agents pull their work (see `agent::work`), which follows from the record
-            // this step wrote; there is nothing to push.
-            Action::RunTask { .. } | Action::StartNextTask { .. } => {}
+            // this step wrote; there is nothing to push. Log lines were written above.
+            Action::RunTask { .. } | Action::StartNextTask { .. } | Action::EmitEvent(_) => {}
         }
-    }
-    if !events.is_empty() {
-        ctx.store.append_events(job.id, &events).await?;
     }
     Ok(())
 }
