@@ -231,23 +231,9 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     let client = connect()?;
     let job = resolve_one(&client, args.job_id, args.name.as_deref())?;
     if args.controller {
-        let events = client.events(job.id)?;
-        for e in &events {
-            println!(
-                "{} [task {}] {}: {}",
-                clock_time(e.at),
-                e.task,
-                e.status,
-                e.message
-            );
-        }
-        if args.no_follow || job.status.is_terminal() {
-            return Ok(exit_code(client.job(job.id)?.status));
-        }
-        // Follow: print new events until the job ends.
-        let mut seen = events.len();
+        // Print the events so far; when following, the new ones until the job ends.
+        let mut seen = 0;
         loop {
-            std::thread::sleep(Duration::from_millis(500));
             let events = client.events(job.id)?;
             for e in events.iter().skip(seen) {
                 println!(
@@ -260,9 +246,10 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
             }
             seen = events.len();
             let status = client.job(job.id)?.status;
-            if status.is_terminal() {
+            if args.no_follow || status.is_terminal() {
                 return Ok(exit_code(status));
             }
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
     let status = follow(&client, &job, !args.no_follow, false)?;

@@ -51,6 +51,17 @@ fn api_dir(home: &Path) -> PathBuf {
     home.join("api")
 }
 
+/// Creates `$STRATUS_HOME` readable by the user only (the state table holds job secrets); an
+/// existing folder keeps its permissions.
+fn create_private(home: &Path) -> anyhow::Result<()> {
+    if home.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
 /// Reads a secret file, or creates it with fresh random bytes readable by the user only.
 fn secret_file(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     if let Ok(bytes) = fs::read(path)
@@ -105,6 +116,7 @@ fn port(home: &Path) -> anyhow::Result<u16> {
 
 /// A client for this home's control plane, starting it in the background if it is not running.
 pub fn ensure(home: &Path) -> anyhow::Result<Client> {
+    create_private(home)?;
     let token = user_token(home)?;
     let url = format!("http://127.0.0.1:{}", port(home)?);
     let client = Client::new(&url, &token);

@@ -70,11 +70,7 @@ pub async fn work(
         Err(e) => return Err(e.into()),
     };
     let now = ctx.clock.now();
-    let Some(task) = job
-        .tasks
-        .iter()
-        .position(|t| t.cluster.as_deref() == Some(cluster))
-    else {
+    let Some(task) = job.task_of_cluster(cluster) else {
         return Ok(Work::Stop);
     };
     let state = &job.tasks[task];
@@ -110,11 +106,7 @@ pub async fn report(
     report: &Report,
 ) -> Result<(), HandlerError> {
     let job = ctx.store.get_job(job_id).await?;
-    let Some(task) = job
-        .tasks
-        .iter()
-        .position(|t| t.cluster.as_deref() == Some(cluster))
-    else {
+    let Some(task) = job.task_of_cluster(cluster) else {
         // A cluster the job no longer knows: tell the step so it tears it down.
         return advance(
             ctx,
@@ -249,11 +241,7 @@ pub async fn log(
     chunk: &LogChunk,
 ) -> Result<(), HandlerError> {
     let job = ctx.store.get_job(job_id).await?;
-    let Some(task) = job
-        .tasks
-        .iter()
-        .position(|t| t.cluster.as_deref() == Some(cluster))
-    else {
+    let Some(task) = job.task_of_cluster(cluster) else {
         // Output of a cluster the job has moved past: not shown.
         return Ok(());
     };

@@ -298,6 +298,13 @@ impl JobRecord {
         }
     }
 
+    /// The task that launched `cluster` (the cluster names are unique per launch).
+    pub fn task_of_cluster(&self, cluster: &str) -> Option<usize> {
+        self.tasks
+            .iter()
+            .position(|t| t.cluster.as_deref() == Some(cluster))
+    }
+
     /// The task spec of task `i`.
     pub fn task_spec(&self, i: usize) -> &Task {
         &self.pipeline.tasks[i]

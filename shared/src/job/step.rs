@@ -621,9 +621,7 @@ impl Machine {
     fn terminate_unwanted(&mut self, cluster: &str) {
         let owner = self
             .job
-            .tasks
-            .iter()
-            .position(|t| t.cluster.as_deref() == Some(cluster))
+            .task_of_cluster(cluster)
             .unwrap_or(self.job.current_task);
         self.actions.push(Action::TerminateCluster {
             task: owner,
