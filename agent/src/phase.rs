@@ -54,8 +54,11 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// How long output is still collected after the command exits, when something it started in
 /// the background keeps the pipe open. Later output is read and dropped, so that the
-/// background process never blocks on a full pipe or dies of SIGPIPE.
-const DRAIN: Duration = Duration::from_millis(500);
+/// background process never blocks on a full pipe or dies of SIGPIPE. Normally the pipe ends
+/// as the command exits and nothing waits; the window is seconds, not milliseconds, because on
+/// a loaded machine the reader thread can lag that far behind the exit, and output the command
+/// itself wrote must never be lost.
+const DRAIN: Duration = Duration::from_secs(3);
 
 /// What every phase thread shares.
 pub struct Node {

@@ -10,11 +10,23 @@ use serde::de::DeserializeOwned;
 use shared::api::{ErrorBody, EventView, JobList, JobView, LogsPage, Uploaded};
 use shared::control::SubmitRequest;
 
+/// How requests prove who sends them.
+#[derive(Clone)]
+enum Auth {
+    /// The local control plane's token.
+    Bearer(String),
+    /// A deployed API Gateway with IAM auth: SigV4 with the caller's AWS credentials.
+    SigV4 {
+        region: String,
+        credentials: aws_credential_types::Credentials,
+    },
+}
+
 /// Where the API is and how to authenticate.
 #[derive(Clone)]
 pub struct Client {
     pub url: String,
-    token: String,
+    auth: Auth,
     agent: ureq::Agent,
 }
 
@@ -28,19 +40,66 @@ pub struct ApiFailure {
 
 impl Client {
     pub fn new(url: &str, token: &str) -> Self {
+        Self::with_auth(url, Auth::Bearer(token.to_owned()))
+    }
+
+    /// A client for a deployed API, signing with SigV4.
+    pub fn signed(url: &str, region: &str, credentials: aws_credential_types::Credentials) -> Self {
+        Self::with_auth(
+            url,
+            Auth::SigV4 {
+                region: region.to_owned(),
+                credentials,
+            },
+        )
+    }
+
+    fn with_auth(url: &str, auth: Auth) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_mins(2)))
             .build();
         Self {
             url: url.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            auth,
             agent: ureq::Agent::new_with_config(config),
         }
     }
 
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
+    /// The headers that authenticate a request.
+    fn auth_headers(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        match &self.auth {
+            Auth::Bearer(token) => Ok(vec![("Authorization".into(), format!("Bearer {token}"))]),
+            Auth::SigV4 {
+                region,
+                credentials,
+            } => {
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_default();
+                let mut headers = vec![("host", host)];
+                if let Some(content_type) = content_type {
+                    headers.push(("content-type", content_type));
+                }
+                crate::remote::sign_headers(
+                    credentials,
+                    region,
+                    method,
+                    url,
+                    &headers,
+                    body,
+                    std::time::SystemTime::now(),
+                )
+            }
+        }
     }
 
     fn finish<T: DeserializeOwned>(
@@ -67,22 +126,35 @@ impl Client {
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.url))
-            .header("Authorization", &self.auth())
-            .call();
-        self.finish(path, response)
+        let url = format!("{}{path}", self.url);
+        let mut request = self.agent.get(&url);
+        for (k, v) in self.auth_headers("GET", &url, None, b"")? {
+            request = request.header(k, v);
+        }
+        self.finish(path, request.call())
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.url);
+        let mut request = match method {
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        request = request.header("Content-Type", content_type);
+        for (k, v) in self.auth_headers(method, &url, Some(content_type), body)? {
+            request = request.header(k, v);
+        }
+        self.finish(path, request.send(body))
     }
 
     fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.url))
-            .header("Authorization", &self.auth())
-            .header("Content-Type", "application/json")
-            .send(&serde_json::to_vec(body)?[..]);
-        self.finish(path, response)
+        self.send("POST", path, "application/json", &serde_json::to_vec(body)?)
     }
 
     pub fn health(&self) -> anyhow::Result<serde_json::Value> {
@@ -132,14 +204,9 @@ impl Client {
         self.get(&format!("/api/v1/jobs/{id}/events"))
     }
 
-    pub fn upload(&self, bytes: &[u8]) -> anyhow::Result<String> {
-        let response = self
-            .agent
-            .put(format!("{}/api/v1/uploads", self.url))
-            .header("Authorization", &self.auth())
-            .header("Content-Type", "application/gzip")
-            .send(bytes);
-        let uploaded: Uploaded = self.finish("upload", response)?;
+    pub fn upload(&self, session: &str, bytes: &[u8]) -> anyhow::Result<String> {
+        let path = format!("/api/v1/uploads?session={}", encode(session));
+        let uploaded: Uploaded = self.send("PUT", &path, "application/gzip", bytes)?;
         Ok(uploaded.key)
     }
 

@@ -143,11 +143,12 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     }
 
     let mut uploads = BTreeMap::new();
+    let session = upload_session();
     for (written, resolved) in paths {
         eprintln!("Uploading {written} ...");
         let archive = pack::archive(&resolved)
             .map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
-        uploads.insert(written, client.upload(&archive)?);
+        uploads.insert(written, client.upload(&session, &archive)?);
     }
     let request = SubmitRequest {
         yaml: args
@@ -208,6 +209,20 @@ impl LaunchArgs {
             _ => None,
         }
     }
+}
+
+/// A fresh id grouping this launch's uploads (so the job's cleanup deletes exactly them).
+fn upload_session() -> String {
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if random.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_be_bytes();
+    }
+    hex::encode(bytes)
 }
 
 fn no_fit_code(plans: &[TaskPlan]) -> u8 {

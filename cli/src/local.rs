@@ -32,7 +32,7 @@ use shared::blob::LocalBlobStore;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, LocalBus, Secret, Settings};
+use shared::control::{self, Context, LocalBus, LocalMessage, Secret, Settings};
 use shared::provider::{LocalConfig, LocalProvider, Provider};
 use shared::store::SqliteStore;
 use tracing::{info, warn};
@@ -117,6 +117,14 @@ fn port(home: &Path) -> anyhow::Result<u16> {
 /// A client for this home's control plane, starting it in the background if it is not running.
 pub fn ensure(home: &Path) -> anyhow::Result<Client> {
     create_private(home)?;
+    // Logged in to a deployed Stratus: talk to it instead.
+    if let Some(remote) = crate::remote::load(home)? {
+        return Ok(Client::signed(
+            &remote.url,
+            &remote.region,
+            crate::remote::credentials()?,
+        ));
+    }
     let token = user_token(home)?;
     let url = format!("http://127.0.0.1:{}", port(home)?);
     let client = Client::new(&url, &token);
@@ -316,14 +324,23 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         user: user_name(),
     });
 
-    // The event loop: EventBridge's part. One event at a time keeps a job's events in order.
+    // The event loop: EventBridge's part. One message at a time keeps a job's events in order.
     let loop_ctx = ctx.clone();
     tokio::spawn(async move {
-        while let Some(envelope) = events.recv().await {
-            if let Err(e) =
-                control::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await
-            {
-                warn!(job_id = envelope.job_id, event = ?envelope.event, error = %e, "event failed; the poll sweep retries");
+        while let Some(message) = events.recv().await {
+            match message {
+                LocalMessage::Event(envelope) => {
+                    if let Err(e) =
+                        control::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await
+                    {
+                        warn!(job_id = envelope.job_id, event = ?envelope.event, error = %e, "event failed; the poll sweep retries");
+                    }
+                }
+                LocalMessage::Ended(job_id) => {
+                    if let Err(e) = control::cleanup(&loop_ctx, job_id).await {
+                        warn!(job_id, error = %e, "cleanup failed");
+                    }
+                }
             }
         }
     });

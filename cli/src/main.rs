@@ -22,6 +22,7 @@ mod jobs;
 mod launch;
 mod local;
 mod pack;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,21 @@ enum ApiCommand {
     /// Run the local control plane in the foreground.
     #[command(hide = true)]
     Serve,
+    /// Use a deployed Stratus (the `ApiUrl` output of the SAM stack) instead of the local
+    /// control plane. Requests are signed with your AWS credentials (SigV4).
+    #[command(
+        after_help = "Example:\n  stratus api login --url https://abc123.execute-api.us-east-1.amazonaws.com"
+    )]
+    Login {
+        /// The API's URL.
+        #[arg(long)]
+        url: String,
+        /// The API's region (default: read from the URL).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Forget the deployed API and go back to the local control plane.
+    Logout,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +143,36 @@ fn api(command: &ApiCommand) -> Result<u8, Failure> {
                 println!("Local control plane stopped.");
             } else {
                 println!("Local control plane is not running.");
+            }
+        }
+        ApiCommand::Login { url, region } => {
+            let region = region
+                .clone()
+                .or_else(|| remote::region_of(url))
+                .ok_or_else(|| {
+                    Failure::input(anyhow::anyhow!(
+                        "--region: the URL does not name one; pass --region"
+                    ))
+                })?;
+            let client = client::Client::signed(url, &region, remote::credentials()?);
+            let health = client.health()?;
+            remote::save(
+                &home,
+                &remote::Remote {
+                    url: url.trim_end_matches('/').to_owned(),
+                    region,
+                },
+            )?;
+            println!(
+                "Logged in to the Stratus API at {url} (version {}); `stratus jobs` commands now use it.",
+                health["version"].as_str().unwrap_or("?")
+            );
+        }
+        ApiCommand::Logout => {
+            if remote::forget(&home)? {
+                println!("Logged out; the CLI uses the local control plane again.");
+            } else {
+                println!("Not logged in to a deployed API.");
             }
         }
         ApiCommand::Status => {

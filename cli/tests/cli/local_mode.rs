@@ -397,3 +397,57 @@ fn required_envs_and_redacted_secrets() {
     assert!(!queue.contains("hunter2-secret") && !controller.contains("hunter2-secret"));
     assert!(!home.logs(1).contains("hunter2-secret"));
 }
+
+#[test]
+fn workdir_and_local_file_mounts_reach_every_node_and_are_cleaned_up() {
+    let home = Home::new();
+    let project = home.file("unused", "");
+    let root = std::path::Path::new(&project)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::create_dir_all(root.join("project/src")).unwrap();
+    std::fs::write(
+        root.join("project/src/train.sh"),
+        "echo \"training on rank $SKYPILOT_NODE_RANK of $SKYPILOT_NUM_NODES\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("settings.json"), "{\"lr\": 0.1}").unwrap();
+    let file = home.file(
+        "wd.yaml",
+        "name: wd\nnum_nodes: 2\nworkdir: ./project\nfile_mounts:\n  ~/conf/settings.json: ./settings.json\n\
+         run: |\n  bash src/train.sh\n  cat ~/conf/settings.json; echo\n  echo \"ips: $(echo $SKYPILOT_NODE_IPS | tr '\\n' ' ')\"\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("(wd, rank=0) training on rank 0 of 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(wd, rank=1) training on rank 1 of 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("{\"lr\": 0.1}"), "{stdout}");
+    assert!(stdout.contains("ips: 127.0.0.1 127.0.0.2"), "{stdout}");
+    // The cleanup deletes the uploaded archives; the logs stay.
+    let deadline = std::time::Instant::now() + LONG;
+    let uploads = root.join("blobs/uploads");
+    let any_upload = || {
+        std::fs::read_dir(&uploads).is_ok_and(|sessions| {
+            sessions
+                .flatten()
+                .any(|s| std::fs::read_dir(s.path()).is_ok_and(|mut files| files.next().is_some()))
+        })
+    };
+    while any_upload() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uploads were not cleaned up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(home.logs(1).contains("training on rank 1 of 2"));
+    home.wait_controller(1, "intermediate file(s) deleted");
+}

@@ -401,14 +401,36 @@ pub struct Uploaded {
     pub key: String,
 }
 
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    /// Groups one launch's uploads, so its cleanup deletes exactly them.
+    session: String,
+}
+
 async fn upload(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    Query(query): Query<UploadQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Uploaded>> {
     state.user(&headers)?;
-    // Content-addressed: the same archive uploaded twice is stored once.
-    let key = format!("uploads/{}.tar.gz", hex::encode(Sha256::digest(&body)));
+    let session = &query.session;
+    if session.is_empty()
+        || session.len() > 64
+        || !session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "session: use 1 to 64 letters, digits and '-'",
+        ));
+    }
+    // Content-addressed within the session: the same archive uploaded twice is stored once.
+    let key = format!(
+        "uploads/{session}/{}.tar.gz",
+        hex::encode(Sha256::digest(&body))
+    );
     state.ctx.blobs.put(&key, body.to_vec()).await?;
     Ok(Json(Uploaded { key }))
 }

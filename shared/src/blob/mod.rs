@@ -3,12 +3,17 @@
 //!
 //! # Layout
 //! - `local`: a folder on disk ([`LocalBlobStore`]).
+//! - `s3` (feature `aws`): an S3 bucket under a prefix (`S3BlobStore`).
 
 mod local;
+#[cfg(feature = "aws")]
+mod s3;
 
 use async_trait::async_trait;
 
 pub use local::LocalBlobStore;
+#[cfg(feature = "aws")]
+pub use s3::S3BlobStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {

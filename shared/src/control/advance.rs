@@ -29,6 +29,7 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
         let job = ctx.store.get_job(job_id).await?;
         let now = ctx.clock.now();
         let step = step(&job, event.clone(), now);
+        let was_terminal = job.is_terminal();
         let job = if step.changed {
             match ctx.store.update_job(&step.next, job.fence()).await {
                 Ok(stored) => {
@@ -45,8 +46,8 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
             job
         };
         carry_out(ctx, &job, step.actions).await?;
-        if job.is_terminal() {
-            agent::forget_nodes(ctx, job.id).await;
+        if job.is_terminal() && !was_terminal {
+            ctx.bus.job_ended(job.id).await?;
         }
         return Ok(());
     }

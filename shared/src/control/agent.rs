@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tracing::debug;
 
 use super::{Context, HandlerError, advance, logs};
 use crate::agent_protocol::{LogChunk, MountSource, NodeMount, NodeTask, Report, Work};
@@ -18,11 +17,6 @@ use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase};
 use crate::provider::NodeInfo;
 use crate::spec::{self, StorageMode, StorageSource, Workdir};
 use crate::store::StoreError;
-
-/// Where a job's node facts live.
-fn nodes_prefix(job_id: JobId) -> String {
-    format!("jobs/{job_id}/nodes/")
-}
 
 fn node_prefix(job_id: JobId, cluster: &str, rank: u32) -> String {
     format!("jobs/{job_id}/nodes/{cluster}/{rank}/")
@@ -48,13 +42,6 @@ pub(super) async fn record_nodes(
     let bytes = serde_json::to_vec(nodes).expect("node infos serialize");
     ctx.blobs.put(&ips_key(job_id, cluster), bytes).await?;
     Ok(())
-}
-
-/// Drops a finished job's node facts (its logs stay).
-pub(super) async fn forget_nodes(ctx: &Context, job_id: JobId) {
-    if let Err(e) = ctx.blobs.delete_prefix(&nodes_prefix(job_id)).await {
-        debug!(job_id, error = %e, "could not delete node facts; they are only clutter");
-    }
 }
 
 /// What node `rank` of `cluster` should do now. Also records that it is alive.

@@ -15,6 +15,13 @@ pub struct Envelope {
     pub event: JobEvent,
 }
 
+/// What the local bus carries: job events, and "this job ended" for the cleanup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalMessage {
+    Event(Envelope),
+    Ended(JobId),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("event bus: {message}")]
 pub struct BusError {
@@ -25,6 +32,8 @@ pub struct BusError {
 pub trait EventBus: Send + Sync {
     /// Delivers `event` to the job's handler soon.
     async fn publish(&self, job_id: JobId, event: JobEvent) -> Result<(), BusError>;
+    /// Says that the job has just ended, so that its cleanup runs (the finalizer).
+    async fn job_ended(&self, job_id: JobId) -> Result<(), BusError>;
     /// Delivers `event` at `at` (or soon after); `now` is the caller's reading of the clock.
     async fn schedule(
         &self,
@@ -40,18 +49,18 @@ pub trait EventBus: Send + Sync {
 /// re-derives them from the job records (a due backoff is re-sent), so nothing is lost.
 #[derive(Debug, Clone)]
 pub struct LocalBus {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::UnboundedSender<LocalMessage>,
 }
 
 impl LocalBus {
     /// The bus and the receiving end its event loop reads.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Envelope>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<LocalMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
     }
 
-    fn send(&self, envelope: Envelope) -> Result<(), BusError> {
-        self.tx.send(envelope).map_err(|_| BusError {
+    fn send(&self, message: LocalMessage) -> Result<(), BusError> {
+        self.tx.send(message).map_err(|_| BusError {
             message: "the event loop has stopped".into(),
         })
     }
@@ -60,7 +69,11 @@ impl LocalBus {
 #[async_trait]
 impl EventBus for LocalBus {
     async fn publish(&self, job_id: JobId, event: JobEvent) -> Result<(), BusError> {
-        self.send(Envelope { job_id, event })
+        self.send(LocalMessage::Event(Envelope { job_id, event }))
+    }
+
+    async fn job_ended(&self, job_id: JobId) -> Result<(), BusError> {
+        self.send(LocalMessage::Ended(job_id))
     }
 
     async fn schedule(
@@ -74,7 +87,7 @@ impl EventBus for LocalBus {
         let wait = at.since(now);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let _ = bus.send(Envelope { job_id, event });
+            let _ = bus.send(LocalMessage::Event(Envelope { job_id, event }));
         });
         Ok(())
     }

@@ -14,16 +14,21 @@
 //!
 //! # Layout
 //! - `bus`: the event-bus port ([`EventBus`]) and the in-process [`LocalBus`].
+//! - `eventbridge` (feature `aws`): the bus on EventBridge and EventBridge Scheduler.
 //! - `token`: per-job agent tokens.
 //! - `advance`: apply one event to one job and carry out the actions.
 //! - `submit`: validate, plan and store a new job.
 //! - `poll`: the sweep over active jobs and the clouds.
+//! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
 //! - `agent`: node agents' work, reports and logs.
 //! - `logs`: where user logs live in blob storage, and reading them back.
 
 mod advance;
 pub mod agent;
 mod bus;
+mod cleanup;
+#[cfg(feature = "aws")]
+mod eventbridge;
 pub mod logs;
 mod poll;
 mod submit;
@@ -34,7 +39,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use advance::advance;
-pub use bus::{BusError, Envelope, EventBus, LocalBus};
+pub use bus::{BusError, Envelope, EventBus, LocalBus, LocalMessage};
+pub use cleanup::{Cleaned, cleanup};
+#[cfg(feature = "aws")]
+pub use eventbridge::{
+    EVENT_SOURCE, EventBridgeBus, EventBridgeConfig, JOB_ENDED_DETAIL_TYPE, JOB_EVENT_DETAIL_TYPE,
+    ended_job_from_event, envelope_from_event,
+};
 pub use poll::poll;
 pub use submit::{SubmitError, SubmitRequest, submit};
 pub use token::Secret;

@@ -13,6 +13,7 @@
 //!
 //! # Layout
 //! - `local`: clusters of local node processes (the embedded default).
+//! - `ec2` (feature `aws`): `Ec2Provider`, EC2 instances tagged with the job and cluster.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +25,11 @@ use crate::cloud::Cloud;
 use crate::job::JobId;
 use crate::optimizer::Candidate;
 
+#[cfg(feature = "aws")]
+mod ec2;
 mod local;
+#[cfg(feature = "aws")]
+pub use ec2::{Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data};
 pub use local::{
     DEFAULT_SLOTS_PER_ZONE, DEFAULT_ZONES, LocalConfig, LocalProvider, SLOTS_ENV, SlotsError,
     parse_slots,

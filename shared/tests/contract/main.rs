@@ -7,6 +7,12 @@
 //! corrupt an item) live in the adapter's module here.
 
 mod suite;
+// The blob store's contract suite (LocalBlobStore, S3BlobStore), and the EventBridge bus.
+mod blob;
+#[cfg(feature = "aws")]
+mod emulator;
+#[cfg(feature = "aws")]
+mod eventbridge;
 
 /// One `#[tokio::test]` per suite function, each on a fresh store from `$fixture`.
 macro_rules! contract_tests {

@@ -1,0 +1,104 @@
+//! Cleanup, the finalizer of a finished job: tear down every cluster tagged with the job, in
+//! every region its candidates could have used, and delete its intermediate files.
+//!
+//! # Guarantees
+//! - Finds clusters by tag (`describe_region`), not only through the record, so a launch that
+//!   half ran, or whose answer was lost, is torn down too.
+//! - Idempotent: on a job that is already clean it finds nothing and deletes nothing.
+//! - Does nothing to a job that has not ended.
+//!
+//! # Caveats
+//! - The job's logs and controller events are kept: `stratus jobs logs` reads them afterwards.
+
+use std::collections::BTreeSet;
+
+use tracing::{info, warn};
+
+use super::agent::{Uploads, uploads_key};
+use super::{Context, HandlerError};
+use crate::cloud::Cloud;
+use crate::job::{ControllerEvent, JobId};
+use crate::provider::ClusterHealth;
+
+/// What one cleanup did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub clusters_terminated: usize,
+    pub files_deleted: usize,
+}
+
+/// Cleans up job `job_id` if it has ended.
+pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerError> {
+    let job = ctx.store.get_job(job_id).await?;
+    let mut cleaned = Cleaned::default();
+    if !job.is_terminal() {
+        return Ok(cleaned);
+    }
+    let regions: BTreeSet<(Cloud, String)> = job
+        .candidates
+        .iter()
+        .flatten()
+        .map(|c| (c.cloud, c.region.clone()))
+        .collect();
+    for (cloud, region) in regions {
+        let Some(provider) = ctx.providers.get(&cloud) else {
+            continue;
+        };
+        let clusters = match provider.describe_region(&region).await {
+            Ok(clusters) => clusters,
+            Err(e) => {
+                warn!(job_id, %cloud, %region, error = %e, "cleanup could not list the region; it runs again");
+                continue;
+            }
+        };
+        for state in clusters.iter().filter(|c| c.job_id == job_id) {
+            if matches!(
+                state.health,
+                ClusterHealth::Terminated | ClusterHealth::Preempted { .. }
+            ) {
+                continue;
+            }
+            match provider.terminate(&region, &state.cluster).await {
+                Ok(()) => cleaned.clusters_terminated += 1,
+                Err(e) => {
+                    warn!(job_id, cluster = %state.cluster, error = %e, "cleanup could not terminate; it runs again");
+                }
+            }
+        }
+    }
+
+    let uploads: Uploads = ctx
+        .blobs
+        .get(&uploads_key(job_id))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for key in uploads.0.values() {
+        ctx.blobs.delete_prefix(key).await?;
+        cleaned.files_deleted += 1;
+    }
+    let node_facts = format!("jobs/{job_id}/nodes/");
+    cleaned.files_deleted += ctx.blobs.list(&node_facts).await?.len();
+    ctx.blobs.delete_prefix(&node_facts).await?;
+
+    if cleaned != Cleaned::default() {
+        let current = &job.tasks[job.current_task];
+        let line = ControllerEvent {
+            at: ctx.clock.now(),
+            task: job.current_task,
+            status: current.status,
+            message: format!(
+                "Cleanup: {} cluster(s) torn down by tag, {} intermediate file(s) deleted.",
+                cleaned.clusters_terminated, cleaned.files_deleted
+            ),
+        };
+        ctx.store.append_events(job_id, &[line]).await?;
+    }
+    info!(
+        job_id,
+        clusters = cleaned.clusters_terminated,
+        files = cleaned.files_deleted,
+        "cleanup done"
+    );
+    Ok(cleaned)
+}

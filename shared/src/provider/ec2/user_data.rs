@@ -1,0 +1,175 @@
+//! The boot script every node runs (EC2 user data), and reading it back.
+//!
+//! The script exports the `agent_protocol::env` variables as single-quoted `export K='V'`
+//! lines, adds the rank from IMDS (`ami-launch-index`, `IMDSv2`), downloads the agent from
+//! [`Ec2Settings::agent_url`] and starts it as a transient systemd unit (`stratus-agent`), so
+//! that it outlives cloud-init; without systemd it falls back to `nohup`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::Ec2Settings;
+use crate::agent_protocol::env;
+use crate::provider::ClusterSpec;
+
+/// The agent's folder on every node (`STRATUS_NODE_DIR`).
+pub const NODE_DIR: &str = "/opt/stratus/node";
+/// Milliseconds between the agent's polls of `work` on a VM: a cloud node costs an API call
+/// (a Lambda invocation) per poll, so it polls ten times less often than a local one.
+pub const POLL_MS: u32 = 5000;
+/// EC2's limit on `ClientToken`.
+const CLIENT_TOKEN_MAX: usize = 64;
+
+/// The boot script of every node of `spec` (before base64): the same for every node, which
+/// learns its rank from IMDS.
+pub fn user_data(spec: &ClusterSpec, settings: &Ec2Settings) -> String {
+    let vars = [
+        (env::API_URL, spec.agent.api_url.clone()),
+        (env::TOKEN, spec.agent.token.clone()),
+        (env::JOB_ID, spec.job_id.to_string()),
+        (env::CLUSTER, spec.cluster.clone()),
+        (env::NODE_DIR, NODE_DIR.to_owned()),
+        (env::POLL_MS, POLL_MS.to_string()),
+    ];
+    let mut script = String::from(
+        "#!/bin/bash\n\
+         # Stratus node boot script (EC2 user data): installs the node agent and starts it.\n\
+         set -euo pipefail\n",
+    );
+    for (name, value) in vars {
+        let _ = writeln!(script, "export {name}={}", shell_quote(&value));
+    }
+    let rank = env::NODE_RANK;
+    let _ = write!(
+        script,
+        r#"# The node's rank is its launch index within the reservation (IMDSv2).
+imds=http://169.254.169.254/latest
+imds_token=$(curl -fsS --retry 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$imds/api/token")
+{rank}=$(curl -fsS --retry 5 -H "X-aws-ec2-metadata-token: $imds_token" "$imds/meta-data/ami-launch-index")
+case "${rank}" in ''|*[!0-9]*) echo "stratus: bad ami-launch-index '${rank}'" >&2; exit 1 ;; esac
+export {rank}
+umask 077
+mkdir -p /opt/stratus/bin "${node_dir}"
+# The agent's environment, for the unit below (readable by root only: it holds the token).
+for name in ${{!STRATUS_@}}; do printf 'export %s=%q\n' "$name" "${{!name}}"; done >/opt/stratus/agent.env
+curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -o /opt/stratus/bin/stratus-agent.part {url}
+chmod 0755 /opt/stratus/bin/stratus-agent.part
+mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
+start='export HOME=/root && . /opt/stratus/agent.env && cd "${node_dir}" && exec /opt/stratus/bin/stratus-agent'
+if command -v systemd-run >/dev/null 2>&1; then
+  # A unit of its own outlives cloud-init; its output goes to `journalctl -u stratus-agent`.
+  systemd-run --unit=stratus-agent --description='Stratus node agent' /bin/bash -c "$start"
+else
+  nohup /bin/bash -c "$start" >>/var/log/stratus-agent.log 2>&1 </dev/null &
+fi
+"#,
+        node_dir = env::NODE_DIR,
+        url = shell_quote(&settings.agent_url),
+    );
+    script
+}
+
+/// The variables a boot script from [`user_data`] exports: every `export NAME='value'` line
+/// with a literal value (the rank, computed at boot, is not among them: take it from the
+/// instance's `AmiLaunchIndex`). A test harness uses it to start a real agent per emulated
+/// instance.
+pub fn agent_env_from_user_data(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().strip_prefix("export ")?.split_once('=')?;
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return None;
+            }
+            Some((name.to_owned(), shell_unquote(value)?))
+        })
+        .collect()
+}
+
+/// The text of user data as `DescribeInstanceAttribute` returns it (base64), or `None` if it
+/// is not base64 of UTF-8.
+pub fn decode_user_data(base64: &str) -> Option<String> {
+    String::from_utf8(base64_decode(base64.trim())?).ok()
+}
+
+/// `value` as one bash word: single-quoted, with each `'` written `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// The inverse of [`shell_quote`] (also taking a bare word of safe characters); `None` for
+/// anything else (expansions, unbalanced quotes).
+fn shell_unquote(word: &str) -> Option<String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:,@%+=".contains(c);
+    if !word.starts_with('\'') {
+        return (!word.is_empty() && word.chars().all(safe)).then(|| word.to_owned());
+    }
+    let mut out = String::new();
+    let mut rest = word;
+    loop {
+        let inner = rest.strip_prefix('\'')?;
+        let end = inner.find('\'')?;
+        out.push_str(&inner[..end]);
+        rest = &inner[end + 1..];
+        if rest.is_empty() {
+            return Some(out);
+        }
+        rest = rest.strip_prefix(r"\'")?;
+        out.push('\'');
+    }
+}
+
+/// EC2's idempotency key for a cluster: its name, or when that is not at most 64 ASCII
+/// characters, `stratus-` and 56 hex digits of its SHA-256.
+pub(crate) fn client_token(cluster: &str) -> String {
+    if cluster.len() <= CLIENT_TOKEN_MAX && cluster.is_ascii() {
+        return cluster.to_owned();
+    }
+    let digest = hex::encode(Sha256::digest(cluster.as_bytes()));
+    format!("stratus-{}", &digest[..CLIENT_TOKEN_MAX - "stratus-".len()])
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (`RunInstances` takes user data this way). A dozen lines here
+/// rather than one more dependency.
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
