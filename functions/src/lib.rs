@@ -104,6 +104,12 @@ pub async fn context(env: &Env) -> anyhow::Result<Context> {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
+    context_from(env, &config).await
+}
+
+/// [`context`] with a given SDK configuration (tests point it at their own emulator).
+pub async fn context_from(env: &Env, config: &aws_config::SdkConfig) -> anyhow::Result<Context> {
+    let config = config.clone();
     let api_url = aws_sdk_ssm::Client::new(&config)
         .get_parameter()
         .name(&env.api_url_param)

@@ -1,0 +1,543 @@
+//! A world for one test: its own emulator (moto, started here), the Stratus stack created in it
+//! (table, bucket, bus with a rule to a queue, schedule group, secret, API URL parameter), the
+//! real function handlers and the shared API router, and the harness playing what the emulator
+//! cannot: EventBridge delivering to Lambda (a queue drained into the handlers), the schedule
+//! (a poll every second), API Gateway (the router on a local port) and the machines (a real
+//! node agent per emulated instance, started with the environment of its user data and killed
+//! when the instance is terminated).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use serde_json::{Value, json};
+use shared::api::{Authenticator, User};
+use shared::blob::S3BlobStore;
+use shared::control::Context;
+use shared::job::{JobId, JobRecord, JobStatus};
+use shared::provider::{
+    Ec2Provider, Ec2Settings, Provider, agent_env_from_user_data, decode_user_data,
+};
+use shared::store::DynamoStore;
+
+/// The AWS regions of the embedded catalog (every candidate lives in one of them).
+pub const REGIONS: [&str; 5] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+];
+
+static WORLDS: AtomicU32 = AtomicU32::new(0);
+
+/// Every request is one user's (API Gateway's IAM check is what the harness plays).
+struct Tester;
+
+impl Authenticator for Tester {
+    fn user(&self, _: &axum::http::HeaderMap) -> Option<User> {
+        Some(User {
+            name: OWNER.into(),
+            admin: false,
+        })
+    }
+}
+
+pub const OWNER: &str = "arn:aws:iam::123456789012:user/tester";
+
+/// An emulator of our own, so that worlds never see each other's instances.
+struct Emulator {
+    child: Child,
+    url: String,
+}
+
+impl Emulator {
+    fn start() -> Self {
+        if let Ok(url) = std::env::var("STRATUS_E2E_ENDPOINT") {
+            // A shared emulator (e.g. LocalStack): the tests then run one at a time.
+            return Self {
+                child: Command::new("true").spawn().unwrap(),
+                url,
+            };
+        }
+        let server = std::env::var("STRATUS_MOTO_SERVER").unwrap_or_else(|_| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+            root.to_string_lossy().into_owned()
+        });
+        assert!(
+            std::path::Path::new(&server).exists(),
+            "no moto server at {server}: run the tests with scripts/test (it installs moto), or set STRATUS_MOTO_SERVER"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {server}: {e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, url }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running agents, by instance id.
+type Machines = Arc<Mutex<HashMap<String, Child>>>;
+
+pub struct World {
+    pub ctx: Context,
+    /// The fault-injecting proxy EC2 calls go through, when the options asked for one.
+    pub proxy: Option<crate::proxy::Proxy>,
+    pub sdk: SdkConfig,
+    pub env: functions::Env,
+    machines: Machines,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _nodes: tempfile::TempDir,
+    emulator: Emulator,
+}
+
+/// What can be changed about a world.
+#[derive(Default)]
+pub struct Options {
+    /// Send EC2 calls through a proxy that injects this fault.
+    pub ec2_fault: Option<crate::proxy::Fault>,
+}
+
+async fn sdk(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ))
+        .load()
+        .await
+}
+
+impl World {
+    // The whole stack, step by step, as the template would create it.
+    #[allow(clippy::too_many_lines)]
+    pub async fn new(options: Options) -> Self {
+        let emulator = Emulator::start();
+        let sdk = sdk(&emulator.url).await;
+        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("stratus-e2e-{}-{n}", std::process::id());
+
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &name)
+            .create_table()
+            .await
+            .unwrap();
+        let blobs = S3BlobStore::from_sdk_config(&sdk, &name, "").unwrap();
+        blobs.create_bucket_if_missing().await.unwrap();
+
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        let bus_arn = events
+            .create_event_bus()
+            .name(&name)
+            .send()
+            .await
+            .unwrap()
+            .event_bus_arn
+            .unwrap();
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        events
+            .put_rule()
+            .name(&name)
+            .event_bus_name(&name)
+            .event_pattern(json!({ "source": ["stratus"] }).to_string())
+            .send()
+            .await
+            .unwrap();
+        events
+            .put_targets()
+            .rule(&name)
+            .event_bus_name(&name)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(&queue_arn)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        aws_sdk_scheduler::Client::new(&sdk)
+            .create_schedule_group()
+            .name(&name)
+            .send()
+            .await
+            .unwrap();
+        let secret_arn = aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(&name)
+            .secret_string(format!("signing-key-{name}"))
+            .send()
+            .await
+            .unwrap()
+            .arn
+            .unwrap();
+
+        // API Gateway: the shared router on a local port; its URL goes where agents look.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        let param = format!("/stratus/{name}/api-url");
+        aws_sdk_ssm::Client::new(&sdk)
+            .put_parameter()
+            .name(&param)
+            .value(&api_url)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .unwrap();
+
+        let env = functions::Env {
+            table: name.clone(),
+            bucket: name.clone(),
+            bus: name.clone(),
+            bus_arn,
+            scheduler_role_arn: "arn:aws:iam::123456789012:role/stratus-scheduler".into(),
+            schedule_group: name.clone(),
+            api_url_param: param,
+            secret_arn,
+            agent_key: "agent/stratus-agent".into(),
+            admins: vec![],
+        };
+        let mut ctx = functions::context_from(&env, &sdk).await.unwrap();
+        let mut proxy = None;
+        if let Some(fault) = options.ec2_fault {
+            let started = crate::proxy::start(&emulator.url, fault).await;
+            let ec2: Arc<dyn Provider> = Arc::new(Ec2Provider::new(
+                &sdk.to_builder().endpoint_url(&started.url).build(),
+                Ec2Settings::new("http://127.0.0.1/agent"),
+            ));
+            ctx.providers.insert(shared::cloud::Cloud::Aws, ec2);
+            proxy = Some(started);
+        }
+
+        let mut tasks = Vec::new();
+        let router = shared::api::router(ctx.clone(), Arc::new(Tester));
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }));
+        tasks.push(tokio::spawn(dispatch(ctx.clone(), sqs, queue_url)));
+        tasks.push(tokio::spawn(schedule(ctx.clone())));
+        let machines: Machines = Arc::default();
+        let nodes = tempfile::tempdir().unwrap();
+        tasks.push(tokio::spawn(boot_machines(
+            sdk.clone(),
+            machines.clone(),
+            nodes.path().to_path_buf(),
+        )));
+        Self {
+            ctx,
+            proxy,
+            sdk,
+            env,
+            machines,
+            tasks,
+            _nodes: nodes,
+            emulator,
+        }
+    }
+
+    /// The emulator's URL (for a proxy in front of it).
+    pub fn endpoint(&self) -> &str {
+        &self.emulator.url
+    }
+
+    /// Submits `yaml` through the `submit` function's handler.
+    pub async fn submit(&self, yaml: &str) -> JobId {
+        let answer = functions::on_submit(
+            &self.ctx,
+            json!({ "owner": OWNER, "request": { "yaml": yaml } }),
+        )
+        .await
+        .unwrap();
+        answer["job_id"].as_u64().unwrap()
+    }
+
+    pub async fn job(&self, id: JobId) -> JobRecord {
+        self.ctx.store.get_job(id).await.unwrap()
+    }
+
+    /// Waits until the job's status is one of `wanted`.
+    pub async fn wait_status(
+        &self,
+        id: JobId,
+        wanted: &[JobStatus],
+        timeout: Duration,
+    ) -> JobRecord {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if wanted.contains(&job.status()) {
+                return job;
+            }
+            if Instant::now() > deadline {
+                let events = self.ctx.store.list_events(id).await.unwrap();
+                let log: Vec<String> = events
+                    .iter()
+                    .map(|e| format!("{} {}", e.status, e.message))
+                    .collect();
+                panic!(
+                    "job {id} is {} after {timeout:?}, not {wanted:?}:\n{}",
+                    job.status(),
+                    log.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The job's instances in `region`, any state.
+    pub async fn instances(&self, region: &str, job: JobId) -> Vec<aws_sdk_ec2::types::Instance> {
+        let ec2 = ec2_client(&self.sdk, region);
+        let out = ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:stratus-job-id")
+                    .values(job.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances().to_vec())
+            .collect()
+    }
+
+    /// The job's instances in every region, any state.
+    pub async fn all_instances(&self, job: JobId) -> Vec<(String, aws_sdk_ec2::types::Instance)> {
+        let mut all = Vec::new();
+        for region in REGIONS {
+            for i in self.instances(region, job).await {
+                all.push((region.to_owned(), i));
+            }
+        }
+        all
+    }
+
+    /// The job's user log.
+    pub async fn logs(&self, id: JobId) -> String {
+        let (pieces, _) = shared::control::logs::read(self.ctx.blobs.as_ref(), id, None, None)
+            .await
+            .unwrap();
+        pieces.iter().map(|p| p.data.as_str()).collect()
+    }
+
+    pub async fn controller_log(&self, id: JobId) -> String {
+        let events = self.ctx.store.list_events(id).await.unwrap();
+        events.iter().fold(String::new(), |mut log, e| {
+            let _ = writeln!(log, "{} {}", e.status, e.message);
+            log
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for (_, mut child) in self.machines.lock().unwrap().drain() {
+            kill_group(&child);
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(sdk)
+            .region(aws_sdk_ec2::config::Region::new(region.to_owned()))
+            .build(),
+    )
+}
+
+/// EventBridge → Lambda: drains the rule's queue into the `recover` and `cleanup` handlers.
+async fn dispatch(ctx: Context, sqs: aws_sdk_sqs::Client, queue_url: String) {
+    loop {
+        let Ok(out) = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        for message in out.messages() {
+            let event: Value =
+                serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or_default();
+            let result = match event["detail-type"].as_str() {
+                Some(shared::control::JOB_EVENT_DETAIL_TYPE) => {
+                    functions::on_job_event(&ctx, event.clone()).await
+                }
+                Some(shared::control::JOB_ENDED_DETAIL_TYPE) => {
+                    functions::on_job_ended(&ctx, event.clone()).await
+                }
+                _ => Ok(Value::Null),
+            };
+            if let Err(e) = result {
+                eprintln!("handler failed on {event}: {e:#}");
+            }
+            if let Some(handle) = message.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}
+
+/// The `rate(1 minute)` rule, once a second.
+async fn schedule(ctx: Context) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let event =
+            json!({ "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} });
+        if let Err(e) = functions::on_poll(&ctx, event).await {
+            eprintln!("poll failed: {e:#}");
+        }
+    }
+}
+
+/// The machines: a real agent per running instance, killed when the instance is gone.
+async fn boot_machines(sdk: SdkConfig, machines: Machines, nodes: PathBuf) {
+    let agent = env!("CARGO_BIN_EXE_e2e-agent");
+    loop {
+        for region in REGIONS {
+            let ec2 = ec2_client(&sdk, region);
+            let Ok(out) = ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag-key")
+                        .values("stratus-cluster")
+                        .build(),
+                )
+                .send()
+                .await
+            else {
+                continue;
+            };
+            for instance in out
+                .reservations()
+                .iter()
+                .flat_map(aws_sdk_ec2::types::Reservation::instances)
+            {
+                let id = instance.instance_id().unwrap_or_default().to_owned();
+                let running = instance.state().and_then(|s| s.name())
+                    == Some(&aws_sdk_ec2::types::InstanceStateName::Running);
+                let known = machines.lock().unwrap().contains_key(&id);
+                if running && !known {
+                    let Ok(attribute) = ec2
+                        .describe_instance_attribute()
+                        .instance_id(&id)
+                        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    let script = attribute
+                        .user_data()
+                        .and_then(|u| u.value())
+                        .and_then(decode_user_data)
+                        .unwrap_or_default();
+                    let env = agent_env_from_user_data(&script);
+                    let dir = nodes.join(&id);
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+                    let mut command = Command::new(agent);
+                    command
+                        .envs(&env)
+                        .env(
+                            "STRATUS_NODE_RANK",
+                            instance.ami_launch_index().unwrap_or(0).to_string(),
+                        )
+                        .env("STRATUS_NODE_DIR", &dir)
+                        .env("STRATUS_AGENT_POLL_MS", "200")
+                        .stdin(Stdio::null())
+                        .stdout(log.try_clone().unwrap())
+                        .stderr(log);
+                    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+                    if let Ok(child) = command.spawn() {
+                        machines.lock().unwrap().insert(id, child);
+                    }
+                } else if !running
+                    && known
+                    && let Some(mut child) = machines.lock().unwrap().remove(&id)
+                {
+                    kill_group(&child);
+                    let _ = child.wait();
+                }
+            }
+        }
+        // Agents that ended on their own (told to stop) are gone too.
+        machines
+            .lock()
+            .unwrap()
+            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn kill_group(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

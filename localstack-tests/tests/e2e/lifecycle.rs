@@ -1,0 +1,364 @@
+//! Jobs on EC2 through the real handlers: the whole life of a job, preemption, capacity
+//! failover and throttling, duplicate and reordered events, and the real function binaries.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shared::job::JobStatus;
+
+use shared::provider::Provider as _;
+
+use crate::harness::{Options, World, ec2_client};
+use crate::lambda;
+use crate::proxy::{self, Fault};
+
+const LONG: Duration = Duration::from_secs(90);
+const ENDED: [JobStatus; 5] = [
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::FailedSetup,
+    JobStatus::FailedPrechecks,
+    JobStatus::Cancelled,
+];
+
+fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn terminated(instance: &aws_sdk_ec2::types::Instance) -> bool {
+    instance.state().and_then(|s| s.name())
+        == Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_job_runs_on_ec2_and_cleanup_leaves_nothing() {
+    let world = World::new(Options::default()).await;
+    let id = world
+        .submit("name: hello\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\n  use_spot: true\nrun: echo hello from ec2\n")
+        .await;
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+    assert!(world.logs(id).await.contains("hello from ec2"));
+
+    let instances = world.instances("us-east-1", id).await;
+    assert_eq!(instances.len(), 1, "one node, one instance");
+    let instance = &instances[0];
+    assert_eq!(
+        instance
+            .instance_type()
+            .map(aws_sdk_ec2::types::InstanceType::as_str),
+        Some("m6i.large")
+    );
+    assert_eq!(
+        instance
+            .instance_lifecycle()
+            .map(aws_sdk_ec2::types::InstanceLifecycleType::as_str),
+        Some("spot")
+    );
+    assert_eq!(
+        tag(instance, "stratus-job-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(tag(instance, "stratus-cluster"), Some("hello-1-1"));
+    assert_eq!(tag(instance, "stratus-owner"), Some(crate::harness::OWNER));
+    let user_data = ec2_client(&world.sdk, "us-east-1")
+        .describe_instance_attribute()
+        .instance_id(instance.instance_id().unwrap())
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let script =
+        shared::provider::decode_user_data(user_data.user_data().unwrap().value().unwrap())
+            .unwrap();
+    assert!(
+        script.contains("STRATUS_AGENT_TOKEN") && script.contains("STRATUS_CLUSTER='hello-1-1'"),
+        "{script}"
+    );
+
+    // Cleanup: no instance left running, no intermediate object left; the logs stay.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let left = world
+            .all_instances(id)
+            .await
+            .into_iter()
+            .filter(|(_, i)| !terminated(i))
+            .count();
+        let facts = world
+            .ctx
+            .blobs
+            .list(&format!("jobs/{id}/nodes/"))
+            .await
+            .unwrap();
+        if left == 0 && facts.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} instances and {} node files left",
+            facts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        world.controller_log(id).await.contains("Cleanup"),
+        "{}",
+        world.controller_log(id).await
+    );
+    assert!(world.logs(id).await.contains("hello from ec2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_job_recovers_in_another_region() {
+    let world = World::new(Options::default()).await;
+    let id = world
+        .submit("name: spot\nresources:\n  infra: aws\n  instance_type: m6i.large\n  use_spot: true\nrun: |\n  echo started\n  sleep 3\n  echo finished\n")
+        .await;
+    let job = world.wait_status(id, &[JobStatus::Running], LONG).await;
+    let first = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
+    let instances = world.instances(&first.region, id).await;
+    assert_eq!(instances.len(), 1);
+    // AWS reclaims the instance, and EventBridge delivers the state change to `poll`.
+    let ec2 = ec2_client(&world.sdk, &first.region);
+    ec2.terminate_instances()
+        .instance_ids(instances[0].instance_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let state_change = json!({
+        "version": "0", "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+        "region": first.region,
+        "detail": { "instance-id": instances[0].instance_id().unwrap(), "state": "terminated" }
+    });
+    functions::on_poll(&world.ctx, state_change).await.unwrap();
+
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+    assert_eq!(job.recoveries(), 1);
+    let second = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
+    assert_ne!(
+        second.region, first.region,
+        "EAGER_NEXT_REGION moves to another region"
+    );
+    assert_eq!(world.instances(&second.region, id).await.len(), 1);
+    let log = world.controller_log(id).await;
+    assert!(log.contains("RECOVERING"), "{log}");
+    assert!(world.logs(id).await.contains("finished"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_capacity_in_one_region_moves_to_the_next_candidate() {
+    const TASK: &str = "name: moves\nresources:\n  infra: aws\n  instance_type: m6i.large\n  use_spot: true\nrun: echo moved\n";
+    // No capacity where the cheapest candidate is.
+    let task = &shared::spec::load(TASK, &shared::spec::Overrides::default())
+        .unwrap()
+        .pipeline
+        .tasks[0];
+    let plan = shared::optimizer::plan_task(
+        &shared::catalog::Catalog::embedded(),
+        task,
+        &[shared::cloud::Cloud::Aws],
+    );
+    let cheapest = plan.ranked[0].region.clone();
+    let world = World::new(Options {
+        ec2_fault: Some(Fault {
+            region: cheapest.clone(),
+            status: 500,
+            code: "InsufficientInstanceCapacity",
+            times: usize::MAX,
+        }),
+    })
+    .await;
+    let id = world.submit(TASK).await;
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+    assert_eq!(job.candidates[0][0].region, cheapest);
+    let used = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
+    assert_ne!(used.region, cheapest);
+    assert!(
+        world.proxy.as_ref().unwrap().failed() >= 1,
+        "the injected error was hit"
+    );
+    assert!(
+        world.instances(&cheapest, id).await.is_empty(),
+        "nothing launched where capacity failed"
+    );
+    let log = world.controller_log(id).await;
+    assert!(log.contains("no capacity"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_launches_back_off_and_never_double() {
+    let world = World::new(Options::default()).await;
+    let proxy = proxy::start(
+        world.endpoint(),
+        Fault {
+            region: "us-east-1".into(),
+            status: 503,
+            code: "RequestLimitExceeded",
+            times: 2,
+        },
+    )
+    .await;
+    let provider = shared::provider::Ec2Provider::new(
+        &world.sdk.to_builder().endpoint_url(&proxy.url).build(),
+        shared::provider::Ec2Settings::new("http://127.0.0.1/agent"),
+    );
+    let spec = shared::provider::ClusterSpec {
+        job_id: 77,
+        task: 0,
+        cluster: "throttled-77-1".into(),
+        owner: "tester".into(),
+        candidate: serde_json::from_value(json!({
+            "cloud": "aws", "region": "us-east-1", "zone": "us-east-1a", "instance_type": "m6i.large",
+            "vcpus": 2.0, "memory_gb": 8.0, "accelerator": null, "use_spot": false,
+            "hourly_price": 0.096, "num_nodes": 2, "alternative": 0
+        }))
+        .unwrap(),
+        num_nodes: 2,
+        agent: shared::provider::AgentBoot {
+            api_url: "http://127.0.0.1:1".into(),
+            token: "t".into(),
+        },
+        labels: std::collections::BTreeMap::default(),
+        image_id: None,
+        disk_size_gb: None,
+    };
+    let nodes = provider
+        .launch(&spec)
+        .await
+        .expect("the SDK's retries ride out two throttles");
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(proxy.failed(), 2);
+    // A retried launch (a redelivered event) finds the cluster: still two instances.
+    provider.launch(&spec).await.unwrap();
+    assert_eq!(world.instances("us-east-1", 77).await.len(), 2);
+    assert_eq!(proxy.launches(), 1, "one RunInstances reached EC2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_reordered_events_make_one_cluster() {
+    let world = World::new(Options::default()).await;
+    let id = world
+        .submit("name: dup\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: |\n  sleep 1\n  echo once\n")
+        .await;
+    let submitted = json!({
+        "version": "0", "id": "dup-1", "source": "stratus", "detail-type": "stratus.job-event",
+        "detail": { "job_id": id, "event": { "type": "submitted" } }
+    });
+    // The same event, twice more, at once: at-least-once delivery.
+    let (a, b) = tokio::join!(
+        functions::on_job_event(&world.ctx, submitted.clone()),
+        functions::on_job_event(&world.ctx, submitted.clone())
+    );
+    a.unwrap();
+    b.unwrap();
+    // An event about a cluster that was never this job's arrives out of order.
+    let stray = json!({
+        "version": "0", "id": "dup-2", "source": "stratus", "detail-type": "stratus.job-event",
+        "detail": { "job_id": id, "event": { "type": "task_exited", "cluster": "dup-1-9", "phase": "run", "codes": [1] } }
+    });
+    functions::on_job_event(&world.ctx, stray).await.unwrap();
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+    assert_eq!(job.tasks[0].attempt, 1, "one launch");
+    assert_eq!(
+        world.all_instances(id).await.len(),
+        1,
+        "one cluster of one node"
+    );
+    // Redelivered after the end: nothing moves, nothing launches.
+    functions::on_job_event(&world.ctx, submitted)
+        .await
+        .unwrap();
+    assert_eq!(world.all_instances(id).await.len(), 1);
+    assert_eq!(world.job(id).await.status(), JobStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_function_binaries_answer_through_the_lambda_runtime_api() {
+    let world = World::new(Options::default()).await;
+    let env = &world.env;
+    let vars: Vec<(String, String)> = [
+        ("STRATUS_TABLE", env.table.clone()),
+        ("STRATUS_BUCKET", env.bucket.clone()),
+        ("STRATUS_BUS", env.bus.clone()),
+        ("STRATUS_BUS_ARN", env.bus_arn.clone()),
+        ("STRATUS_SCHEDULER_ROLE_ARN", env.scheduler_role_arn.clone()),
+        ("STRATUS_SCHEDULE_GROUP", env.schedule_group.clone()),
+        ("STRATUS_API_URL_PARAM", env.api_url_param.clone()),
+        ("STRATUS_SECRET_ARN", env.secret_arn.clone()),
+        ("AWS_ENDPOINT_URL", world.endpoint().to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    let id = world
+        .submit("name: binaries\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: echo via lambda\n")
+        .await;
+    let answer = lambda::invoke(
+        "poll",
+        &vars,
+        json!({ "version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} }),
+    )
+    .await
+    .expect("poll answers");
+    assert!(answer["active_jobs"].is_u64(), "{answer}");
+
+    let answer = lambda::invoke(
+        "recover",
+        &vars,
+        json!({ "version": "0", "id": "x", "source": "stratus", "detail-type": "stratus.job-event",
+                "detail": { "job_id": id, "event": { "type": "submitted" } } }),
+    )
+    .await
+    .expect("recover answers");
+    assert_eq!(answer["job_id"], id);
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+
+    let answer = lambda::invoke(
+        "cleanup",
+        &vars,
+        json!({ "version": "0", "id": "y", "source": "stratus", "detail-type": "stratus.job-ended",
+                "detail": { "job_id": id } }),
+    )
+    .await
+    .expect("cleanup answers");
+    assert_eq!(answer["job_id"], id);
+}
