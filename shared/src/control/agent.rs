@@ -158,65 +158,92 @@ pub async fn report(
         None => Ok(()),
     }
 }
+/// What a cluster's nodes have recorded, read with one listing.
+#[derive(Debug, Default)]
+pub(super) struct NodeFacts {
+    /// Per fact name (`ready`, `setup.exit`, `run.exit`, `seen`, ...): rank → its value as a
+    /// number (0 when it has none).
+    facts: BTreeMap<String, BTreeMap<u32, i64>>,
+}
 
-/// The ranks that have recorded `fact` for this cluster, with the fact's value as a number
-/// (0 when it has none).
+impl NodeFacts {
+    /// The ranks that recorded `fact`, with its value.
+    pub(super) fn get(&self, fact: &str) -> BTreeMap<u32, i32> {
+        self.facts
+            .get(fact)
+            .map(|ranks| {
+                ranks
+                    .iter()
+                    .map(|(r, v)| (*r, i32::try_from(*v).unwrap_or(i32::MAX)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// When each node last polled for work.
+    pub(super) fn last_seen(&self) -> Vec<Timestamp> {
+        self.facts
+            .get("seen")
+            .map(|ranks| {
+                ranks
+                    .values()
+                    .map(|ms| Timestamp::from_millis(*ms))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Facts with a value worth reading (the others are markers).
+fn has_value(fact: &str) -> bool {
+    fact == "seen" || fact.ends_with(".exit")
+}
+
+/// Everything the nodes of `cluster` recorded: one listing, then one read per valued fact.
+pub(super) async fn node_facts(
+    ctx: &Context,
+    job_id: JobId,
+    cluster: &str,
+) -> Result<NodeFacts, HandlerError> {
+    let prefix = format!("jobs/{job_id}/nodes/{cluster}/");
+    let mut found = NodeFacts::default();
+    for key in ctx.blobs.list(&prefix).await? {
+        let Some((rank, name)) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        let Ok(rank) = rank.parse::<u32>() else {
+            continue;
+        };
+        let value = if has_value(name) {
+            ctx.blobs
+                .get(&key)
+                .await?
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        found
+            .facts
+            .entry(name.to_owned())
+            .or_default()
+            .insert(rank, value);
+    }
+    Ok(found)
+}
+
+/// The ranks that have recorded `fact` for this cluster, with the fact's value.
 pub(super) async fn facts(
     ctx: &Context,
     job_id: JobId,
     cluster: &str,
     fact: &str,
 ) -> Result<BTreeMap<u32, i32>, HandlerError> {
-    let prefix = format!("jobs/{job_id}/nodes/{cluster}/");
-    let mut found = BTreeMap::new();
-    for key in ctx.blobs.list(&prefix).await? {
-        let Some(rest) = key.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((rank, name)) = rest.split_once('/') else {
-            continue;
-        };
-        if name != fact {
-            continue;
-        }
-        let Ok(rank) = rank.parse::<u32>() else {
-            continue;
-        };
-        let value = ctx
-            .blobs
-            .get(&key)
-            .await?
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        found.insert(rank, value);
-    }
-    Ok(found)
-}
-
-/// When each node of the cluster last polled for work.
-pub(super) async fn last_seen(
-    ctx: &Context,
-    job_id: JobId,
-    cluster: &str,
-) -> Result<Vec<Timestamp>, HandlerError> {
-    let prefix = format!("jobs/{job_id}/nodes/{cluster}/");
-    let mut seen = Vec::new();
-    for key in ctx.blobs.list(&prefix).await? {
-        if !key.ends_with("/seen") {
-            continue;
-        }
-        if let Some(ms) = ctx
-            .blobs
-            .get(&key)
-            .await?
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse::<i64>().ok())
-        {
-            seen.push(Timestamp::from_millis(ms));
-        }
-    }
-    Ok(seen)
+    Ok(node_facts(ctx, job_id, cluster).await?.get(fact))
 }
 
 /// Stores a piece of a node's output.
