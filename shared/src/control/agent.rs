@@ -196,7 +196,7 @@ impl NodeFacts {
 
 /// Facts with a value worth reading (the others are markers).
 fn has_value(fact: &str) -> bool {
-    fact == "seen" || fact.ends_with(".exit")
+    matches!(fact, "seen" | "setup.exit" | "run.exit")
 }
 
 /// Everything the nodes of `cluster` recorded: one listing, then one read per valued fact.
