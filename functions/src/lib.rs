@@ -50,7 +50,8 @@ pub struct Env {
     pub secret_arn: String,
     /// S3 key of the node agent binary in the bucket.
     pub agent_key: String,
-    /// Caller ARNs that see and cancel everyone's jobs.
+    /// Principals that see and cancel everyone's jobs: IAM ARNs; a role's ARN also admits
+    /// the sessions of callers who assumed it (`STRATUS_ADMIN_ROLE_ARN`, comma-separated).
     pub admins: Vec<String>,
 }
 
@@ -75,7 +76,7 @@ impl Env {
             secret_arn: var("STRATUS_SECRET_ARN")?,
             agent_key: std::env::var("STRATUS_AGENT_KEY")
                 .unwrap_or_else(|_| "agent/stratus-agent".into()),
-            admins: std::env::var("STRATUS_ADMIN_ARNS")
+            admins: std::env::var("STRATUS_ADMIN_ROLE_ARN")
                 .unwrap_or_default()
                 .split(',')
                 .map(str::trim)
@@ -99,39 +100,45 @@ pub fn init_tracing() {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
+/// Which function a context is for: each reads only what its role may (least privilege).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Api,
+    Submit,
+    Poll,
+    Recover,
+    Cleanup,
+}
+
+impl Function {
+    /// Whether it launches clusters or answers node agents, and so needs the API's URL and
+    /// the agent-token signing key.
+    fn launches(self) -> bool {
+        matches!(self, Function::Api | Function::Poll | Function::Recover)
+    }
+}
+
 /// Builds the handlers' context: clients, the API URL, the signing secret, the providers.
-pub async fn context(env: &Env) -> anyhow::Result<Context> {
+pub async fn context(env: &Env, function: Function) -> anyhow::Result<Context> {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
-    context_from(env, &config).await
+    context_from(env, &config, function).await
 }
 
 /// [`context`] with a given SDK configuration (tests point it at their own emulator).
-pub async fn context_from(env: &Env, config: &aws_config::SdkConfig) -> anyhow::Result<Context> {
+pub async fn context_from(
+    env: &Env,
+    config: &aws_config::SdkConfig,
+    function: Function,
+) -> anyhow::Result<Context> {
     let config = config.clone();
-    let api_url = aws_sdk_ssm::Client::new(&config)
-        .get_parameter()
-        .name(&env.api_url_param)
-        .send()
-        .await
-        .with_context(|| {
-            format!(
-                "reading the API URL from SSM parameter {}",
-                env.api_url_param
-            )
-        })?
-        .parameter
-        .and_then(|p| p.value)
-        .ok_or_else(|| anyhow!("SSM parameter {} has no value", env.api_url_param))?;
-    let secret = aws_sdk_secretsmanager::Client::new(&config)
-        .get_secret_value()
-        .secret_id(&env.secret_arn)
-        .send()
-        .await
-        .with_context(|| format!("reading the signing secret {}", env.secret_arn))?
-        .secret_string
-        .ok_or_else(|| anyhow!("secret {} has no string value", env.secret_arn))?;
+    let (api_url, secret) = if function.launches() {
+        launch_settings(env, &config).await?
+    } else {
+        // Submit and cleanup never launch nor answer agents; their roles cannot read these.
+        (String::new(), String::new())
+    };
     let blobs = S3BlobStore::from_sdk_config(&config, &env.bucket, "")?;
     // Nodes download the agent with this URL: they need no AWS credentials. A week is the most
     // SigV4 presigning allows; a cold start makes a fresh one.
@@ -168,13 +175,48 @@ pub async fn context_from(env: &Env, config: &aws_config::SdkConfig) -> anyhow::
             agent_api_url: api_url.trim_end_matches('/').to_owned(),
             secret: Secret::new(secret.into_bytes()),
             enabled_clouds: vec![Cloud::Aws],
-            heartbeat_timeout: Duration::from_mins(3),
+            heartbeat_timeout: Duration::from_secs(
+                std::env::var("STRATUS_HEARTBEAT_TIMEOUT_SECS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(180),
+            ),
             local_buckets: None,
             // Lambda has no uptime to wait out: a cold start is not a control plane that was
             // down, and the agents' heartbeats are kept in the table.
             started_at: shared::clock::Timestamp::EPOCH,
         },
     })
+}
+
+/// The API's URL (for node agents) and the agent-token signing key.
+async fn launch_settings(
+    env: &Env,
+    config: &aws_config::SdkConfig,
+) -> anyhow::Result<(String, String)> {
+    let api_url = aws_sdk_ssm::Client::new(config)
+        .get_parameter()
+        .name(&env.api_url_param)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "reading the API URL from SSM parameter {}",
+                env.api_url_param
+            )
+        })?
+        .parameter
+        .and_then(|p| p.value)
+        .ok_or_else(|| anyhow!("SSM parameter {} has no value", env.api_url_param))?;
+    let secret = aws_sdk_secretsmanager::Client::new(config)
+        .get_secret_value()
+        .secret_id(&env.secret_arn)
+        .send()
+        .await
+        .with_context(|| format!("reading the signing secret {}", env.secret_arn))?
+        .secret_string
+        .ok_or_else(|| anyhow!("secret {} has no string value", env.secret_arn))?;
+    Ok((api_url, secret))
 }
 
 /// The header the API Gateway identity is passed to the router in. [`caller_identity`]
@@ -207,9 +249,27 @@ pub struct IamAuth {
 impl Authenticator for IamAuth {
     fn user(&self, headers: &axum::http::HeaderMap) -> Option<User> {
         let arn = headers.get(CALLER_HEADER)?.to_str().ok()?.to_owned();
-        let admin = self.admins.contains(&arn);
+        let admin = self.admins.iter().any(|a| is_principal(a, &arn));
         Some(User { name: arn, admin })
     }
+}
+
+/// Whether `caller` is `principal`, or a session of the role `principal`
+/// (`arn:aws:iam::<acct>:role/<name>` → `arn:aws:sts::<acct>:assumed-role/<name>/<session>`).
+pub fn is_principal(principal: &str, caller: &str) -> bool {
+    if principal == caller {
+        return true;
+    }
+    let Some((account, role)) = principal
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|rest| rest.split_once(":role/"))
+    else {
+        return false;
+    };
+    let role = role.rsplit('/').next().unwrap_or(role);
+    caller
+        .strip_prefix(&format!("arn:aws:sts::{account}:assumed-role/{role}/"))
+        .is_some()
 }
 
 /// `submit`: `{ "owner": "<arn>", "request": <SubmitRequest> }` → the job.
@@ -263,4 +323,46 @@ pub async fn on_job_ended(ctx: &Context, event: Value) -> anyhow::Result<Value> 
         "clusters_terminated": cleaned.clusters_terminated,
         "files_deleted": cleaned.files_deleted,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admins_are_principals_or_sessions_of_an_admin_role() {
+        let role = "arn:aws:iam::123456789012:role/StratusAdmin";
+        assert!(is_principal(role, role));
+        assert!(is_principal(
+            role,
+            "arn:aws:sts::123456789012:assumed-role/StratusAdmin/alice"
+        ));
+        assert!(!is_principal(
+            role,
+            "arn:aws:sts::999999999999:assumed-role/StratusAdmin/alice"
+        ));
+        assert!(!is_principal(
+            role,
+            "arn:aws:sts::123456789012:assumed-role/Other/alice"
+        ));
+        assert!(!is_principal(role, "arn:aws:iam::123456789012:user/alice"));
+    }
+
+    #[test]
+    fn the_caller_header_decides_the_user() {
+        let auth = IamAuth {
+            admins: vec!["arn:aws:iam::1:role/Admin".into()],
+        };
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(auth.user(&headers), None, "no verified caller, no user");
+        headers.insert(
+            CALLER_HEADER,
+            "arn:aws:sts::1:assumed-role/Admin/bob".parse().unwrap(),
+        );
+        assert!(auth.user(&headers).unwrap().admin);
+        headers.insert(CALLER_HEADER, "arn:aws:iam::1:user/carol".parse().unwrap());
+        let user = auth.user(&headers).unwrap();
+        assert!(!user.admin);
+        assert_eq!(user.name, "arn:aws:iam::1:user/carol");
+    }
 }

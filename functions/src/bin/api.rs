@@ -8,7 +8,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     functions::init_tracing();
     let env = functions::Env::from_env()?;
-    let ctx = functions::context(&env).await?;
+    let ctx = functions::context(&env, functions::Function::Api).await?;
     let auth = Arc::new(functions::IamAuth {
         admins: env.admins.clone(),
     });

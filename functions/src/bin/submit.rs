@@ -7,7 +7,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     functions::init_tracing();
     let env = functions::Env::from_env()?;
-    let ctx = functions::context(&env).await?;
+    let ctx = functions::context(&env, functions::Function::Submit).await?;
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         functions::on_submit(ctx, event.payload)

@@ -113,6 +113,8 @@ pub struct World {
     pub proxy: Option<crate::proxy::Proxy>,
     pub sdk: SdkConfig,
     pub env: functions::Env,
+    /// Where the API (API Gateway's stand-in) listens.
+    pub api_url: String,
     machines: Machines,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _nodes: tempfile::TempDir,
@@ -244,7 +246,9 @@ impl World {
             agent_key: "agent/stratus-agent".into(),
             admins: vec![],
         };
-        let mut ctx = functions::context_from(&env, &sdk).await.unwrap();
+        let mut ctx = functions::context_from(&env, &sdk, functions::Function::Recover)
+            .await
+            .unwrap();
         let mut proxy = None;
         if let Some(fault) = options.ec2_fault {
             let started = crate::proxy::start(&emulator.url, fault).await;
@@ -275,6 +279,7 @@ impl World {
             proxy,
             sdk,
             env,
+            api_url,
             machines,
             tasks,
             _nodes: nodes,

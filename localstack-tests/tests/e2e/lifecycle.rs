@@ -362,3 +362,83 @@ async fn the_real_function_binaries_answer_through_the_lambda_runtime_api() {
     .expect("cleanup answers");
     assert_eq!(answer["job_id"], id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end() {
+    let world = World::new(Options::default()).await;
+    // What `stratus jobs launch` does with a workdir: pack it, ask where to put it, put it.
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let data = b"rows from the workdir\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "data.txt", &data[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap().finish().unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive));
+    let api = world.api_url.clone();
+    let (key, url) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut answer = agent
+            .post(format!(
+                "{api}/api/v1/uploads/url?session=e2e-session&sha256={sha}"
+            ))
+            .send(&b"{}"[..])
+            .unwrap();
+        let target: serde_json::Value =
+            serde_json::from_slice(&answer.body_mut().read_to_vec().unwrap()).unwrap();
+        let url = target["url"]
+            .as_str()
+            .expect("S3 hands out upload URLs")
+            .to_owned();
+        let put = agent.put(&url).send(&archive[..]).unwrap();
+        assert!(put.status().is_success(), "presigned PUT: {}", put.status());
+        (target["key"].as_str().unwrap().to_owned(), url)
+    })
+    .await
+    .unwrap();
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    assert!(
+        world.ctx.blobs.get(&key).await.unwrap().is_some(),
+        "the archive is in the bucket"
+    );
+
+    let answer = functions::on_submit(
+        &world.ctx,
+        json!({ "owner": crate::harness::OWNER, "request": {
+            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
+            "uploads": { "./project": key }
+        } }),
+    )
+    .await
+    .unwrap();
+    let id = answer["job_id"].as_u64().unwrap();
+    let job = world.wait_status(id, &ENDED, LONG).await;
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
+    assert!(
+        world.logs(id).await.contains("rows from the workdir"),
+        "the node unpacked it"
+    );
+    // The cleanup deletes the upload.
+    let deadline = std::time::Instant::now() + LONG;
+    while world.ctx.blobs.get(&key).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -93,6 +93,7 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
             "/api/v1/uploads",
             put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
         )
+        .route("/api/v1/uploads/url", post(upload_url))
         .route(
             "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/work",
             get(agent_work),
@@ -407,14 +408,7 @@ struct UploadQuery {
     session: String,
 }
 
-async fn upload(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Query(query): Query<UploadQuery>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<Uploaded>> {
-    state.user(&headers)?;
-    let session = &query.session;
+fn check_session(session: &str) -> ApiResult<()> {
     if session.is_empty()
         || session.len() > 64
         || !session
@@ -426,6 +420,59 @@ async fn upload(
             "session: use 1 to 64 letters, digits and '-'",
         ));
     }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadUrlQuery {
+    session: String,
+    /// The archive's SHA-256, hex: the object's name.
+    sha256: String,
+}
+
+/// Where to send an archive: a URL that takes it directly (around the API's payload limit),
+/// or none, and then `PUT /api/v1/uploads`. Either way it ends up at `key`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadTarget {
+    pub key: String,
+    pub url: Option<String>,
+}
+
+async fn upload_url(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(query): Query<UploadUrlQuery>,
+) -> ApiResult<Json<UploadTarget>> {
+    state.user(&headers)?;
+    check_session(&query.session)?;
+    if query.sha256.len() != 64 || !query.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "sha256: give the archive's SHA-256 in hex",
+        ));
+    }
+    let key = format!(
+        "uploads/{}/{}.tar.gz",
+        query.session,
+        query.sha256.to_ascii_lowercase()
+    );
+    let url = state
+        .ctx
+        .blobs
+        .upload_url(&key, std::time::Duration::from_mins(30))
+        .await?;
+    Ok(Json(UploadTarget { key, url }))
+}
+
+async fn upload(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(query): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Uploaded>> {
+    state.user(&headers)?;
+    let session = &query.session;
+    check_session(session)?;
     // Content-addressed within the session: the same archive uploaded twice is stored once.
     let key = format!(
         "uploads/{session}/{}.tar.gz",

@@ -37,6 +37,27 @@ pub trait BlobStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError>;
     /// Deletes every object under `prefix`; nothing there is fine.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+    /// A URL that uploads (`PUT`) the object at `key` without credentials, when the store has
+    /// such URLs (S3's presigned URLs). Clients send large archives this way, around the API's
+    /// payload limit. `None`: upload through the API.
+    async fn upload_url(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, BlobError> {
+        let _ = (key, expires);
+        Ok(None)
+    }
+    /// A URL that downloads (`GET`) the object at `key` without credentials, when the store
+    /// has such URLs. `None`: serve it through the API.
+    async fn download_url(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, BlobError> {
+        let _ = (key, expires);
+        Ok(None)
+    }
 }
 
 /// Rejects keys that could escape a folder or mean different things to different stores.

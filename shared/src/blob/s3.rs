@@ -202,8 +202,63 @@ impl S3BlobStore {
     }
 }
 
+impl S3BlobStore {
+    fn presigning(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<aws_sdk_s3::presigning::PresigningConfig, BlobError> {
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(expires).map_err(|e| {
+            BlobError::Backend {
+                key: key.to_owned(),
+                source: Box::new(e),
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    async fn upload_url(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, BlobError> {
+        let object = self.object(key)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .presigned(self.presigning(key, expires)?)
+            .await
+            .map_err(|e| BlobError::Backend {
+                key: key.to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(Some(request.uri().to_owned()))
+    }
+
+    async fn download_url(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, BlobError> {
+        let object = self.object(key)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .presigned(self.presigning(key, expires)?)
+            .await
+            .map_err(|e| BlobError::Backend {
+                key: key.to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(Some(request.uri().to_owned()))
+    }
+
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
         let object = self.object(key)?;
         let size = bytes.len();

@@ -73,6 +73,7 @@ pub async fn submit(
     let mut candidates = Vec::new();
     for task in &pipeline.tasks {
         check_uploads(task, &request.uploads)?;
+        check_buckets(ctx, task)?;
         let plan = optimizer::plan_task(&ctx.catalog, task, &ctx.settings.enabled_clouds);
         if plan.ranked.is_empty() {
             return Err(SubmitError::NoResources {
@@ -102,6 +103,27 @@ pub async fn submit(
         .await
         .map_err(HandlerError::from)?;
     Ok(stored)
+}
+
+/// Bucket mounts reach nodes only where a bucket is a local folder (the local cloud) for now:
+/// refuse them elsewhere rather than start a job whose mounts would be missing.
+fn check_buckets(ctx: &Context, task: &spec::Task) -> Result<(), SubmitError> {
+    if ctx.settings.local_buckets.is_some() {
+        return Ok(());
+    }
+    for mount in &task.file_mounts {
+        if matches!(
+            mount.source,
+            MountSource::Bucket(_) | MountSource::Storage(_)
+        ) {
+            return Err(SubmitError::BadRequest(format!(
+                "file_mounts.{}: bucket mounts are not supported on cloud nodes yet (only on the local cloud); \
+                 copy the data in `setup` (e.g. `aws s3 cp`) instead",
+                mount.destination
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every local path a task syncs to its nodes must have been uploaded by the client.
