@@ -230,7 +230,7 @@ impl BlobStore for S3BlobStore {
             .put_object()
             .bucket(&self.bucket)
             .key(&object)
-            .presigned(self.presigning(key, expires)?)
+            .presigned(Self::presigning(key, expires)?)
             .await
             .map_err(|e| BlobError::Backend {
                 key: key.to_owned(),
@@ -250,7 +250,7 @@ impl BlobStore for S3BlobStore {
             .get_object()
             .bucket(&self.bucket)
             .key(&object)
-            .presigned(self.presigning(key, expires)?)
+            .presigned(Self::presigning(key, expires)?)
             .await
             .map_err(|e| BlobError::Backend {
                 key: key.to_owned(),
