@@ -204,7 +204,6 @@ impl S3BlobStore {
 
 impl S3BlobStore {
     fn presigning(
-        &self,
         key: &str,
         expires: std::time::Duration,
     ) -> Result<aws_sdk_s3::presigning::PresigningConfig, BlobError> {
