@@ -23,6 +23,9 @@ use crate::cloud::Cloud;
 use crate::job::{JobEvent, JobRecord, JobStatus, Phase};
 use crate::provider::{ClusterHealth, ClusterState};
 
+/// A launch decided this recently may still be in flight: it is not re-driven yet.
+const REDRIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Jobs swept at once.
 const CONCURRENCY: usize = 32;
 
@@ -172,7 +175,12 @@ async fn decide(
                 // The launch was decided but the cloud never saw it (a crash between the write
                 // and the call): launch again, under the same name.
                 (false, None) => {
-                    if let Some(index) = task.candidate {
+                    let in_flight = task
+                        .launch
+                        .as_ref()
+                        .and_then(|w| w.since)
+                        .is_some_and(|since| now.since(since) < REDRIVE_AFTER);
+                    if let Some(index) = task.candidate.filter(|_| !in_flight) {
                         info!(
                             job_id = job.id,
                             cluster, "re-driving a launch the cloud has not seen"

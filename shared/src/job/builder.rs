@@ -297,6 +297,7 @@ impl JobRecord {
 
     fn launching(mut self, status: JobStatus) -> Self {
         let n = self.candidates[self.current_task].len();
+        let since = Some(self.submitted_at);
         let task = self.current_mut();
         task.status = status;
         task.attempt += 1;
@@ -305,6 +306,7 @@ impl JobRecord {
             order: (0..n).collect(),
             tried: vec![0],
             launched: false,
+            since,
         });
         self.rename_clusters();
         self

@@ -107,6 +107,11 @@ pub struct LaunchWalk {
     pub tried: Vec<usize>,
     /// The cloud accepted the current try; the walk ends when the task runs.
     pub launched: bool,
+    /// When the current try was decided. A launch younger than a sweep interval may simply
+    /// be in flight, so the poll sweep re-drives only older ones (a second call could race
+    /// the first where the cloud's idempotency token is not honoured, as on emulators).
+    #[serde(default)]
+    pub since: Option<Timestamp>,
 }
 
 /// Why a launch failed, as far as the state machine cares.

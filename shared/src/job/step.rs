@@ -414,6 +414,7 @@ impl Machine {
             order,
             tried: Vec::new(),
             launched: false,
+            since: None,
         });
         self.launch_next();
     }
@@ -434,6 +435,7 @@ impl Machine {
         };
         walk.tried.push(index);
         walk.launched = false;
+        walk.since = Some(self.now);
         let nth = walk.tried.len();
         task.attempt += 1;
         let attempt = task.attempt;
