@@ -14,6 +14,7 @@
 //! # Layout
 //! - `local`: clusters of local node processes (the embedded default).
 //! - `ec2` (feature `aws`): `Ec2Provider`, EC2 instances tagged with the job and cluster.
+//! - `gce` (feature `gcp`): `GceProvider`, Compute Engine VMs labelled with the job and cluster.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,9 +28,16 @@ use crate::optimizer::Candidate;
 
 #[cfg(feature = "aws")]
 mod ec2;
+#[cfg(feature = "gcp")]
+mod gce;
 mod local;
 #[cfg(feature = "aws")]
 pub use ec2::{Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data};
+#[cfg(feature = "gcp")]
+pub use gce::{
+    GceConnection, GceCredentials, GceProvider, GceSettings, agent_env_from_startup_script,
+    discover_project,
+};
 pub use local::{
     DEFAULT_SLOTS_PER_ZONE, DEFAULT_ZONES, LocalConfig, LocalProvider, SLOTS_ENV, SlotsError,
     parse_slots,

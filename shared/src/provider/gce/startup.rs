@@ -1,0 +1,167 @@
+//! The boot script of every node (GCE `startup-script` metadata), reading it back, and the
+//! names and request ids a launch derives from the cluster name.
+//!
+//! The script exports the `agent_protocol::env` variables as single-quoted `export K='V'`
+//! lines (the rank included: each node has a script of its own, as each is its own
+//! `instances.insert`), downloads the agent from [`GceSettings::agent_url`] and starts it as a
+//! transient systemd unit (`stratus-agent`); without systemd it falls back to `nohup`. GCE runs
+//! startup scripts on every boot, so a restarted VM starts its agent again.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::GceSettings;
+use crate::agent_protocol::env;
+use crate::provider::ClusterSpec;
+
+/// The agent's folder on every node (`STRATUS_NODE_DIR`).
+pub const NODE_DIR: &str = "/opt/stratus/node";
+/// Milliseconds between the agent's polls of `work` on a VM (as on EC2: a cloud node costs an
+/// API call per poll).
+pub const POLL_MS: u32 = 5000;
+/// GCE's longest resource name.
+const NAME_MAX: usize = 63;
+
+/// The startup script of node `rank` of `spec`.
+pub fn startup_script(spec: &ClusterSpec, rank: u32, settings: &GceSettings) -> String {
+    let vars = [
+        (env::API_URL, spec.agent.api_url.clone()),
+        (env::TOKEN, spec.agent.token.clone()),
+        (env::JOB_ID, spec.job_id.to_string()),
+        (env::CLUSTER, spec.cluster.clone()),
+        (env::NODE_RANK, rank.to_string()),
+        (env::NODE_DIR, NODE_DIR.to_owned()),
+        (env::POLL_MS, POLL_MS.to_string()),
+    ];
+    let mut script = String::from(
+        "#!/bin/bash\n\
+         # Stratus node boot script (GCE startup-script): installs the node agent and starts it.\n\
+         set -euo pipefail\n",
+    );
+    for (name, value) in vars {
+        let _ = writeln!(script, "export {name}={}", shell_quote(&value));
+    }
+    let _ = write!(
+        script,
+        r#"umask 077
+mkdir -p /opt/stratus/bin "${node_dir}"
+# The agent's environment, for the unit below (readable by root only: it holds the token).
+for name in ${{!STRATUS_@}}; do printf 'export %s=%q\n' "$name" "${{!name}}"; done >/opt/stratus/agent.env
+curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -o /opt/stratus/bin/stratus-agent.part {url}
+chmod 0755 /opt/stratus/bin/stratus-agent.part
+mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
+start='export HOME=/root && . /opt/stratus/agent.env && cd "${node_dir}" && exec /opt/stratus/bin/stratus-agent'
+if command -v systemd-run >/dev/null 2>&1; then
+  # A unit of its own outlives the startup-script run; its output goes to `journalctl -u stratus-agent`.
+  systemd-run --unit=stratus-agent --description='Stratus node agent' /bin/bash -c "$start"
+else
+  nohup /bin/bash -c "$start" >>/var/log/stratus-agent.log 2>&1 </dev/null &
+fi
+"#,
+        node_dir = env::NODE_DIR,
+        url = shell_quote(&settings.agent_url),
+    );
+    script
+}
+
+/// The variables a script from [`startup_script`] exports: every `export NAME='value'` line
+/// with a literal value, the rank included. A test harness uses it to start a real agent per
+/// emulated instance.
+pub fn agent_env_from_startup_script(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().strip_prefix("export ")?.split_once('=')?;
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return None;
+            }
+            Some((name.to_owned(), shell_unquote(value)?))
+        })
+        .collect()
+}
+
+/// `value` as one bash word: single-quoted, with each `'` written `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// The inverse of [`shell_quote`] (also taking a bare word of safe characters); `None` for
+/// anything else (expansions, unbalanced quotes).
+fn shell_unquote(word: &str) -> Option<String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:,@%+=".contains(c);
+    if !word.starts_with('\'') {
+        return (!word.is_empty() && word.chars().all(safe)).then(|| word.to_owned());
+    }
+    let mut out = String::new();
+    let mut rest = word;
+    loop {
+        let inner = rest.strip_prefix('\'')?;
+        let end = inner.find('\'')?;
+        out.push_str(&inner[..end]);
+        rest = &inner[end + 1..];
+        if rest.is_empty() {
+            return Some(out);
+        }
+        rest = rest.strip_prefix(r"\'")?;
+        out.push('\'');
+    }
+}
+
+/// Whether `name` is a valid GCE resource name: `[a-z]([-a-z0-9]{0,61}[a-z0-9])?`.
+pub(crate) fn is_resource_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    match bytes {
+        [] => false,
+        [first] => first.is_ascii_lowercase(),
+        [first, middle @ .., last] => {
+            bytes.len() <= NAME_MAX
+                && first.is_ascii_lowercase()
+                && middle.iter().all(inner)
+                && (last.is_ascii_lowercase() || last.is_ascii_digit())
+        }
+    }
+}
+
+/// The instance name of node `rank` of `cluster`: `<cluster>-<rank>` when that is a valid GCE
+/// name (it is for every name `job::cluster_name` makes from a task name that starts with a
+/// letter), else `stratus-<16 hex digits of the cluster's SHA-256>-<rank>`. Labels, not names,
+/// say which cluster an instance belongs to; the name only has to be stable, so that a retried
+/// launch finds the instance it made.
+pub(crate) fn instance_name(cluster: &str, rank: u32) -> String {
+    let plain = format!("{cluster}-{rank}");
+    if is_resource_name(&plain) {
+        return plain;
+    }
+    let digest = hex::encode(Sha256::digest(cluster.as_bytes()));
+    format!("stratus-{}-{rank}", &digest[..16])
+}
+
+/// The `requestId` of a Stratus call (`what`: `insert`, ...) on node `rank` of `cluster` in
+/// `zone`: a UUID made of the SHA-256 of the four, so that a retried call carries the same id
+/// and GCE answers it with the first call's operation instead of acting twice. (The zone is
+/// part of it because GCE remembers request ids per project: the same cluster tried in
+/// another zone must not be answered with the first zone's operation.) It is formatted
+/// 8-4-4-4-12 with the RFC 9562 version 8 ("custom") and variant bits, never the nil UUID
+/// GCE refuses.
+pub(crate) fn request_id(what: &str, cluster: &str, zone: &str, rank: u32) -> String {
+    let digest = Sha256::digest(format!("stratus/{what}/{cluster}/{zone}/{rank}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
