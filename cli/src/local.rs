@@ -87,7 +87,8 @@ fn secret_file(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn user_token(home: &Path) -> anyhow::Result<String> {
+/// The local user's API token (created on first use).
+pub fn user_token(home: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(secret_file(&api_dir(home).join("token"), 24)?))
 }
 

@@ -5,6 +5,7 @@
 //! - `launch`: `stratus jobs launch` (plan, confirm, upload, submit, stream).
 //! - `jobs`: `stratus jobs queue | logs | cancel`, and the log follower.
 //! - `check`: `stratus check`, the enabled clouds.
+//! - `dashboard`: `stratus dashboard`, the jobs in a browser (and its SigV4 proxy for AWS).
 //! - `local`: the local control plane (`stratus api serve`), started on first use.
 //! - `client`: the HTTP client for the Stratus API.
 //! - `pack`: `.tar.gz` archives of workdirs and local file mounts.
@@ -17,6 +18,7 @@
 mod check;
 mod client;
 mod config;
+mod dashboard;
 mod home;
 mod jobs;
 mod launch;
@@ -46,6 +48,8 @@ enum Command {
     Jobs(JobsCommand),
     /// Show which clouds are enabled (credentials found) and how to enable the others.
     Check,
+    /// Open the dashboard: managed jobs, tasks, controller events and logs in a browser.
+    Dashboard(dashboard::DashboardArgs),
     /// The local control plane (started automatically on first use).
     #[command(subcommand)]
     Api(ApiCommand),
@@ -250,6 +254,7 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::Logs(args)) => jobs::logs(&args),
         Command::Jobs(JobsCommand::Cancel(args)) => jobs::cancel(&args),
         Command::Check => Ok(check::run()),
+        Command::Dashboard(args) => dashboard::run(&args),
         Command::Api(command) => api(&command),
         Command::Local(LocalCommand::Preempt { job_id }) => preempt(job_id),
         Command::Agent => unreachable!("handled above"),

@@ -4,11 +4,13 @@
 //! - `compat`: every SkyPilot task file in `../shared/compat/skypilot` through `--dry-run`.
 //! - `dry_run`: plans, overrides, errors and exit codes of `jobs launch --dry-run`.
 //! - `check`: `stratus check` with and without credentials.
+//! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
 
 mod check;
 mod compat;
+mod dashboard;
 mod dry_run;
 mod harness;
 mod local_mode;

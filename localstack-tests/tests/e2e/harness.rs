@@ -21,9 +21,12 @@ use shared::blob::S3BlobStore;
 use shared::control::Context;
 use shared::job::{JobId, JobRecord, JobStatus};
 use shared::provider::{
-    Ec2Provider, Ec2Settings, Provider, agent_env_from_user_data, decode_user_data,
+    Ec2Provider, Ec2Settings, GceConnection, GceProvider, GceSettings, Provider,
+    agent_env_from_startup_script, agent_env_from_user_data, decode_user_data,
 };
 use shared::store::DynamoStore;
+
+use crate::fake::FakeCompute;
 
 /// The AWS regions of the embedded catalog (every candidate lives in one of them).
 pub const REGIONS: [&str; 5] = [
@@ -109,6 +112,8 @@ type Machines = Arc<Mutex<HashMap<String, Child>>>;
 
 pub struct World {
     pub ctx: Context,
+    /// The fake Compute API, when the options asked for GCP.
+    pub gce: Option<Arc<FakeCompute>>,
     /// The fault-injecting proxy EC2 calls go through, when the options asked for one.
     pub proxy: Option<crate::proxy::Proxy>,
     pub sdk: SdkConfig,
@@ -126,6 +131,9 @@ pub struct World {
 pub struct Options {
     /// Send EC2 calls through a proxy that injects this fault.
     pub ec2_fault: Option<crate::proxy::Fault>,
+    /// Also launch on GCP, against a fake Compute API (validating every request against
+    /// Google's discovery document).
+    pub gce: bool,
 }
 
 async fn sdk(endpoint: &str) -> SdkConfig {
@@ -260,6 +268,24 @@ impl World {
             proxy = Some(started);
         }
 
+        let gce = if options.gce {
+            let fake = Arc::new(FakeCompute::start(&FakeCompute::discovery_path()).await);
+            let provider = GceProvider::new(
+                "stratus-e2e",
+                GceSettings::new("http://127.0.0.1/agent"),
+                GceConnection::emulator(&fake.url),
+            )
+            .await
+            .unwrap()
+            .with_catalog(&shared::catalog::Catalog::embedded());
+            ctx.providers
+                .insert(shared::cloud::Cloud::Gcp, Arc::new(provider));
+            ctx.settings.enabled_clouds.push(shared::cloud::Cloud::Gcp);
+            Some(fake)
+        } else {
+            None
+        };
+
         let mut tasks = Vec::new();
         let router = shared::api::router(ctx.clone(), Arc::new(Tester));
         tasks.push(tokio::spawn(async move {
@@ -274,8 +300,16 @@ impl World {
             machines.clone(),
             nodes.path().to_path_buf(),
         )));
+        if let Some(fake) = gce.clone() {
+            tasks.push(tokio::spawn(boot_gce_machines(
+                fake,
+                machines.clone(),
+                nodes.path().to_path_buf(),
+            )));
+        }
         Self {
             ctx,
+            gce,
             proxy,
             sdk,
             env,
@@ -534,6 +568,78 @@ async fn boot_machines(sdk: SdkConfig, machines: Machines, nodes: PathBuf) {
             .lock()
             .unwrap()
             .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Starts the agent of a machine with the environment its boot script would set.
+fn start_agent(
+    machines: &Machines,
+    id: String,
+    env: &std::collections::BTreeMap<String, String>,
+    rank: &str,
+    dir: &std::path::Path,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-agent"));
+    command
+        .envs(env)
+        .env("STRATUS_NODE_RANK", rank)
+        .env("STRATUS_NODE_DIR", dir)
+        .env("STRATUS_AGENT_POLL_MS", "200")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    if let Ok(child) = command.spawn() {
+        machines.lock().unwrap().insert(id, child);
+    }
+}
+
+/// The GCE machines: an agent per RUNNING fake instance, from its startup script.
+async fn boot_gce_machines(fake: Arc<FakeCompute>, machines: Machines, nodes: PathBuf) {
+    loop {
+        let instances = fake.instances();
+        let mut running = std::collections::BTreeSet::new();
+        for instance in &instances {
+            let name = instance["name"].as_str().unwrap_or_default();
+            let id = format!("gce:{name}");
+            if instance["status"] != "RUNNING" {
+                continue;
+            }
+            running.insert(id.clone());
+            if machines.lock().unwrap().contains_key(&id) {
+                continue;
+            }
+            let script = instance["metadata"]["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|item| item["key"] == "startup-script")
+                .and_then(|item| item["value"].as_str())
+                .unwrap_or_default();
+            let env = agent_env_from_startup_script(script);
+            let rank = instance["labels"]["stratus-rank"]
+                .as_str()
+                .unwrap_or("0")
+                .to_owned();
+            start_agent(&machines, id.clone(), &env, &rank, &nodes.join(name));
+        }
+        // A preempted or deleted instance takes its agent with it.
+        let gone: Vec<String> = machines
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|id| id.starts_with("gce:") && !running.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(mut child) = machines.lock().unwrap().remove(&id) {
+                kill_group(&child);
+                let _ = child.wait();
+            }
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

@@ -182,6 +182,7 @@ async fn no_capacity_in_one_region_moves_to_the_next_candidate() {
             code: "InsufficientInstanceCapacity",
             times: usize::MAX,
         }),
+        ..Options::default()
     })
     .await;
     let id = world.submit(TASK).await;

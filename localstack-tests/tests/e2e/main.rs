@@ -7,7 +7,13 @@
 //! - `proxy`: an HTTP proxy that injects EC2 errors an emulator cannot produce.
 //! - `lambda`: the Lambda runtime API, to run the real function binaries.
 //! - `lifecycle`: launch, run, succeed, clean up; preemption; failover; duplicate events.
+//! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
+//! - `fake`: the GCE tests' fake Compute API, reused.
 
+mod cross_cloud;
+// The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
+#[path = "../../../shared/tests/gce/fake/mod.rs"]
+mod fake;
 mod harness;
 mod lambda;
 mod lifecycle;

@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - `view`: the JSON shapes of jobs and controller events (secrets never appear).
+//! - `dashboard`: the Jobs page and job pages, static assets embedded in the binary.
 
+pub mod dashboard;
 pub mod view;
 
 use std::sync::Arc;
@@ -107,6 +109,7 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
             post(agent_logs),
         )
         .route("/agent/v1/jobs/{job}/blobs/{*key}", get(agent_blob))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
