@@ -25,7 +25,7 @@ async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws() {
         .await;
     let first = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
     assert_eq!(first.cloud, Cloud::Gcp, "the cheapest candidate is GCP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
     while !world.logs(id).await.contains("\"cloud\":\"GCP\"") {
         assert!(
             std::time::Instant::now() < deadline,
@@ -53,7 +53,7 @@ async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws() {
         .wait_status(
             id,
             &[JobStatus::Succeeded, JobStatus::Failed],
-            Duration::from_secs(120),
+            Duration::from_mins(2),
         )
         .await;
     let log = world.controller_log(id).await;
