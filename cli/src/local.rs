@@ -32,7 +32,7 @@ use shared::blob::LocalBlobStore;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, LocalBus, LocalMessage, Secret, Settings};
+use shared::control::{self, Context, LocalBus, Secret, Settings};
 use shared::provider::{LocalConfig, LocalProvider, Provider};
 use shared::store::SqliteStore;
 use tracing::{info, warn};
@@ -299,7 +299,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
     let config = Config::load(&home)?;
     let provider = local_provider(&home, &config)?;
     let store = SqliteStore::open(home.join("state.db")).await?;
-    let (bus, mut events) = LocalBus::new();
+    let (bus, events) = LocalBus::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut providers: BTreeMap<Cloud, Arc<dyn Provider>> = BTreeMap::new();
     providers.insert(Cloud::Local, Arc::new(provider.clone()));
@@ -325,37 +325,12 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         user: user_name(),
     });
 
-    // The event loop: EventBridge's part. One message at a time keeps a job's events in order.
-    let loop_ctx = ctx.clone();
-    tokio::spawn(async move {
-        while let Some(message) = events.recv().await {
-            match message {
-                LocalMessage::Event(envelope) => {
-                    if let Err(e) =
-                        control::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await
-                    {
-                        warn!(job_id = envelope.job_id, event = ?envelope.event, error = %e, "event failed; the poll sweep retries");
-                    }
-                }
-                LocalMessage::Ended(job_id) => {
-                    if let Err(e) = control::cleanup(&loop_ctx, job_id).await {
-                        warn!(job_id, error = %e, "cleanup failed");
-                    }
-                }
-            }
-        }
-    });
-    // The poll timer: the scheduled rule's part.
-    let poll_ctx = ctx.clone();
-    let interval = Duration::from_millis(config.poll_interval_ms());
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = control::poll(&poll_ctx).await {
-                warn!(error = %e, "poll sweep failed");
-            }
-            tokio::time::sleep(interval).await;
-        }
-    });
+    // EventBridge's part and the scheduled rule's part.
+    control::run_local_loops(
+        &ctx,
+        events,
+        Duration::from_millis(config.poll_interval_ms()),
+    );
 
     let local = Arc::new(LocalRoutes {
         ctx: ctx.clone(),

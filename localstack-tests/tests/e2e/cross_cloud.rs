@@ -1,5 +1,7 @@
-//! Multi-cloud recovery: a job whose cheapest candidate is on GCP runs there, GCP takes the VM
-//! back and then has no capacity anywhere, and recovery moves along the ranked list to AWS.
+//! Multi-cloud recovery on the local control plane's stack (SQLite, a blob folder, the
+//! in-process bus and its loops) with the fake Compute API and the AWS emulator as clouds: a
+//! job whose cheapest candidate is on GCP runs there, GCP takes the VM back and then has no
+//! capacity anywhere, and recovery moves along the ranked list to AWS.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ const TASK: &str = "name: xc\nresources:\n  use_spot: true\n  any_of:\n    - inf
 async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws() {
     let world = World::new(Options {
         gce: true,
+        local_plane: true,
         ..Options::default()
     })
     .await;

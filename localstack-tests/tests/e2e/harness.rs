@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use serde_json::{Value, json};
 use shared::api::{Authenticator, User};
+use shared::blob::LocalBlobStore;
 use shared::blob::S3BlobStore;
 use shared::control::Context;
+use shared::control::{LocalBus, run_local_loops};
 use shared::job::{JobId, JobRecord, JobStatus};
 use shared::provider::{
     Ec2Provider, Ec2Settings, GceConnection, GceProvider, GceSettings, Provider,
     agent_env_from_startup_script, agent_env_from_user_data, decode_user_data,
 };
-use shared::store::DynamoStore;
+use shared::store::{DynamoStore, SqliteStore};
 
 use crate::fake::FakeCompute;
 
@@ -134,6 +136,9 @@ pub struct Options {
     /// Also launch on GCP, against a fake Compute API (validating every request against
     /// Google's discovery document).
     pub gce: bool,
+    /// Run the local control plane's stack (SQLite, a blob folder, the in-process bus and its
+    /// loops) instead of the AWS one, with the same emulated clouds.
+    pub local_plane: bool,
 }
 
 async fn sdk(endpoint: &str) -> SdkConfig {
@@ -286,15 +291,27 @@ impl World {
             None
         };
 
+        let nodes = tempfile::tempdir().unwrap();
         let mut tasks = Vec::new();
+        if options.local_plane {
+            // The local control plane's stack: a SQLite state table, a folder of blobs, the
+            // in-process bus and its loops; the clouds stay the emulated ones.
+            let home = nodes.path().join("stratus-home");
+            ctx.store = Arc::new(SqliteStore::open(home.join("state.db")).await.unwrap());
+            ctx.blobs = Arc::new(LocalBlobStore::new(home.join("blobs")));
+            ctx.settings.local_buckets = Some(home.join("buckets"));
+            let (bus, messages) = LocalBus::new();
+            ctx.bus = Arc::new(bus);
+            run_local_loops(&ctx, messages, Duration::from_millis(500));
+        } else {
+            tasks.push(tokio::spawn(dispatch(ctx.clone(), sqs, queue_url)));
+            tasks.push(tokio::spawn(schedule(ctx.clone())));
+        }
         let router = shared::api::router(ctx.clone(), Arc::new(Tester));
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }));
-        tasks.push(tokio::spawn(dispatch(ctx.clone(), sqs, queue_url)));
-        tasks.push(tokio::spawn(schedule(ctx.clone())));
         let machines: Machines = Arc::default();
-        let nodes = tempfile::tempdir().unwrap();
         tasks.push(tokio::spawn(boot_machines(
             sdk.clone(),
             machines.clone(),

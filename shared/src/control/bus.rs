@@ -92,3 +92,41 @@ impl EventBus for LocalBus {
         Ok(())
     }
 }
+
+/// The local control plane's two loops, EventBridge's and the schedule's part: deliver each
+/// bus message to its handler (one at a time, which keeps a job's events in order), and sweep
+/// every `interval`. They run until the runtime stops.
+pub fn run_local_loops(
+    ctx: &super::Context,
+    mut messages: mpsc::UnboundedReceiver<LocalMessage>,
+    interval: std::time::Duration,
+) {
+    let loop_ctx = ctx.clone();
+    tokio::spawn(async move {
+        while let Some(message) = messages.recv().await {
+            match message {
+                LocalMessage::Event(envelope) => {
+                    if let Err(e) =
+                        super::advance(&loop_ctx, envelope.job_id, envelope.event.clone()).await
+                    {
+                        tracing::warn!(job_id = envelope.job_id, event = ?envelope.event, error = %e, "event failed; the poll sweep retries");
+                    }
+                }
+                LocalMessage::Ended(job_id) => {
+                    if let Err(e) = super::cleanup(&loop_ctx, job_id).await {
+                        tracing::warn!(job_id, error = %e, "cleanup failed");
+                    }
+                }
+            }
+        }
+    });
+    let poll_ctx = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = super::poll(&poll_ctx).await {
+                tracing::warn!(error = %e, "poll sweep failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}

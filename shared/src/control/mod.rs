@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use advance::advance;
-pub use bus::{BusError, Envelope, EventBus, LocalBus, LocalMessage};
+pub use bus::{BusError, Envelope, EventBus, LocalBus, LocalMessage, run_local_loops};
 pub use cleanup::{Cleaned, cleanup};
 #[cfg(feature = "aws")]
 pub use eventbridge::{
