@@ -26,6 +26,8 @@ use crate::cloud::Cloud;
 use crate::job::JobId;
 use crate::optimizer::Candidate;
 
+#[cfg(any(feature = "aws", feature = "gcp"))]
+mod boot;
 #[cfg(feature = "aws")]
 mod ec2;
 #[cfg(feature = "gcp")]

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::Ec2Settings;
 use crate::agent_protocol::env;
-use crate::provider::ClusterSpec;
+use crate::provider::boot::shell_quote;
+use crate::provider::{ClusterSpec, boot};
 
 /// The agent's folder on every node (`STRATUS_NODE_DIR`).
 pub const NODE_DIR: &str = "/opt/stratus/node";
@@ -52,22 +53,10 @@ case "${rank}" in ''|*[!0-9]*) echo "stratus: bad ami-launch-index '${rank}'" >&
 export {rank}
 umask 077
 mkdir -p /opt/stratus/bin "${node_dir}"
-# The agent's environment, for the unit below (readable by root only: it holds the token).
-for name in ${{!STRATUS_@}}; do printf 'export %s=%q\n' "$name" "${{!name}}"; done >/opt/stratus/agent.env
-curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -o /opt/stratus/bin/stratus-agent.part {url}
-chmod 0755 /opt/stratus/bin/stratus-agent.part
-mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
-start='export HOME=/root && . /opt/stratus/agent.env && cd "${node_dir}" && exec /opt/stratus/bin/stratus-agent'
-if command -v systemd-run >/dev/null 2>&1; then
-  # A unit of its own outlives cloud-init; its output goes to `journalctl -u stratus-agent`.
-  systemd-run --unit=stratus-agent --description='Stratus node agent' /bin/bash -c "$start"
-else
-  nohup /bin/bash -c "$start" >>/var/log/stratus-agent.log 2>&1 </dev/null &
-fi
 "#,
         node_dir = env::NODE_DIR,
-        url = shell_quote(&settings.agent_url),
     );
+    script.push_str(&boot::start_agent(&settings.agent_url, "cloud-init"));
     script
 }
 
@@ -76,52 +65,13 @@ fi
 /// instance's `AmiLaunchIndex`). A test harness uses it to start a real agent per emulated
 /// instance.
 pub fn agent_env_from_user_data(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.trim().strip_prefix("export ")?.split_once('=')?;
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-            if !valid {
-                return None;
-            }
-            Some((name.to_owned(), shell_unquote(value)?))
-        })
-        .collect()
+    boot::exported_env(text)
 }
 
 /// The text of user data as `DescribeInstanceAttribute` returns it (base64), or `None` if it
 /// is not base64 of UTF-8.
 pub fn decode_user_data(base64: &str) -> Option<String> {
     String::from_utf8(base64_decode(base64.trim())?).ok()
-}
-
-/// `value` as one bash word: single-quoted, with each `'` written `'\''`.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-/// The inverse of [`shell_quote`] (also taking a bare word of safe characters); `None` for
-/// anything else (expansions, unbalanced quotes).
-fn shell_unquote(word: &str) -> Option<String> {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:,@%+=".contains(c);
-    if !word.starts_with('\'') {
-        return (!word.is_empty() && word.chars().all(safe)).then(|| word.to_owned());
-    }
-    let mut out = String::new();
-    let mut rest = word;
-    loop {
-        let inner = rest.strip_prefix('\'')?;
-        let end = inner.find('\'')?;
-        out.push_str(&inner[..end]);
-        rest = &inner[end + 1..];
-        if rest.is_empty() {
-            return Some(out);
-        }
-        rest = rest.strip_prefix(r"\'")?;
-        out.push('\'');
-    }
 }
 
 /// EC2's idempotency key for a cluster: its name, or when that is not at most 64 ASCII
