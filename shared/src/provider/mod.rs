@@ -147,6 +147,40 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with `what` (which call, where) in front of its message, and, for
+    /// `Other`, `source` (the call's own error) in place of the one it carries, if given.
+    pub fn within(
+        self,
+        what: &str,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let prefix = |message: String| format!("{what}: {message}");
+        match self {
+            ProviderError::NoCapacity { message } => ProviderError::NoCapacity {
+                message: prefix(message),
+            },
+            ProviderError::Quota { message } => ProviderError::Quota {
+                message: prefix(message),
+            },
+            ProviderError::Auth { message } => ProviderError::Auth {
+                message: prefix(message),
+            },
+            ProviderError::Invalid { message } => ProviderError::Invalid {
+                message: prefix(message),
+            },
+            ProviderError::Throttled { message } => ProviderError::Throttled {
+                message: prefix(message),
+            },
+            ProviderError::Other {
+                context,
+                source: own,
+            } => ProviderError::Other {
+                context: prefix(context),
+                source: source.unwrap_or(own),
+            },
+        }
+    }
+
     /// Whether calling again later (same arguments) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -116,25 +116,5 @@ where
             source: Box::new(err),
         };
     };
-    match classify(code, err.message().unwrap_or_default()) {
-        ProviderError::NoCapacity { message } => ProviderError::NoCapacity {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Quota { message } => ProviderError::Quota {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Auth { message } => ProviderError::Auth {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Invalid { message } => ProviderError::Invalid {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Throttled { message } => ProviderError::Throttled {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Other { context, .. } => ProviderError::Other {
-            context: format!("{what}: {context}"),
-            source: Box::new(err),
-        },
-    }
+    classify(code, err.message().unwrap_or_default()).within(what, Some(Box::new(err)))
 }

@@ -226,33 +226,10 @@ pub(crate) fn operation_error(what: &str, op: &Operation) -> Option<ProviderErro
 }
 
 fn prefixed(what: &str, err: ProviderError, source: Option<GaxError>) -> ProviderError {
-    match err {
-        ProviderError::NoCapacity { message } => ProviderError::NoCapacity {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Quota { message } => ProviderError::Quota {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Auth { message } => ProviderError::Auth {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Invalid { message } => ProviderError::Invalid {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Throttled { message } => ProviderError::Throttled {
-            message: format!("{what}: {message}"),
-        },
-        ProviderError::Other {
-            context,
-            source: api,
-        } => ProviderError::Other {
-            context: format!("{what}: {context}"),
-            source: match source {
-                Some(err) => Box::new(err),
-                None => api,
-            },
-        },
-    }
+    err.within(
+        what,
+        source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+    )
 }
 
 /// The client's retry policy: Google's AIP-194 rules (retry idempotent calls on `UNAVAILABLE`,
