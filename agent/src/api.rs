@@ -19,8 +19,10 @@ use std::thread;
 use std::time::Duration;
 
 use shared::agent_protocol::{
-    LogChunk, Report, Work, blob_path, logs_path, report_path, work_path,
+    LogChunk, LogUrls, LogUrlsRequest, Report, WorkAnswer, blob_path, log_urls_path, logs_path,
+    report_path, work_path,
 };
+use shared::job::Phase;
 use tracing::warn;
 
 use crate::config::Config;
@@ -39,6 +41,9 @@ pub enum ApiError {
     Gone(#[from] Gone),
     #[error("HTTP {status}")]
     Status { status: u16 },
+    /// A presigned URL was refused (expired, or signed by credentials that expired).
+    #[error("the upload URL expired")]
+    Expired,
     #[error("cannot reach the control plane")]
     Transport(#[source] ureq::Error),
     #[error("unreadable response body")]
@@ -70,6 +75,7 @@ pub struct Api {
     work_url: String,
     report_url: String,
     logs_url: String,
+    log_urls_url: String,
 }
 
 /// Time limit of one API call (a `work` poll, a report, a log chunk).
@@ -96,20 +102,55 @@ impl Api {
             work_url: format!("{base}{}", work_path(job, cluster, rank)),
             report_url: format!("{base}{}", report_path(job, cluster, rank)),
             logs_url: format!("{base}{}", logs_path(job, cluster, rank)),
+            log_urls_url: format!("{base}{}", log_urls_path(job, cluster, rank)),
         }
     }
 
-    /// `GET work`: what to do now. Also the node's heartbeat.
-    pub fn work(&self) -> Result<Work, ApiError> {
-        let mut response = self
+    /// `GET work`: what to do now. Also the node's heartbeat. `started`: the latest phase
+    /// this agent started (the answer then leaves its task out).
+    pub fn work(&self, started: Option<Phase>) -> Result<WorkAnswer, ApiError> {
+        let mut request = self
             .http
             .get(&self.work_url)
+            .header("Authorization", &self.auth);
+        if let Some(phase) = started {
+            request = request.query("started", phase.to_string());
+        }
+        let mut response = request.call().map_err(ApiError::Transport)?;
+        check(response.status().as_u16())?;
+        let body = response.body_mut().read_to_vec().map_err(ApiError::Body)?;
+        serde_json::from_slice(&body).map_err(ApiError::Json)
+    }
+
+    /// `POST logs/urls`: presigned URLs for the next log chunks (none: post them instead).
+    pub fn log_urls(&self, request: &LogUrlsRequest) -> Result<LogUrls, ApiError> {
+        let body = serde_json::to_vec(request).map_err(ApiError::Json)?;
+        let mut response = self
+            .http
+            .post(&self.log_urls_url)
             .header("Authorization", &self.auth)
-            .call()
+            .content_type("application/json")
+            .send(&body[..])
             .map_err(ApiError::Transport)?;
         check(response.status().as_u16())?;
         let body = response.body_mut().read_to_vec().map_err(ApiError::Body)?;
         serde_json::from_slice(&body).map_err(ApiError::Json)
+    }
+
+    /// `PUT` a log chunk's text to a presigned URL (object storage, not the control plane).
+    /// A 403 means the URL expired: [`ApiError::Expired`].
+    pub fn put_url(&self, url: &str, text: &str) -> Result<(), ApiError> {
+        let response = self
+            .http
+            .put(url)
+            .content_type("text/plain; charset=utf-8")
+            .send(text.as_bytes())
+            .map_err(ApiError::Transport)?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            403 => Err(ApiError::Expired),
+            status => Err(ApiError::Status { status }),
+        }
     }
 
     /// `POST report`.

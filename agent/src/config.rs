@@ -5,10 +5,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shared::agent_protocol::env;
+use shared::agent_protocol::{AgentCadence, MAX_LOG_CHUNK_BYTES, env};
 
-/// How often `work` is polled when `STRATUS_AGENT_POLL_MS` is not set.
-pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
+/// The cadence when the provider sets none: the local cloud's.
+pub const DEFAULT_CADENCE: AgentCadence = AgentCadence::LOCAL;
 
 /// Everything the agent needs to know about its node, validated.
 #[derive(Clone, PartialEq, Eq)]
@@ -22,8 +22,20 @@ pub struct Config {
     pub rank: u32,
     /// An absolute path: the node's home (`~`) and the parent of `sky_workdir`.
     pub node_dir: PathBuf,
-    /// Time between two polls of `work` (each poll is also the heartbeat).
-    pub poll: Duration,
+    /// How often to talk to the control plane (see `AgentCadence`).
+    pub cadence: AgentCadence,
+}
+
+impl Config {
+    /// First delay between polls while waiting.
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.cadence.poll_ms)
+    }
+
+    /// Delay between polls while a command runs.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cadence.heartbeat_ms)
+    }
 }
 
 impl fmt::Debug for Config {
@@ -35,7 +47,7 @@ impl fmt::Debug for Config {
             .field("cluster", &self.cluster)
             .field("rank", &self.rank)
             .field("node_dir", &self.node_dir)
-            .field("poll", &self.poll)
+            .field("cadence", &self.cadence)
             .finish()
     }
 }
@@ -112,19 +124,40 @@ impl Config {
         let node_dir = required(env::NODE_DIR)?;
         let node_dir = std::path::absolute(&node_dir)
             .map_err(|_| invalid(env::NODE_DIR, node_dir, "a folder path"))?;
-        let poll = match get(env::POLL_MS).filter(|ms| !ms.trim().is_empty()) {
-            None => DEFAULT_POLL,
-            Some(ms) => match ms.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        let millis =
+            |var: &'static str, default: u64| match get(var).filter(|v| !v.trim().is_empty()) {
+                None => Ok(default),
+                Some(ms) => match ms.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(ms),
+                    _ => Err(invalid(
+                        var,
+                        ms,
+                        "a whole number of milliseconds, greater than 0",
+                    )),
+                },
+            };
+        let d = DEFAULT_CADENCE;
+        let mut cadence = AgentCadence {
+            poll_ms: millis(env::POLL_MS, d.poll_ms)?,
+            heartbeat_ms: millis(env::HEARTBEAT_MS, d.heartbeat_ms)?,
+            log_flush_ms: millis(env::LOG_FLUSH_MS, d.log_flush_ms)?,
+            log_live_ms: millis(env::LOG_LIVE_MS, d.log_live_ms)?,
+            log_chunk_bytes: d.log_chunk_bytes,
+        };
+        if let Some(bytes) = get(env::LOG_CHUNK_BYTES).filter(|v| !v.trim().is_empty()) {
+            cadence.log_chunk_bytes = match bytes.trim().parse::<usize>() {
+                Ok(n) if (1024..=MAX_LOG_CHUNK_BYTES).contains(&n) => n,
                 _ => {
                     return Err(invalid(
-                        env::POLL_MS,
-                        ms,
-                        "milliseconds between polls, greater than 0 (default 500)",
+                        env::LOG_CHUNK_BYTES,
+                        bytes,
+                        "a chunk size in bytes from 1024 to 524288",
                     ));
                 }
-            },
-        };
+            };
+        }
+        // Waiting never polls slower than the heartbeat.
+        cadence.heartbeat_ms = cadence.heartbeat_ms.max(cadence.poll_ms);
         Ok(Config {
             api_url,
             token,
@@ -132,7 +165,7 @@ impl Config {
             cluster,
             rank,
             node_dir,
-            poll,
+            cadence,
         })
     }
 }
@@ -167,9 +200,16 @@ mod tests {
         assert_eq!(config.api_url, "http://127.0.0.1:8080");
         assert_eq!((config.job_id, config.rank), (7, 1));
         assert_eq!(config.node_dir, PathBuf::from("/tmp/node"));
-        assert_eq!(config.poll, DEFAULT_POLL);
+        assert_eq!(config.cadence, DEFAULT_CADENCE);
+        let cloud = parse(
+            &AgentCadence::CLOUD
+                .env()
+                .map(|(k, v)| (k, v.leak() as &str)),
+        )
+        .unwrap();
+        assert_eq!(cloud.cadence, AgentCadence::CLOUD);
         assert_eq!(
-            parse(&[(env::POLL_MS, "50")]).unwrap().poll,
+            parse(&[(env::POLL_MS, "50")]).unwrap().poll(),
             Duration::from_millis(50)
         );
         assert!(!format!("{config:?}").contains("s3cret"));
@@ -192,6 +232,11 @@ mod tests {
             parse(&[(env::POLL_MS, "0")])
                 .unwrap_err()
                 .contains("greater than 0")
+        );
+        assert!(
+            parse(&[(env::LOG_CHUNK_BYTES, "9999999")])
+                .unwrap_err()
+                .contains("1024 to 524288")
         );
         assert!(parse(&[(env::CLUSTER, "a/b")]).is_err());
     }

@@ -27,7 +27,8 @@ pub mod supervise;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use shared::agent_protocol::Report;
@@ -36,7 +37,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::api::{Api, Backoff, error_chain, retry};
 use crate::config::Config;
 use crate::phase::Node;
-use crate::plan::{Decision, Progress, decide};
+use crate::plan::{Decision, Progress, decide, next_poll};
 use crate::prepare::NodePaths;
 use crate::supervise::Supervisor;
 
@@ -116,11 +117,13 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
         api: Api::new(config),
         supervisor: Arc::clone(&supervisor),
         paths: NodePaths::new(&config.node_dir),
+        cadence: config.cadence,
+        live: AtomicBool::new(false),
     });
     info!(
         api_url = %config.api_url,
         node_dir = %config.node_dir.display(),
-        poll_ms = config.poll.as_millis(),
+        cadence = ?config.cadence,
         "agent starting"
     );
 
@@ -131,18 +134,28 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
 
     let mut progress = Progress::default();
     let mut current: Option<JoinHandle<()>> = None;
+    // A phase thread says here when it ends, so the next poll need not wait a heartbeat.
+    let (phase_done, phase_ended) = std::sync::mpsc::channel();
     let mut backoff = Backoff::new();
+    // Answers in a row that changed nothing while waiting: the polls slow down.
+    let mut quiet = 0;
+    let mut ended = false;
     loop {
-        if current.as_ref().is_some_and(JoinHandle::is_finished) {
+        if std::mem::take(&mut ended) || current.as_ref().is_some_and(JoinHandle::is_finished) {
+            // (A thread that said it ended returns at once, unless it is shutting the agent
+            // down, which exits the process.)
             // A phase thread that panicked has already printed why; the next poll goes on.
             let _ = current.take().map(JoinHandle::join);
+            // The next phase may be ready at once: ask soon.
+            quiet = 0;
         }
         progress.busy = current.is_some();
-        let delay = match node.api.work() {
-            Ok(work) => {
+        let delay = match node.api.work(progress.latest_started()) {
+            Ok(answer) => {
                 backoff.reset();
-                match decide(&progress, &work) {
-                    Decision::Nothing => {}
+                node.live.store(answer.live_logs, Ordering::Relaxed);
+                match decide(&progress, &answer.work) {
+                    Decision::Nothing => quiet += 1,
                     Decision::Stop => supervisor.shutdown("the control plane said stop"),
                     Decision::Start {
                         phase,
@@ -156,23 +169,26 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
                             task.clone(),
                             prepare,
                             span.clone(),
+                            phase_done.clone(),
                         )
                         .context("cannot start a thread for the phase")?;
                         current = Some(handle);
                         progress.start(phase);
+                        quiet = 0;
                     }
                 }
-                config.poll
+                next_poll(progress.busy, quiet, config.poll(), config.heartbeat())
             }
             Err(error) => {
                 if let Some(gone) = error.gone() {
                     supervisor.shutdown(&gone.to_string());
                 }
-                let delay = backoff.next_delay().max(config.poll);
+                let delay = backoff.next_delay().max(config.poll());
                 warn!(error = %error_chain(&error), retry_in = ?delay, "polling for work failed");
                 delay
             }
         };
-        thread::sleep(delay);
+        // Sleeps until the delay is over or a phase ends (a timeout is the usual case).
+        ended = phase_ended.recv_timeout(delay).is_ok();
     }
 }

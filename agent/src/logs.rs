@@ -1,25 +1,23 @@
 //! Cutting a command's output into `LogChunk`s. **Invariant:** pure: bytes and instants in,
 //! chunks out; the caller does the reading, the clock and the posting.
 //!
-//! A chunk is sent when its oldest byte has waited [`FLUSH_AFTER`], or when [`FLUSH_BYTES`]
-//! have piled up (chunks are at most that long), and at the end. Sequence numbers count from 0
-//! per phase. The wire wants text: the bytes are decoded as UTF-8, a character split between
-//! two reads is kept back until its end arrives, and invalid bytes become U+FFFD.
+//! A chunk is sent when its oldest byte has waited the flush delay (which the caller passes
+//! in: short while someone follows the log, long otherwise), or when `max_bytes` have piled up
+//! (chunks are at most that long), and at the end. Sequence numbers count from 0 per phase.
+//! The wire wants text: the bytes are decoded as UTF-8, a character split between two reads is
+//! kept back until its end arrives, and invalid bytes become U+FFFD.
 
 use std::time::{Duration, Instant};
 
 use shared::agent_protocol::LogChunk;
 use shared::job::Phase;
 
-/// Longest a byte waits before it is sent.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(200);
-/// Most bytes of text in one chunk (a full one is sent at once).
-pub const FLUSH_BYTES: usize = 32 * 1024;
-
 /// The pending output of one phase.
 #[derive(Debug)]
 pub struct LogBatcher {
     phase: Phase,
+    /// Most bytes of text in one chunk (a full one is sent at once).
+    max_bytes: usize,
     next_seq: u64,
     text: String,
     /// The start of a character whose remaining bytes have not been read yet.
@@ -29,9 +27,10 @@ pub struct LogBatcher {
 }
 
 impl LogBatcher {
-    pub fn new(phase: Phase) -> LogBatcher {
+    pub fn new(phase: Phase, max_bytes: usize) -> LogBatcher {
         LogBatcher {
             phase,
+            max_bytes: max_bytes.max(4),
             next_seq: 0,
             text: String::new(),
             partial: Vec::new(),
@@ -71,12 +70,12 @@ impl LogBatcher {
         }
     }
 
-    /// A full chunk, if [`FLUSH_BYTES`] are pending. Call until `None`.
+    /// A full chunk, if `max_bytes` are pending. Call until `None`.
     pub fn pop_full(&mut self) -> Option<LogChunk> {
-        if self.text.len() < FLUSH_BYTES {
+        if self.text.len() < self.max_bytes {
             return None;
         }
-        let mut end = FLUSH_BYTES;
+        let mut end = self.max_bytes;
         while !self.text.is_char_boundary(end) {
             end -= 1;
         }
@@ -88,17 +87,22 @@ impl LogBatcher {
         Some(self.chunk(data))
     }
 
-    /// Everything pending, if its oldest byte has waited [`FLUSH_AFTER`] at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<LogChunk> {
-        match self.deadline() {
+    /// Everything pending, if its oldest byte has waited `flush_after` at `now`.
+    pub fn pop_due(&mut self, now: Instant, flush_after: Duration) -> Option<LogChunk> {
+        match self.deadline(flush_after) {
             Some(deadline) if now >= deadline => self.take(),
             _ => None,
         }
     }
 
     /// When the pending text is due, if there is any.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.since.map(|since| since + FLUSH_AFTER)
+    pub fn deadline(&self, flush_after: Duration) -> Option<Instant> {
+        self.since.map(|since| since + flush_after)
+    }
+
+    /// How many chunks this batcher has cut so far.
+    pub fn chunks(&self) -> u64 {
+        self.next_seq
     }
 
     /// Everything pending, at the end of the output (a dangling partial character becomes
@@ -144,30 +148,44 @@ mod tests {
         chunks.iter().map(|c| (c.seq, c.data.len())).collect()
     }
 
+    const FLUSH_AFTER: Duration = Duration::from_millis(200);
+    const FLUSH_BYTES: usize = 32 * 1024;
+
     #[test]
     fn waits_for_the_deadline() {
         let t0 = Instant::now();
-        let mut batcher = LogBatcher::new(Phase::Run);
-        assert_eq!(batcher.deadline(), None);
+        let mut batcher = LogBatcher::new(Phase::Run, FLUSH_BYTES);
+        assert_eq!(batcher.deadline(FLUSH_AFTER), None);
         batcher.push(b"a\n", t0);
         batcher.push(b"b\n", t0 + Duration::from_millis(150));
-        assert_eq!(batcher.deadline(), Some(t0 + FLUSH_AFTER));
-        assert_eq!(batcher.pop_due(t0 + Duration::from_millis(199)), None);
-        let chunk = batcher.pop_due(t0 + FLUSH_AFTER).unwrap();
+        assert_eq!(batcher.deadline(FLUSH_AFTER), Some(t0 + FLUSH_AFTER));
+        assert_eq!(
+            batcher.pop_due(t0 + Duration::from_millis(199), FLUSH_AFTER),
+            None
+        );
+        // Someone starts following: the shorter delay applies to what is pending.
+        assert!(
+            batcher
+                .pop_due(t0 + Duration::from_millis(199), Duration::from_millis(100))
+                .is_some()
+        );
+        batcher.push(b"a\nb\n", t0);
+        let chunk = batcher.pop_due(t0 + FLUSH_AFTER, FLUSH_AFTER).unwrap();
         assert_eq!(
             (chunk.phase, chunk.seq, chunk.data.as_str()),
-            (Phase::Run, 0, "a\nb\n")
+            (Phase::Run, 1, "a\nb\n")
         );
-        assert_eq!(batcher.deadline(), None);
+        assert_eq!(batcher.deadline(FLUSH_AFTER), None);
         batcher.push(b"c", t0 + Duration::from_secs(1));
-        assert_eq!(batcher.finish()[0].seq, 1);
+        assert_eq!(batcher.finish()[0].seq, 2);
+        assert_eq!(batcher.chunks(), 3);
         assert!(batcher.finish().is_empty());
     }
 
     #[test]
     fn full_chunks_are_cut_at_char_boundaries() {
         let t0 = Instant::now();
-        let mut batcher = LogBatcher::new(Phase::Setup);
+        let mut batcher = LogBatcher::new(Phase::Setup, FLUSH_BYTES);
         let text = format!(
             "{}é{}",
             "x".repeat(FLUSH_BYTES - 1),
@@ -188,10 +206,10 @@ mod tests {
     #[test]
     fn characters_split_between_reads_are_kept_whole() {
         let t0 = Instant::now();
-        let mut batcher = LogBatcher::new(Phase::Run);
+        let mut batcher = LogBatcher::new(Phase::Run, FLUSH_BYTES);
         let snowman = "☃".as_bytes();
         batcher.push(&snowman[..1], t0);
-        assert_eq!(batcher.deadline(), None, "nothing decodable yet");
+        assert_eq!(batcher.deadline(FLUSH_AFTER), None, "nothing decodable yet");
         batcher.push(&snowman[1..], t0);
         batcher.push(b"\xffok\xe2\x98", t0);
         let chunks = batcher.finish();

@@ -16,7 +16,12 @@ The Stratus node agent. A provider starts it on every node of a job's cluster, w
   STRATUS_CLUSTER        the cluster name
   STRATUS_NODE_RANK      this node's rank (0, 1, ...)
   STRATUS_NODE_DIR       a folder the agent owns (the commands' HOME)
-  STRATUS_AGENT_POLL_MS  milliseconds between polls (default 500)
+and, optionally, how often it talks to the control plane (defaults: the local cloud's):
+  STRATUS_AGENT_POLL_MS          first delay between polls while waiting (200)
+  STRATUS_AGENT_HEARTBEAT_MS     delay between polls while a command runs (1000)
+  STRATUS_AGENT_LOG_FLUSH_MS     longest output waits while nobody follows the log (200)
+  STRATUS_AGENT_LOG_LIVE_MS      longest output waits while someone follows it (200)
+  STRATUS_AGENT_LOG_CHUNK_BYTES  largest log chunk (32768)
 RUST_LOG filters the log on stderr (default info).";
 
 fn main() -> ExitCode {

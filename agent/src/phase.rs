@@ -7,28 +7,37 @@
 //! A phase with no command (none, or blank) reports `Started` and `Exited { code: 0 }` at once,
 //! with no log. The exit code is the command's, or 128 + N when a signal N killed it.
 //!
+//! # Output
+//! Chunks go to object storage through presigned URLs the control plane hands out in batches
+//! ([`LogSink`]), or, where it has none (the local cloud), to the API. Output waits at most
+//! the cadence's `log_live_ms` while someone follows the log, `log_flush_ms` otherwise. When
+//! the agent is stopped (SIGTERM from a machine shutting down, say), the commands are killed
+//! and what they wrote is still sent before the agent exits; the phase then reports nothing,
+//! since its end is not the command's own.
+//!
 //! # The command's environment
 //! Only [`INHERITED`] variables pass from the agent's environment (so the agent's token does
 //! not reach user code), then `HOME` is the node's folder, then the task's `env` (the
 //! `SKYPILOT_*` variables, the task's envs and secrets) goes over all of them. Values are never
 //! logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use shared::agent_protocol::{NodeTask, Report};
+use shared::agent_protocol::{AgentCadence, LogChunk, LogUrlsRequest, NodeTask, Report};
 use shared::job::Phase;
 use tracing::{Span, debug, error, info};
 
-use crate::api::{Api, Gone, error_chain, retry};
+use crate::api::{Api, ApiError, Gone, error_chain, retry};
 use crate::logs::LogBatcher;
 use crate::prepare::{self, NodePaths, PREPARE_FAILED, PrepareError};
 use crate::supervise::{self, Supervisor};
@@ -60,26 +69,121 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// itself wrote must never be lost.
 const DRAIN: Duration = Duration::from_secs(3);
 
+/// Longest a phase thread sleeps without looking at [`Node::live`] again.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// Log URLs asked for at once.
+const URL_BATCH: u32 = 64;
+
+/// Presigned URLs older than this are asked for again (they are asked to live an hour).
+const URL_MAX_AGE: Duration = Duration::from_mins(50);
+
 /// What every phase thread shares.
 pub struct Node {
     pub api: Api,
     pub supervisor: Arc<Supervisor>,
     pub paths: NodePaths,
+    pub cadence: AgentCadence,
+    /// Someone follows the job's log (the last `work` answer said so).
+    pub live: AtomicBool,
 }
 
-/// Starts `phase` of `task` on a new thread.
+impl Node {
+    /// How long output may wait now.
+    fn flush_after(&self) -> Duration {
+        Duration::from_millis(if self.live.load(Ordering::Relaxed) {
+            self.cadence.log_live_ms
+        } else {
+            self.cadence.log_flush_ms
+        })
+    }
+}
+
+/// Where one phase's chunks go: object storage through presigned URLs for consecutive
+/// chunks, fetched in batches, or the API when the control plane has no such URLs.
+struct LogSink<'a> {
+    node: &'a Node,
+    phase: Phase,
+    /// URLs for chunks `first ..`.
+    urls: VecDeque<String>,
+    first: u64,
+    fetched: Option<Instant>,
+    /// The control plane answered with no URLs: post every chunk to the API.
+    through_api: bool,
+}
+
+impl<'a> LogSink<'a> {
+    fn new(node: &'a Node, phase: Phase) -> LogSink<'a> {
+        LogSink {
+            node,
+            phase,
+            urls: VecDeque::new(),
+            first: 0,
+            fetched: None,
+            through_api: false,
+        }
+    }
+
+    /// Sends `chunk`, retrying until it is stored; `Err` only when the node is gone.
+    fn send(&mut self, chunk: &LogChunk) -> Result<(), Gone> {
+        retry("send log chunk", || self.try_send(chunk))
+    }
+
+    fn try_send(&mut self, chunk: &LogChunk) -> Result<(), ApiError> {
+        if self.through_api {
+            return self.node.api.log(chunk);
+        }
+        let Some(url) = self.url_for(chunk.seq)? else {
+            self.through_api = true;
+            return self.node.api.log(chunk);
+        };
+        let result = self.node.api.put_url(&url, &chunk.data);
+        if matches!(result, Err(ApiError::Expired)) {
+            self.urls.clear();
+        }
+        result
+    }
+
+    /// The URL of chunk `seq`, asking for a batch when there is none (or it is old).
+    fn url_for(&mut self, seq: u64) -> Result<Option<String>, ApiError> {
+        let stale = self.fetched.is_none_or(|at| at.elapsed() > URL_MAX_AGE);
+        while !stale && seq > self.first && !self.urls.is_empty() {
+            self.urls.pop_front();
+            self.first += 1;
+        }
+        if stale || seq != self.first || self.urls.is_empty() {
+            let answer = self.node.api.log_urls(&LogUrlsRequest {
+                phase: self.phase,
+                first_seq: seq,
+                count: URL_BATCH,
+            })?;
+            if answer.urls.is_empty() {
+                return Ok(None);
+            }
+            self.urls = answer.urls.into();
+            self.first = answer.first_seq;
+            self.fetched = Some(Instant::now());
+        }
+        Ok(self.urls.front().cloned())
+    }
+}
+
+/// Starts `phase` of `task` on a new thread, which says on `done` when it has finished.
 pub fn spawn(
     node: Arc<Node>,
     phase: Phase,
     task: NodeTask,
     prepare: bool,
     span: Span,
+    done: mpsc::Sender<()>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("{phase}"))
         .spawn(move || {
             let _span = span.enter();
-            if let Err(gone) = run_phase(&node, phase, &task, prepare) {
+            let result = run_phase(&node, phase, &task, prepare);
+            let _ = done.send(());
+            if let Err(gone) = result {
                 node.supervisor.shutdown(&gone.to_string());
             }
         })
@@ -104,34 +208,46 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
         Phase::Run => task.run.as_deref(),
     }
     .filter(|script| !script.trim().is_empty());
-    let code = match (prepared, script) {
+    let mut sink = LogSink::new(node, phase);
+    let (code, chunks) = match (prepared, script) {
         (Err(failure), _) => {
             let message = format!(
                 "stratus-agent: cannot prepare the node: {}",
                 error_chain(&failure)
             );
             error!("{message}");
-            send_message(node, phase, &message)?;
-            PREPARE_FAILED
+            (PREPARE_FAILED, send_message(node, &mut sink, &message)?)
         }
-        (Ok(()), None) => 0,
-        (Ok(()), Some(script)) => run_command(node, phase, script, &task.env)?,
+        (Ok(()), None) => (0, 0),
+        (Ok(()), Some(script)) => run_command(node, &mut sink, script, &task.env)?,
     };
+    if node.supervisor.is_stopping() {
+        // The command was killed by the agent's own shutdown, not ended on its own: report
+        // nothing (the control plane judges the node by the cloud's view), just let the
+        // shutdown finish.
+        loop {
+            thread::park();
+        }
+    }
     retry("report exited", || {
-        node.api.report(&Report::Exited { phase, code })
+        node.api.report(&Report::Exited {
+            phase,
+            code,
+            chunks: Some(chunks),
+        })
     })?;
-    info!(%phase, code, "exited");
+    info!(%phase, code, chunks, "exited");
     Ok(())
 }
 
-/// Sends one line of the agent's own as the phase's whole log.
-fn send_message(node: &Node, phase: Phase, message: &str) -> Result<(), Gone> {
-    let mut batcher = LogBatcher::new(phase);
+/// Sends one line of the agent's own as the phase's whole log; returns the chunk count.
+fn send_message(node: &Node, sink: &mut LogSink<'_>, message: &str) -> Result<u64, Gone> {
+    let mut batcher = LogBatcher::new(sink.phase, node.cadence.log_chunk_bytes);
     batcher.push(format!("{message}\n").as_bytes(), Instant::now());
     for chunk in batcher.finish() {
-        retry("send log chunk", || node.api.log(&chunk))?;
+        sink.send(&chunk)?;
     }
-    Ok(())
+    Ok(batcher.chunks())
 }
 
 /// What the reader and waiter threads tell the phase thread.
@@ -141,13 +257,15 @@ enum Output {
     Exited(i32),
 }
 
-/// Runs `bash -c <script>` and streams its output; returns its exit code.
+/// Runs `bash -c <script>` and streams its output; returns its exit code and the number of
+/// log chunks sent.
 fn run_command(
     node: &Node,
-    phase: Phase,
+    sink: &mut LogSink<'_>,
     script: &str,
     env: &BTreeMap<String, String>,
-) -> Result<i32, Gone> {
+) -> Result<(i32, u64), Gone> {
+    let phase = sink.phase;
     let (reader, mut child) = match start(node, script, env) {
         Ok(Some(started)) => started,
         Ok(None) => loop {
@@ -157,10 +275,11 @@ fn run_command(
         Err(e) => {
             let message = format!("stratus-agent: cannot start bash: {e}");
             error!("{message}");
-            send_message(node, phase, &message)?;
-            return Ok(PREPARE_FAILED);
+            return Ok((PREPARE_FAILED, send_message(node, sink, &message)?));
         }
     };
+    // Until the output is sent, a shutdown waits for it (a bounded while).
+    let _flushing = node.supervisor.flushing();
     debug!(pid = child.id(), "command spawned");
     let (tx, rx) = mpsc::sync_channel(32);
     let output = tx.clone();
@@ -176,16 +295,21 @@ fn run_command(
     if let Err(e) = reading.and(waiting) {
         // Only when the system is out of threads; the command is then left to the shutdown.
         error!(error = %e, "cannot start a thread to follow the command");
-        return Ok(PREPARE_FAILED);
+        return Ok((PREPARE_FAILED, 0));
     }
 
-    let mut batcher = LogBatcher::new(phase);
+    let mut batcher = LogBatcher::new(phase, node.cadence.log_chunk_bytes);
     let (mut exited, mut ended, mut drain_until) = (None, false, None);
     loop {
-        let wake = [batcher.deadline(), drain_until]
-            .into_iter()
-            .flatten()
-            .min();
+        let flush_after = node.flush_after();
+        let wake = [
+            batcher.deadline(flush_after),
+            drain_until,
+            Some(Instant::now() + LOOK_AGAIN),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let message = match wake {
             Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -201,20 +325,20 @@ fn run_command(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         while let Some(chunk) = batcher.pop_full() {
-            retry("send log chunk", || node.api.log(&chunk))?;
+            sink.send(&chunk)?;
         }
-        if let Some(chunk) = batcher.pop_due(Instant::now()) {
-            retry("send log chunk", || node.api.log(&chunk))?;
+        if let Some(chunk) = batcher.pop_due(Instant::now(), node.flush_after()) {
+            sink.send(&chunk)?;
         }
         if exited.is_some() && (ended || drain_until.is_some_and(|at| Instant::now() >= at)) {
             break;
         }
     }
     for chunk in batcher.finish() {
-        retry("send log chunk", || node.api.log(&chunk))?;
+        sink.send(&chunk)?;
     }
     // The waiter always sends `Exited` before the channel can close.
-    Ok(exited.unwrap_or(PREPARE_FAILED))
+    Ok((exited.unwrap_or(PREPARE_FAILED), batcher.chunks()))
 }
 
 /// Spawns the command with its stdout and stderr on one pipe. `Ok(None)` once shutdown began.

@@ -1,10 +1,13 @@
 //! What to do with the `Work` the control plane just returned, given what this agent has
-//! already done. **Invariant:** pure: no IO, no clock, so every rule is a table row below.
+//! already done, and when to ask again. **Invariant:** pure: no IO, no clock, so every rule
+//! is a table row below.
 //!
 //! The control plane keeps returning `Setup` (or `Run`) until it has moved on, so the agent
 //! must not run a phase twice: each phase starts at most once per agent lifetime, and only
 //! when no other command is running. An agent restarted on a node never saw `Setup`: when it
 //! is first given `Run`, it prepares the node (workdir and mounts) before running.
+
+use std::time::Duration;
 
 use shared::agent_protocol::{NodeTask, Work};
 use shared::job::Phase;
@@ -36,7 +39,7 @@ pub enum Decision<'a> {
 
 pub fn decide<'a>(progress: &Progress, work: &'a Work) -> Decision<'a> {
     let (phase, task) = match work {
-        Work::Wait => return Decision::Nothing,
+        Work::Wait | Work::Continue => return Decision::Nothing,
         Work::Stop => return Decision::Stop,
         Work::Setup { task } => (Phase::Setup, task),
         Work::Run { task } => (Phase::Run, task),
@@ -57,7 +60,29 @@ pub fn decide<'a>(progress: &Progress, work: &'a Work) -> Decision<'a> {
     }
 }
 
+/// How long to wait before the next poll: the heartbeat while a command runs (the cloud
+/// says when a machine dies; the poll only proves the agent alive); while waiting for
+/// something (the cluster, the other nodes' setup), `poll` doubled for each answer that
+/// changed nothing (`quiet`), up to the heartbeat.
+pub fn next_poll(busy: bool, quiet: u32, poll: Duration, heartbeat: Duration) -> Duration {
+    if busy {
+        return heartbeat;
+    }
+    poll.saturating_mul(1 << quiet.min(16)).min(heartbeat)
+}
+
 impl Progress {
+    /// The latest phase started, which the `work` poll reports (`?started=`).
+    pub fn latest_started(&self) -> Option<Phase> {
+        if self.run_started {
+            Some(Phase::Run)
+        } else if self.setup_started {
+            Some(Phase::Setup)
+        } else {
+            None
+        }
+    }
+
     /// Records that `phase` was started (after [`Decision::Start`]).
     pub fn start(&mut self, phase: Phase) {
         match phase {
@@ -118,6 +143,19 @@ mod tests {
         check("", &run, "run + prepare");
         check("rp", &setup, "-");
         check("srp", &run, "-");
+        check("spb", &Work::Continue, "-");
+        check("sp", &Work::Continue, "-");
+    }
+
+    #[test]
+    fn polls_back_off_while_waiting_and_beat_while_busy() {
+        let (poll, beat) = (Duration::from_secs(2), Duration::from_secs(30));
+        let delays: Vec<u64> = (0..7)
+            .map(|quiet| next_poll(false, quiet, poll, beat).as_secs())
+            .collect();
+        assert_eq!(delays, [2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(next_poll(true, 0, poll, beat), beat);
+        assert_eq!(next_poll(false, u32::MAX, poll, beat), beat);
     }
 
     #[test]

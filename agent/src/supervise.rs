@@ -16,6 +16,9 @@
 //! alive after [`GRACE`] get SIGKILL one by one (a `killpg` would take the agent too), found
 //! through `/proc` (without `/proc`, only the direct children are known). Then the agent exits
 //! 0. A command spawned after shutdown began is refused, under the same lock, so none escapes.
+//! Before exiting it gives the phase threads up to [`FLUSH_GRACE`] to send the output the
+//! killed commands left behind (on a cloud, output waits minutes before it is sent while
+//! nobody follows the log, and a machine that shuts down for a preemption must not lose it).
 //!
 //! # Signals
 //! SIGTERM, SIGINT and SIGHUP are blocked in every agent thread and read by one thread
@@ -35,7 +38,8 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,12 +50,35 @@ use tracing::{Span, debug, error, info, warn};
 /// How long the commands have between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(3);
 
+/// How long a shutdown waits for the commands' last output to be sent.
+pub const FLUSH_GRACE: Duration = Duration::from_secs(15);
+
 /// The agent's process group and its commands.
 #[derive(Debug)]
 pub struct Supervisor {
     /// The agent's pid, which is also its process group id.
     agent: Pid,
     state: Mutex<State>,
+    /// Shutdown has begun (readable without the state lock, which shutdown holds).
+    stopping: AtomicBool,
+    /// Phase threads with output still to send, and the condition shutdown waits on.
+    flushing: Mutex<usize>,
+    flushed: Condvar,
+}
+
+/// Held by a phase thread while it has output to send; see [`Supervisor::flushing`].
+pub struct Flushing<'a>(&'a Supervisor);
+
+impl Drop for Flushing<'_> {
+    fn drop(&mut self) {
+        let mut count = self
+            .0
+            .flushing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
+        self.0.flushed.notify_all();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +98,9 @@ impl Supervisor {
         Ok(Supervisor {
             agent,
             state: Mutex::new(State::default()),
+            stopping: AtomicBool::new(false),
+            flushing: Mutex::new(0),
+            flushed: Condvar::new(),
         })
     }
 
@@ -100,10 +130,35 @@ impl Supervisor {
     pub fn shutdown(&self, reason: &str) -> ! {
         let mut state = self.lock();
         state.stopping = true;
+        self.stopping.store(true, Ordering::SeqCst);
         info!(reason, "stopping");
         self.terminate(&state.children, GRACE);
+        self.wait_for_flush(FLUSH_GRACE);
         info!("stopped");
         std::process::exit(0)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Marks the caller as having output to send until the guard drops: a shutdown waits for
+    /// it (up to [`FLUSH_GRACE`]).
+    pub fn flushing(&self) -> Flushing<'_> {
+        *self.flushing.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Flushing(self)
+    }
+
+    fn wait_for_flush(&self, grace: Duration) {
+        let count = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, timeout) = self
+            .flushed
+            .wait_timeout_while(count, grace, |count| *count > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        if timeout.timed_out() && *count > 0 {
+            warn!("gave up waiting for the last output to be sent");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -193,11 +193,13 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}))
     }
 
-    pub fn logs(&self, id: u64, after: Option<&str>) -> anyhow::Result<LogsPage> {
-        let after = after
-            .map(|a| format!("?after={}", encode(a)))
-            .unwrap_or_default();
-        self.get(&format!("/api/v1/jobs/{id}/logs{after}"))
+    /// The log after `after` (a previous page's `next`); `follow` says a reader is waiting
+    /// for more, so nodes send their output promptly.
+    pub fn logs(&self, id: u64, after: &str, follow: bool) -> anyhow::Result<LogsPage> {
+        self.get(&format!(
+            "/api/v1/jobs/{id}/logs?after={}&follow={follow}",
+            encode(after)
+        ))
     }
 
     pub fn events(&self, id: u64) -> anyhow::Result<Vec<EventView>> {

@@ -306,12 +306,12 @@ pub fn follow(
         .iter()
         .map(|t| !t.requested.starts_with("1x"))
         .collect();
-    let mut after: Option<String> = None;
+    let mut after = String::new();
     let mut status = job.status;
     let mut at_line_start: BTreeMap<(usize, u32, bool, u32), bool> = BTreeMap::new();
     let stdout = std::io::stdout();
     loop {
-        let page = client.logs(job.id, after.as_deref())?;
+        let page = client.logs(job.id, &after, follow)?;
         let mut out = stdout.lock();
         for piece in &page.pieces {
             let key = (
@@ -341,13 +341,15 @@ pub fn follow(
         }
         let _ = out.flush();
         drop(out);
-        if page.next.is_some() {
-            after = page.next;
-        }
+        after = page.next;
         if progress && page.status != status && !page.status.is_terminal() {
             println!("{}", progress_line(job.id, page.status));
         }
         status = page.status;
+        if page.more {
+            // More is stored already (a long log is read a page at a time).
+            continue;
+        }
         if page.done || !follow {
             // A line cut off at the end still gets its newline.
             if at_line_start.values().any(|s| !*s) {

@@ -310,6 +310,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         heartbeat_timeout: Duration::from_secs(config.heartbeat_timeout_secs()),
         local_buckets: Some(home.join("buckets")),
         started_at: clock.now(),
+        agent_cadence: shared::agent_protocol::AgentCadence::LOCAL,
     };
     let ctx = Context {
         store: Arc::new(store),

@@ -185,8 +185,22 @@ pub async fn context_from(
             // Lambda has no uptime to wait out: a cold start is not a control plane that was
             // down, and the agents' heartbeats are kept in the table.
             started_at: shared::clock::Timestamp::EPOCH,
+            agent_cadence: cadence(),
         },
     })
+}
+
+/// The cloud cadence, with the heartbeat the template sets (`AgentHeartbeatSecs`).
+fn cadence() -> shared::agent_protocol::AgentCadence {
+    let mut cadence = shared::agent_protocol::AgentCadence::CLOUD;
+    if let Some(secs) = std::env::var("STRATUS_AGENT_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+    {
+        cadence.heartbeat_ms = secs * 1000;
+    }
+    cadence
 }
 
 /// The API's URL (for node agents) and the agent-token signing key.

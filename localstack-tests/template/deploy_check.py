@@ -82,7 +82,7 @@ CAPABILITIES = set().union(*(caps for _, _, caps in FUNCTIONS.values())) | {"Use
 ENV_VARS = [
     "STRATUS_TABLE", "STRATUS_BUCKET", "STRATUS_BUS", "STRATUS_BUS_ARN", "STRATUS_SCHEDULER_ROLE_ARN",
     "STRATUS_SCHEDULE_GROUP", "STRATUS_API_URL_PARAM", "STRATUS_SECRET_ARN", "STRATUS_AGENT_KEY",
-    "STRATUS_AGENT_POLL_MS", "STRATUS_HEARTBEAT_TIMEOUT_SECS", "RUST_LOG",
+    "STRATUS_AGENT_HEARTBEAT_SECS", "STRATUS_HEARTBEAT_TIMEOUT_SECS", "RUST_LOG",
 ]
 EC2_DETAIL_TYPES = ["EC2 Instance State-change Notification", "EC2 Spot Instance Interruption Warning"]
 # (function, bus ("custom" or "default"), pattern) of every rule the template must have.
@@ -95,7 +95,7 @@ RULES = [
 OUTPUTS = {"ApiUrl", "TableName", "BucketName", "BusName"}
 
 PARAMETERS = {
-    "AgentPollMs": "1500",
+    "AgentHeartbeatSecs": "45",
     "AdminRoleArn": "arn:aws:iam::123456789012:role/stratus-admin",
 }
 
@@ -864,7 +864,7 @@ def check_environment(
         "STRATUS_SCHEDULER_ROLE_ARN": scheduler_arn,
         "STRATUS_API_URL_PARAM": f"/stratus/{stack}/api-url",
         "STRATUS_AGENT_KEY": "agent/stratus-agent",
-        "STRATUS_AGENT_POLL_MS": PARAMETERS["AgentPollMs"],
+        "STRATUS_AGENT_HEARTBEAT_SECS": PARAMETERS["AgentHeartbeatSecs"],
         "STRATUS_HEARTBEAT_TIMEOUT_SECS": "300",
         "RUST_LOG": "info",
     }

@@ -2,16 +2,28 @@
 //! bearer token. The agent needs no cloud credentials: everything comes through these routes.
 //!
 //! ```text
-//! GET  /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/work    -> Work   (also a heartbeat)
-//! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/report  <- Report
-//! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs    <- LogChunk
-//! GET  /agent/v1/jobs/{job}/blobs/{key...}                          -> bytes (archives)
+//! GET  /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/work?started=<phase>
+//!                                                                       -> WorkAnswer (also a heartbeat)
+//! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/report      <- Report
+//! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs        <- LogChunk
+//! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls   <- LogUrlsRequest -> LogUrls
+//! GET  /agent/v1/jobs/{job}/blobs/{key...}                              -> bytes (archives)
 //! ```
 //!
 //! Every request carries `Authorization: Bearer <token>`; the token is valid for one job only.
 //! A 401, 403 or 404 means the agent's job or cluster is no longer wanted: it stops its
 //! commands and exits. Reports and log chunks are idempotent (a retry after a timeout is
 //! harmless): a report is keyed by (node, kind, phase), a chunk by (node, phase, seq).
+//!
+//! # What a running node costs
+//! On a cloud every request is an API Gateway request and a Lambda invocation, so the agent
+//! talks as little as its job allows ([`AgentCadence`]): it polls `work` every few seconds
+//! only while it waits for something (its cluster to be ready, the other nodes' setup), and
+//! once a minute or so while its command runs (the heartbeat; the clouds' own events say when
+//! a machine dies). Its output goes straight to object storage through presigned URLs handed
+//! out in batches (`logs/urls`), in chunks cut by size or age: large and minutes apart while
+//! nobody watches, within a second while someone follows the log (`WorkAnswer::live_logs`).
+//! Where the store has no such URLs (the local cloud), chunks are posted to `logs`.
 
 use std::collections::BTreeMap;
 
@@ -30,9 +42,75 @@ pub mod env {
     pub const NODE_RANK: &str = "STRATUS_NODE_RANK";
     /// A folder the agent owns on this node: the workdir and mounts go under it.
     pub const NODE_DIR: &str = "STRATUS_NODE_DIR";
-    /// Milliseconds between polls of `work` (default 500).
+    /// Milliseconds between polls of `work` while waiting (see `AgentCadence::poll_ms`).
     pub const POLL_MS: &str = "STRATUS_AGENT_POLL_MS";
+    /// Milliseconds between polls of `work` while a command runs (`AgentCadence::heartbeat_ms`).
+    pub const HEARTBEAT_MS: &str = "STRATUS_AGENT_HEARTBEAT_MS";
+    /// Longest a line of output waits while nobody follows the log (`AgentCadence::log_flush_ms`).
+    pub const LOG_FLUSH_MS: &str = "STRATUS_AGENT_LOG_FLUSH_MS";
+    /// Longest a line of output waits while someone follows (`AgentCadence::log_live_ms`).
+    pub const LOG_LIVE_MS: &str = "STRATUS_AGENT_LOG_LIVE_MS";
+    /// Largest log chunk, in bytes (`AgentCadence::log_chunk_bytes`).
+    pub const LOG_CHUNK_BYTES: &str = "STRATUS_AGENT_LOG_CHUNK_BYTES";
 }
+
+/// How often a node's agent talks to the control plane. Given to every node at boot (as the
+/// `env` variables); the local cloud is snappy, a cloud node frugal (each request is billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCadence {
+    /// First delay between polls of `work` while the agent waits for something (its cluster,
+    /// the other nodes); each unchanged answer doubles it, up to `heartbeat_ms`.
+    pub poll_ms: u64,
+    /// Delay between polls while a command runs: the heartbeat the sweep judges liveness by.
+    pub heartbeat_ms: u64,
+    /// Longest output waits before it is sent while nobody follows the log.
+    pub log_flush_ms: u64,
+    /// Longest output waits while someone follows the log.
+    pub log_live_ms: u64,
+    /// Output is sent at once when this much has piled up; no chunk is larger.
+    pub log_chunk_bytes: usize,
+}
+
+impl AgentCadence {
+    /// Nodes that are processes on this machine: requests cost nothing.
+    pub const LOCAL: AgentCadence = AgentCadence {
+        poll_ms: 200,
+        heartbeat_ms: 1_000,
+        log_flush_ms: 200,
+        log_live_ms: 200,
+        log_chunk_bytes: 32 * 1024,
+    };
+
+    /// Cloud nodes: a quiet node makes about two requests a minute, and output goes out in
+    /// chunks of up to 256 KiB, every five minutes at most while nobody watches (the costs are
+    /// worked out in ARCHITECTURE.md and printed by the `node_cost` bench).
+    pub const CLOUD: AgentCadence = AgentCadence {
+        poll_ms: 2_000,
+        heartbeat_ms: 30_000,
+        log_flush_ms: 300_000,
+        log_live_ms: 1_000,
+        log_chunk_bytes: 256 * 1024,
+    };
+
+    /// The variables that carry it to an agent.
+    pub fn env(&self) -> [(&'static str, String); 5] {
+        [
+            (env::POLL_MS, self.poll_ms.to_string()),
+            (env::HEARTBEAT_MS, self.heartbeat_ms.to_string()),
+            (env::LOG_FLUSH_MS, self.log_flush_ms.to_string()),
+            (env::LOG_LIVE_MS, self.log_live_ms.to_string()),
+            (env::LOG_CHUNK_BYTES, self.log_chunk_bytes.to_string()),
+        ]
+    }
+}
+
+/// The largest log chunk any agent may send (the API refuses larger ones, and the log reader
+/// skips larger objects): even escaped as JSON at worst (6 bytes per control character), one
+/// chunk must fit in a page of the API's answer, under Lambda's 6 MB response limit.
+pub const MAX_LOG_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Most presigned log URLs one `logs/urls` request returns.
+pub const MAX_LOG_URLS: u32 = 128;
 
 /// What the node should do now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +123,46 @@ pub enum Work {
     Setup { task: NodeTask },
     /// Run `task.run` (setup has succeeded on every node).
     Run { task: NodeTask },
+    /// Go on with the phase the agent said it started (`?started=`): the task is not sent
+    /// again.
+    Continue,
     /// The job is over or this cluster was abandoned: kill the commands and exit.
     Stop,
+}
+
+/// The answer to a `work` poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkAnswer {
+    #[serde(flatten)]
+    pub work: Work,
+    /// Someone follows the job's log: send output within `AgentCadence::log_live_ms`.
+    #[serde(default)]
+    pub live_logs: bool,
+}
+
+/// The `work` poll's query: the latest phase this agent has started, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkQuery {
+    #[serde(default)]
+    pub started: Option<Phase>,
+}
+
+/// A request for presigned URLs for the log chunks `first_seq ..` of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogUrlsRequest {
+    pub phase: Phase,
+    pub first_seq: u64,
+    /// At most [`MAX_LOG_URLS`].
+    pub count: u32,
+}
+
+/// Presigned `PUT` URLs for consecutive chunks from `first_seq`; empty when the store has no
+/// such URLs (then post chunks to `logs`). A URL that answers 403 has expired: ask again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogUrls {
+    pub first_seq: u64,
+    pub urls: Vec<String>,
 }
 
 /// The task as one node runs it.
@@ -90,8 +206,14 @@ pub enum Report {
     Ready,
     /// A phase's command has started.
     Started { phase: Phase },
-    /// A phase's command has exited (`code` 0 on success; a signal counts as 128 + signal).
-    Exited { phase: Phase, code: i32 },
+    /// A phase's command has exited (`code` 0 on success; a signal counts as 128 + signal),
+    /// after its `chunks` log chunks were stored.
+    Exited {
+        phase: Phase,
+        code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunks: Option<u64>,
+    },
 }
 
 /// A piece of a phase's combined stdout and stderr.
@@ -114,6 +236,10 @@ pub fn report_path(job: u64, cluster: &str, rank: u32) -> String {
 
 pub fn logs_path(job: u64, cluster: &str, rank: u32) -> String {
     format!("/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs")
+}
+
+pub fn log_urls_path(job: u64, cluster: &str, rank: u32) -> String {
+    format!("/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls")
 }
 
 pub fn blob_path(job: u64, key: &str) -> String {
@@ -151,10 +277,18 @@ mod tests {
         let report = Report::Exited {
             phase: Phase::Run,
             code: 3,
+            chunks: None,
         };
         assert_eq!(
             serde_json::to_string(&report).unwrap(),
             r#"{"type":"exited","phase":"run","code":3}"#
         );
+        let answer = WorkAnswer {
+            work: Work::Continue,
+            live_logs: true,
+        };
+        let json = serde_json::to_string(&answer).unwrap();
+        assert_eq!(json, r#"{"action":"continue","live_logs":true}"#);
+        assert_eq!(serde_json::from_str::<WorkAnswer>(&json).unwrap(), answer);
     }
 }

@@ -9,6 +9,7 @@
 //! - [`credentials`]: which clouds are enabled (`stratus check`).
 //! - [`suggest`]: "did you mean" for misspelled names.
 //! - [`job`]: managed jobs: the record, statuses, events, and the pure state machine `step`.
+//! - [`facts`]: what the nodes of a job's clusters said (the `FactStore` port).
 //! - [`store`]: the state table: the `JobStore` port, with SQLite and DynamoDB adapters.
 //! - [`clock`]: the `Clock` port and `Timestamp`.
 //! - [`provider`]: the cloud port (`Provider`: launch, describe a region, terminate) and adapters.
@@ -16,6 +17,8 @@
 //! - [`api`]: the HTTP API, one axum `Router` for users and node agents.
 //! - [`control`]: the handlers (submit, advance, poll, agent work/reports/logs) over the ports.
 //! - [`agent_protocol`]: what node agents and the control plane say to each other.
+//! - [`metering`]: what the deployment's own requests cost, the price table and counting
+//!   adapters.
 
 pub mod agent_protocol;
 pub mod api;
@@ -25,7 +28,9 @@ pub mod clock;
 pub mod cloud;
 pub mod control;
 pub mod credentials;
+pub mod facts;
 pub mod job;
+pub mod metering;
 pub mod optimizer;
 pub mod provider;
 pub mod spec;

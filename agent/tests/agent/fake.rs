@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shared::agent_protocol::{
-    LogChunk, NodeTask, Report, Work, blob_path, logs_path, report_path, work_path,
+    LogChunk, LogUrls, LogUrlsRequest, NodeTask, Report, Work, WorkAnswer, blob_path,
+    log_urls_path, logs_path, report_path, work_path,
 };
 use shared::job::Phase;
 
@@ -53,17 +54,44 @@ pub struct State {
     pub events: Vec<Event>,
     /// Requests with a wrong or missing token.
     pub bad_auth: usize,
+    /// What `work` answers say about followers.
+    pub live: bool,
+    /// Hand out presigned-style URLs (to this fake's `/put/...`) for log chunks.
+    pub presign: bool,
+    /// Answer the next N `PUT`s to those URLs with 403 (expired).
+    pub expire_puts: usize,
+    /// URL batches handed out, and `PUT`s answered 403.
+    pub url_batches: usize,
+    pub expired_puts: usize,
+    /// The `started` query of every `work` poll, in order.
+    pub polls: Vec<Option<String>>,
 }
 
 impl State {
+    /// The reports, with `Exited`'s chunk count left out (see [`State::exited_chunks`]).
     pub fn reports(&self) -> Vec<Report> {
         self.events
             .iter()
             .filter_map(|event| match event {
+                Event::Report(Report::Exited { phase, code, .. }) => Some(Report::Exited {
+                    phase: *phase,
+                    code: *code,
+                    chunks: None,
+                }),
                 Event::Report(report) => Some(report.clone()),
                 Event::Log(_) => None,
             })
             .collect()
+    }
+
+    /// The chunk count the agent reported with a phase's `Exited`.
+    pub fn exited_chunks(&self, phase: Phase) -> Option<u64> {
+        self.events.iter().find_map(|event| match event {
+            Event::Report(Report::Exited {
+                phase: p, chunks, ..
+            }) if *p == phase => *chunks,
+            _ => None,
+        })
     }
 
     pub fn chunks(&self, phase: Phase) -> Vec<LogChunk> {
@@ -92,7 +120,7 @@ impl State {
 
     fn exited(&self, phase: Phase) -> Option<i32> {
         self.reports().into_iter().find_map(|report| match report {
-            Report::Exited { phase: p, code } if p == phase => Some(code),
+            Report::Exited { phase: p, code, .. } if p == phase => Some(code),
             _ => None,
         })
     }
@@ -134,6 +162,12 @@ impl Fake {
             failed_reports: 0,
             events: Vec::new(),
             bad_auth: 0,
+            live: false,
+            presign: false,
+            expire_puts: 0,
+            url_batches: 0,
+            expired_puts: 0,
+            polls: Vec::new(),
         }));
         let shared = Arc::clone(&state);
         thread::spawn(move || {
@@ -212,7 +246,8 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
     let Ok(request) = read_request(&stream) else {
         return;
     };
-    let (status, body) = route(&request, &mut state.lock().unwrap());
+    let addr = stream.local_addr().unwrap();
+    let (status, body) = route(&request, &mut state.lock().unwrap(), addr);
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
         body.len()
@@ -221,17 +256,72 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
     let _ = stream.write_all(&body);
 }
 
-fn route(request: &Request, state: &mut State) -> (u16, Vec<u8>) {
+fn route(request: &Request, state: &mut State, addr: SocketAddr) -> (u16, Vec<u8>) {
+    // Presigned URLs carry no token: object storage checks the signature instead.
+    if let ("PUT", Some(rest)) = (request.method.as_str(), request.path.strip_prefix("/put/")) {
+        if request.authorization.is_some() {
+            return (400, Vec::new());
+        }
+        if state.expire_puts > 0 {
+            state.expire_puts -= 1;
+            state.expired_puts += 1;
+            return (403, Vec::new());
+        }
+        let (phase, seq) = rest.split_once('/').unwrap();
+        let phase = if phase == "setup" {
+            Phase::Setup
+        } else {
+            Phase::Run
+        };
+        state.events.push(Event::Log(LogChunk {
+            phase,
+            seq: seq.parse().unwrap(),
+            data: String::from_utf8(request.body.clone()).unwrap(),
+        }));
+        return (200, Vec::new());
+    }
     if request.authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
         state.bad_auth += 1;
         return (401, Vec::new());
     }
     let blobs = blob_path(JOB, "");
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", path) if path == work_path(JOB, CLUSTER, RANK) => match state.work() {
-            Ok(work) => (200, serde_json::to_vec(&work).unwrap()),
-            Err(status) => (status, Vec::new()),
-        },
+    let (path, query) = request
+        .path
+        .split_once('?')
+        .unwrap_or((request.path.as_str(), ""));
+    match (request.method.as_str(), path) {
+        ("GET", path) if path == work_path(JOB, CLUSTER, RANK) => {
+            state
+                .polls
+                .push(query.strip_prefix("started=").map(str::to_owned));
+            match state.work() {
+                Ok(work) => (
+                    200,
+                    serde_json::to_vec(&WorkAnswer {
+                        work,
+                        live_logs: state.live,
+                    })
+                    .unwrap(),
+                ),
+                Err(status) => (status, Vec::new()),
+            }
+        }
+        ("POST", path) if path == log_urls_path(JOB, CLUSTER, RANK) => {
+            let asked: LogUrlsRequest = serde_json::from_slice(&request.body).unwrap();
+            let urls = if state.presign {
+                state.url_batches += 1;
+                (asked.first_seq..asked.first_seq + u64::from(asked.count))
+                    .map(|seq| format!("http://{addr}/put/{}/{seq}", asked.phase))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let answer = LogUrls {
+                first_seq: asked.first_seq,
+                urls,
+            };
+            (200, serde_json::to_vec(&answer).unwrap())
+        }
         ("POST", path) if path == report_path(JOB, CLUSTER, RANK) => {
             if state.fail_reports > 0 {
                 state.fail_reports -= 1;

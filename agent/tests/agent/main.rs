@@ -1,5 +1,6 @@
 //! The real `stratus-agent` binary against a fake control plane ([`fake`]): phases, logs,
-//! exit codes, mounts, stopping, faults. Every agent polls every 50 ms.
+//! exit codes, mounts, stopping, faults, where output goes and when. Every agent polls every
+//! 50 ms.
 //!
 //! # Layout
 //! - [`fake`]: the fake control plane.
@@ -7,9 +8,11 @@
 //! - [`phases`]: setup, run, environment, workdir, logs, exit codes.
 //! - [`mounts`]: file mounts.
 //! - [`stopping`]: `Stop`, 401, SIGTERM, bad configuration, retries.
+//! - [`output`]: presigned log URLs, the flush delays, the last output on SIGTERM, the polls.
 
 mod fake;
 mod mounts;
 mod node;
+mod output;
 mod phases;
 mod stopping;

@@ -85,7 +85,8 @@ fn links_copies_and_archives_land_where_the_command_looks() {
             Report::Started { phase: Phase::Run },
             Report::Exited {
                 phase: Phase::Run,
-                code: 0
+                code: 0,
+                chunks: None
             },
         ]
     );
@@ -128,7 +129,8 @@ fn a_node_that_cannot_be_prepared_fails_the_phase_with_125() {
         state.reports().last(),
         Some(&Report::Exited {
             phase: Phase::Setup,
-            code: 125
+            code: 125,
+            chunks: None
         })
     );
     let log = state.log(Phase::Setup);

@@ -49,6 +49,11 @@ pub struct Node {
 impl Node {
     /// Starts the agent against `fake`.
     pub fn start(fake: &Fake) -> Node {
+        Node::start_with(fake, &[])
+    }
+
+    /// Starts the agent against `fake`, with more (or other) variables.
+    pub fn start_with(fake: &Fake, vars: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stratus-agent"))
             .env_clear()
@@ -61,6 +66,8 @@ impl Node {
             .env(env::NODE_RANK, RANK.to_string())
             .env(env::NODE_DIR, dir.path().join("node"))
             .env(env::POLL_MS, "50")
+            .env(env::HEARTBEAT_MS, "50")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(dir.path().join("agent.log")).unwrap())

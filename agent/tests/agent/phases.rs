@@ -56,12 +56,14 @@ fn setup_then_run_with_env_workdir_logs_and_exit_codes() {
             },
             Report::Exited {
                 phase: Phase::Setup,
-                code: 0
+                code: 0,
+                chunks: None
             },
             Report::Started { phase: Phase::Run },
             Report::Exited {
                 phase: Phase::Run,
-                code: 3
+                code: 3,
+                chunks: None
             },
         ]
     );
@@ -97,6 +99,7 @@ fn setup_then_run_with_env_workdir_logs_and_exit_codes() {
             )
             .unwrap();
         let chunks: Vec<LogChunk> = state.chunks(phase);
+        assert_eq!(state.exited_chunks(phase), Some(chunks.len() as u64));
         for chunk in &chunks {
             let at = position(&Event::Log(chunk.clone()));
             assert!(
@@ -111,6 +114,7 @@ fn setup_then_run_with_env_workdir_logs_and_exit_codes() {
         state.chunks(Phase::Run).len() >= 6,
         "30000 lines make several chunks"
     );
+
     assert_eq!(state.bad_auth, 0);
 
     let log = node.stderr();
@@ -139,12 +143,14 @@ fn a_phase_without_a_command_exits_0_at_once() {
             },
             Report::Exited {
                 phase: Phase::Setup,
-                code: 0
+                code: 0,
+                chunks: None
             },
             Report::Started { phase: Phase::Run },
             Report::Exited {
                 phase: Phase::Run,
-                code: 0
+                code: 0,
+                chunks: None
             },
         ]
     );
@@ -165,7 +171,8 @@ fn a_failed_setup_is_reported_and_run_never_starts() {
             },
             Report::Exited {
                 phase: Phase::Setup,
-                code: 7
+                code: 7,
+                chunks: None
             },
         ]
     );

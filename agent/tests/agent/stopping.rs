@@ -82,7 +82,8 @@ fn a_kill_0_from_the_command_does_not_stop_the_agent() {
         reports.last(),
         Some(&Report::Exited {
             phase: Phase::Run,
-            code: 143
+            code: 143,
+            chunks: None
         })
     );
     assert!(!node.stderr().contains("received SIGTERM"));
@@ -101,7 +102,8 @@ fn a_transient_503_on_report_is_retried() {
         state.reports().last(),
         Some(&Report::Exited {
             phase: Phase::Run,
-            code: 0
+            code: 0,
+            chunks: None
         })
     );
 }

@@ -38,6 +38,35 @@ impl Home {
         }
     }
 
+    /// The `$STRATUS_HOME` folder.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `GET <path>` on this home's control plane with its user token: status and body.
+    pub fn api_get(&self, path: &str) -> (u16, Vec<u8>) {
+        let port = std::fs::read_to_string(self.path().join("api/port")).unwrap();
+        // The file holds the token's bytes; the API takes them in hex.
+        let token = hex::encode(std::fs::read(self.path().join("api/token")).unwrap());
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut response = agent
+            .get(format!("http://127.0.0.1:{}{path}", port.trim()))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap();
+        (status, body)
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
         command

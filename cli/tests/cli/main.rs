@@ -7,6 +7,7 @@
 //! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
+//! - `logs`: live logs of multi-node jobs, exactly once, and logs larger than a response.
 
 mod check;
 mod compat;
@@ -14,6 +15,7 @@ mod dashboard;
 mod dry_run;
 mod harness;
 mod local_mode;
+mod logs;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -41,6 +41,17 @@ pub const REGIONS: [&str; 5] = [
 
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
+/// How often the emulated machines' agents talk to the control plane: the cloud cadence's
+/// shape (waiting polls back off to a heartbeat, output batched unless followed) at a test's
+/// pace.
+pub const CADENCE: shared::agent_protocol::AgentCadence = shared::agent_protocol::AgentCadence {
+    poll_ms: 200,
+    heartbeat_ms: 1_000,
+    log_flush_ms: 2_000,
+    log_live_ms: 200,
+    log_chunk_bytes: 256 * 1024,
+};
+
 /// Every request is one user's (API Gateway's IAM check is what the harness plays).
 struct Tester;
 
@@ -262,6 +273,8 @@ impl World {
         let mut ctx = functions::context_from(&env, &sdk, functions::Function::Recover)
             .await
             .unwrap();
+        // The cloud cadence, sped up: the nodes get it through their boot scripts.
+        ctx.settings.agent_cadence = CADENCE;
         let mut proxy = None;
         if let Some(fault) = options.ec2_fault {
             let started = crate::proxy::start(&emulator.url, fault).await;
@@ -420,9 +433,10 @@ impl World {
 
     /// The job's user log.
     pub async fn logs(&self, id: JobId) -> String {
-        let (pieces, _) = shared::control::logs::read(self.ctx.blobs.as_ref(), id, None, None)
-            .await
-            .unwrap();
+        let pieces =
+            shared::control::logs::read_all(self.ctx.store.as_ref(), self.ctx.blobs.as_ref(), id)
+                .await
+                .unwrap();
         pieces.iter().map(|p| p.data.as_str()).collect()
     }
 
@@ -563,7 +577,6 @@ async fn boot_machines(sdk: SdkConfig, machines: Machines, nodes: PathBuf) {
                             instance.ami_launch_index().unwrap_or(0).to_string(),
                         )
                         .env("STRATUS_NODE_DIR", &dir)
-                        .env("STRATUS_AGENT_POLL_MS", "200")
                         .stdin(Stdio::null())
                         .stdout(log.try_clone().unwrap())
                         .stderr(log);
@@ -604,7 +617,6 @@ fn start_agent(
         .envs(env)
         .env("STRATUS_NODE_RANK", rank)
         .env("STRATUS_NODE_DIR", dir)
-        .env("STRATUS_AGENT_POLL_MS", "200")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

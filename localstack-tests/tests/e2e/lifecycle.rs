@@ -240,6 +240,7 @@ async fn throttled_launches_back_off_and_never_double() {
         agent: shared::provider::AgentBoot {
             api_url: "http://127.0.0.1:1".into(),
             token: "t".into(),
+            cadence: shared::agent_protocol::AgentCadence::CLOUD,
         },
         labels: std::collections::BTreeMap::default(),
         image_id: None,

@@ -26,8 +26,10 @@ use tracing::warn;
 
 pub use view::{EventView, JobView, TaskView};
 
-use crate::agent_protocol::{LogChunk, Report, Work};
-use crate::control::logs::{self, LogPiece};
+use crate::agent_protocol::{
+    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_CHUNK_BYTES, Report, WorkAnswer, WorkQuery,
+};
+use crate::control::logs::{self, LogCursor, LogPiece};
 use crate::control::{self, Context, HandlerError, SubmitError, SubmitRequest, agent};
 use crate::job::{JobEvent, JobId, JobRecord, JobStatus};
 use crate::store::{Cursor, StoreError};
@@ -108,6 +110,10 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
             "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs",
             post(agent_logs),
         )
+        .route(
+            "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls",
+            post(agent_log_urls),
+        )
         .route("/agent/v1/jobs/{job}/blobs/{*key}", get(agent_blob))
         .merge(dashboard::routes())
         .with_state(state)
@@ -167,6 +173,7 @@ impl From<HandlerError> for ApiError {
     fn from(e: HandlerError) -> Self {
         match e {
             HandlerError::Store(e) => e.into(),
+            HandlerError::UnknownNode { .. } => Self::new(StatusCode::NOT_FOUND, e.to_string()),
             other => internal(&other),
         }
     }
@@ -349,20 +356,35 @@ async fn cancel_job(
 
 #[derive(Debug, Deserialize)]
 struct LogsQuery {
+    /// The `next` of the previous page.
     after: Option<String>,
     task: Option<usize>,
+    /// The caller follows the log: nodes send their output within a second or so while
+    /// anyone does (otherwise, on clouds, they batch it for minutes to save requests).
+    #[serde(default)]
+    follow: bool,
 }
 
 /// New log output since `after`, with the job's status so a follower knows when to stop.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogsPage {
     pub pieces: Vec<LogPiece>,
-    /// Pass as `after` to continue.
-    pub next: Option<String>,
+    /// Pass as `after` to continue (an opaque cursor).
+    pub next: String,
+    /// More output is stored already: ask again at once.
+    #[serde(default)]
+    pub more: bool,
     pub status: JobStatus,
-    /// The job has ended: after this page there is nothing more to come.
+    /// The job has ended and every line of it has been returned: nothing more is to come.
     pub done: bool,
 }
+
+/// How long one follower's request keeps nodes sending output promptly.
+const FOLLOW_FOR: std::time::Duration = std::time::Duration::from_mins(1);
+
+/// A job that ended this long ago has nothing more to write, whatever its facts say (a cluster
+/// whose teardown was never recorded).
+const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_mins(1);
 
 async fn job_logs(
     State(state): State<Arc<ApiState>>,
@@ -371,20 +393,30 @@ async fn job_logs(
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogsPage>> {
     let user = state.user(&headers)?;
-    // Read the status before the logs: if it says "ended", every chunk is already stored.
+    let cursor = LogCursor::parse(query.after.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The status, then the facts, then the logs: if the job has ended and the facts say a
+    // stream is complete, every chunk of it is stored already.
     let job = state.job_for(&user, id).await?;
-    let (pieces, next) = logs::read(
-        state.ctx.blobs.as_ref(),
-        id,
-        query.task,
-        query.after.as_deref(),
-    )
-    .await?;
+    let now = state.ctx.clock.now();
+    let store = &state.ctx.store;
+    if query.follow && !job.is_terminal() {
+        // Written at most every half minute per job, however many follow.
+        let until = store.followed_until(id).await?;
+        if until.is_none_or(|until| until < now.plus(FOLLOW_FOR / 2)) {
+            store.follow(id, now.plus(FOLLOW_FOR)).await?;
+        }
+    }
+    let facts = store.job_facts(id).await?;
+    let read = logs::read(state.ctx.blobs.as_ref(), id, &facts, query.task, &cursor).await?;
+    let ended = job.tasks.iter().filter_map(|t| t.ended_at).max();
+    let settled = ended.is_some_and(|at| now.since(at) > SETTLE_AFTER);
     Ok(Json(LogsPage {
-        pieces,
-        next,
+        pieces: read.pieces,
+        next: read.cursor.to_string(),
+        more: read.more,
         status: job.status(),
-        done: job.is_terminal(),
+        done: job.is_terminal() && !read.more && (read.complete || settled),
     }))
 }
 
@@ -489,9 +521,12 @@ async fn agent_work(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path((job, cluster, rank)): Path<(JobId, String, u32)>,
-) -> ApiResult<Json<Work>> {
+    Query(query): Query<WorkQuery>,
+) -> ApiResult<Json<WorkAnswer>> {
     state.agent(&headers, job)?;
-    Ok(Json(agent::work(&state.ctx, job, &cluster, rank).await?))
+    Ok(Json(
+        agent::work(&state.ctx, job, &cluster, rank, query.started).await?,
+    ))
 }
 
 async fn agent_report(
@@ -517,8 +552,29 @@ async fn agent_logs(
     Json(chunk): Json<LogChunk>,
 ) -> ApiResult<StatusCode> {
     state.agent(&headers, job)?;
+    if chunk.data.len() > MAX_LOG_CHUNK_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a log chunk holds at most {MAX_LOG_CHUNK_BYTES} bytes; this one has {}",
+                chunk.data.len()
+            ),
+        ));
+    }
     agent::log(&state.ctx, job, &cluster, rank, &chunk).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_log_urls(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, cluster, rank)): Path<(JobId, String, u32)>,
+    Json(request): Json<LogUrlsRequest>,
+) -> ApiResult<Json<LogUrls>> {
+    state.agent(&headers, job)?;
+    Ok(Json(
+        agent::log_urls(&state.ctx, job, &cluster, rank, &request).await?,
+    ))
 }
 
 async fn agent_blob(

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{BlobError, BlobStore, check_key};
+use super::{BlobError, BlobStore, Bounded, check_key};
 
 /// A folder standing in for a bucket. Writes go to a temporary file and are renamed into place,
 /// so a reader never sees half an object.
@@ -70,6 +70,20 @@ impl BlobStore for LocalBlobStore {
             }
             Err(e) => Err(backend(key, e)),
         }
+    }
+
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Bounded>, BlobError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() && meta.len() > max as u64 => {
+                return Ok(Some(Bounded::TooLarge(meta.len())));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
+            Err(e) => return Err(backend(key, e)),
+        }
+        Ok(self.get(key).await?.map(Bounded::Data))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {

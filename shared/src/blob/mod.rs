@@ -27,12 +27,31 @@ pub enum BlobError {
     },
 }
 
+/// An object read with a size limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    Data(Vec<u8>),
+    /// The object has this many bytes, more than the limit: it was not read.
+    TooLarge(u64),
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Writes (or replaces) the object at `key`.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError>;
     /// Reads the object at `key`; `None` if there is none.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// Reads the object at `key` if it has at most `max` bytes; a larger one is not read
+    /// (an agent can write what it likes to its own log keys, and a reader must stay bounded).
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Bounded>, BlobError> {
+        Ok(self.get(key).await?.map(|bytes| {
+            if bytes.len() > max {
+                Bounded::TooLarge(bytes.len() as u64)
+            } else {
+                Bounded::Data(bytes)
+            }
+        }))
+    }
     /// Keys under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError>;
     /// Deletes every object under `prefix`; nothing there is fine.

@@ -33,7 +33,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 
-use super::{BlobError, BlobStore, check_key};
+use super::{BlobError, BlobStore, Bounded, check_key};
 
 /// `DeleteObjects` takes at most this many keys.
 const DELETE_BATCH: usize = 1000;
@@ -302,6 +302,41 @@ impl BlobStore for S3BlobStore {
             )
         })?;
         Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Bounded>, BlobError> {
+        let object = self.object(key)?;
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(GetObjectError::is_no_such_key) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.failure("GetObject", key, &object, &e)),
+        };
+        // The length comes with the headers: a large body is dropped unread.
+        let size = output.content_length().unwrap_or(0);
+        if usize::try_from(size).map_or(true, |size| size > max) {
+            return Ok(Some(Bounded::TooLarge(u64::try_from(size).unwrap_or(0))));
+        }
+        let bytes = output.body.collect().await.map_err(|e| {
+            self.failure_detail(
+                "GetObject",
+                key,
+                &object,
+                format!("reading the body: {}", DisplayErrorContext(&e)),
+            )
+        })?;
+        Ok(Some(Bounded::Data(bytes.into_bytes().to_vec())))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {

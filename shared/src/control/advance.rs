@@ -14,7 +14,10 @@
 use tracing::{debug, info, warn};
 
 use super::{Context, HandlerError, agent};
-use crate::job::{Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, step};
+use crate::facts::{ClusterFact, ClusterRef};
+use crate::job::{
+    Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster, step,
+};
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
 use crate::spec::ImageId;
 use crate::store::StoreError;
@@ -148,6 +151,7 @@ pub(super) async fn launch(
         agent: AgentBoot {
             api_url: ctx.settings.agent_api_url.clone(),
             token: ctx.settings.secret.agent_token(job.id),
+            cadence: ctx.settings.agent_cadence,
         },
         labels: resources.map(|r| r.labels.clone()).unwrap_or_default(),
         image_id,
@@ -172,7 +176,12 @@ pub(super) async fn launch(
                     nodes = nodes.len(),
                     "cluster launched"
                 );
-                agent::record_nodes(ctx, job.id, cluster, &nodes).await?;
+                let at = ClusterRef {
+                    cluster: cluster.to_owned(),
+                    task,
+                    attempt: job.tasks[task].attempt,
+                };
+                agent::record_nodes(ctx, job.id, &at, &nodes).await?;
                 JobEvent::ClusterLaunched {
                     cluster: cluster.to_owned(),
                 }
@@ -234,6 +243,17 @@ pub(super) async fn terminate(
         }
     }
     if all_gone {
+        // Its nodes will say nothing more: log readers stop waiting for their output.
+        if let Some(attempt) = attempt_of_cluster(cluster, job.id) {
+            let at = ClusterRef {
+                cluster: cluster.to_owned(),
+                task,
+                attempt,
+            };
+            ctx.store
+                .record_cluster(job.id, &at, ClusterFact::Terminated)
+                .await?;
+        }
         let state = &job.tasks[task];
         let line = ControllerEvent {
             at: ctx.clock.now(),

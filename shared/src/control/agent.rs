@@ -1,87 +1,132 @@
 //! What node agents ask the control plane: their work, their reports, their logs.
 //!
-//! Node facts live in blob storage, one small write-once object per fact
-//! (`jobs/<id>/nodes/<cluster>/<rank>/ready`, `.../setup.exit`, ...), so concurrent requests
-//! from the nodes never read-modify-write the same object. A report that completes a fact about
-//! the whole cluster (every node ready, every node's setup exited 0, any node failed) becomes a
-//! job event, applied at once so the next poll of `work` already sees its effect.
+//! Every request names a node (job, cluster, rank); [`node_of`] is the one place that checks
+//! the node belongs to the job the token was made for: the cluster's name must be one of the
+//! job's (`<task>-<job>-<attempt>`) and the rank below the task's node count. What the nodes
+//! say is kept as node facts ([`crate::facts`]) in the state table. A report that completes a
+//! fact about the whole cluster (every node ready, every node's setup exited 0, any node
+//! failed) becomes a job event, applied at once so the next poll of `work` already sees it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Context, HandlerError, advance, logs};
-use crate::agent_protocol::{LogChunk, MountSource, NodeMount, NodeTask, Report, Work};
-use crate::clock::Timestamp;
-use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase};
+use crate::agent_protocol::{
+    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_URLS, MountSource, NodeMount, NodeTask, Report,
+    Work, WorkAnswer,
+};
+use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, NodeFact};
+use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase, attempt_of_cluster};
 use crate::provider::NodeInfo;
 use crate::spec::{self, StorageMode, StorageSource, Workdir};
 use crate::store::StoreError;
 
-fn node_prefix(job_id: JobId, cluster: &str, rank: u32) -> String {
-    format!("jobs/{job_id}/nodes/{cluster}/{rank}/")
-}
-
-/// The cluster's node addresses, written when it launches (for `SKYPILOT_NODE_IPS`).
-pub(super) fn ips_key(job_id: JobId, cluster: &str) -> String {
-    format!("jobs/{job_id}/nodes/{cluster}/ips.json")
-}
+/// How long presigned log URLs are asked to live (credentials may end them sooner; the agent
+/// asks again on a 403).
+const LOG_URL_LIFETIME: std::time::Duration = std::time::Duration::from_hours(1);
 
 /// The local paths the CLI uploaded for a job, and their blob keys.
 pub fn uploads_key(job_id: JobId) -> String {
     format!("jobs/{job_id}/uploads.json")
 }
 
-/// Records the addresses of a freshly launched cluster's nodes.
+/// Records the nodes of a freshly launched cluster (for `SKYPILOT_NODE_IPS`).
 pub(super) async fn record_nodes(
     ctx: &Context,
     job_id: JobId,
-    cluster: &str,
+    at: &ClusterRef,
     nodes: &[NodeInfo],
 ) -> Result<(), HandlerError> {
-    let bytes = serde_json::to_vec(nodes).expect("node infos serialize");
-    ctx.blobs.put(&ips_key(job_id, cluster), bytes).await?;
+    ctx.store
+        .record_cluster(job_id, at, ClusterFact::Launched(nodes.to_vec()))
+        .await?;
     Ok(())
 }
 
-/// What node `rank` of `cluster` should do now. Also records that it is alive.
+/// Where a node's request lands: its cluster, whether the job still wants that cluster, and
+/// the task it runs.
+pub struct Node {
+    pub at: ClusterRef,
+    /// The cluster is the current task's, and the job has not ended.
+    pub wanted: bool,
+}
+
+/// Checks that `rank` of `cluster` is a node of job `job` (see the module docs). A cluster
+/// the job has moved past is still its own (`wanted: false`); a name that is not the job's,
+/// or a rank beyond the task's nodes, is [`HandlerError::UnknownNode`].
+pub fn node_of(job: &JobRecord, cluster: &str, rank: u32) -> Result<Node, HandlerError> {
+    let unknown = || HandlerError::UnknownNode {
+        job_id: job.id,
+        cluster: cluster.to_owned(),
+        rank,
+    };
+    let attempt = attempt_of_cluster(cluster, job.id).ok_or_else(unknown)?;
+    let task = job.task_of_cluster(cluster);
+    // An abandoned cluster's task is unknown to the record; its nodes get `Stop` anyway.
+    let index = task.unwrap_or(job.current_task);
+    if rank >= job.task_spec(index).num_nodes {
+        return Err(unknown());
+    }
+    Ok(Node {
+        at: ClusterRef {
+            cluster: cluster.to_owned(),
+            task: index,
+            attempt,
+        },
+        wanted: task == Some(job.current_task) && !job.is_terminal(),
+    })
+}
+
+/// What node `rank` of `cluster` should do now. Also records that it is alive. `started` is
+/// the latest phase the agent has started: the task is not sent again for it.
 pub async fn work(
     ctx: &Context,
     job_id: JobId,
     cluster: &str,
     rank: u32,
-) -> Result<Work, HandlerError> {
+    started: Option<Phase>,
+) -> Result<WorkAnswer, HandlerError> {
+    let stop = WorkAnswer {
+        work: Work::Stop,
+        live_logs: false,
+    };
     let job = match ctx.store.get_job(job_id).await {
         Ok(job) => job,
-        Err(StoreError::NotFound { .. }) => return Ok(Work::Stop),
+        Err(StoreError::NotFound { .. }) => return Ok(stop),
         Err(e) => return Err(e.into()),
     };
-    let now = ctx.clock.now();
-    let Some(task) = job.task_of_cluster(cluster) else {
-        return Ok(Work::Stop);
-    };
-    let state = &job.tasks[task];
-    if task != job.current_task || job.is_terminal() {
-        return Ok(Work::Stop);
+    let node = node_of(&job, cluster, rank)?;
+    if !node.wanted {
+        return Ok(stop);
     }
-    ctx.blobs
-        .put(
-            &format!("{}seen", node_prefix(job_id, cluster, rank)),
-            now.as_millis().to_string().into_bytes(),
-        )
+    let now = ctx.clock.now();
+    ctx.store
+        .record_node(job_id, &node.at, rank, NodeFact::Seen(now))
         .await?;
-    Ok(match state.status {
+    let state = &job.tasks[node.at.task];
+    let work = match state.status {
         JobStatus::Running => {
-            let node_task = node_task(ctx, &job, task, cluster, rank).await?;
-            if state.phase == Some(Phase::Run) {
-                Work::Run { task: node_task }
+            let phase = state.phase.unwrap_or(Phase::Setup);
+            if started.is_some_and(|s| s >= phase) {
+                Work::Continue
             } else {
-                Work::Setup { task: node_task }
+                let task = node_task(ctx, &job, node.at.task, cluster, rank).await?;
+                match phase {
+                    Phase::Setup => Work::Setup { task },
+                    Phase::Run => Work::Run { task },
+                }
             }
         }
         JobStatus::Starting | JobStatus::Recovering => Work::Wait,
         _ => Work::Stop,
-    })
+    };
+    let live_logs = ctx
+        .store
+        .followed_until(job_id)
+        .await?
+        .is_some_and(|until| until > now);
+    Ok(WorkAnswer { work, live_logs })
 }
 
 /// Records a node's report and, when it completes a cluster-wide fact, advances the job.
@@ -93,8 +138,9 @@ pub async fn report(
     report: &Report,
 ) -> Result<(), HandlerError> {
     let job = ctx.store.get_job(job_id).await?;
-    let Some(task) = job.task_of_cluster(cluster) else {
-        // A cluster the job no longer knows: tell the step so it tears it down.
+    let node = node_of(&job, cluster, rank)?;
+    if job.task_of_cluster(cluster).is_none() {
+        // One of the job's clusters it no longer knows: tell the step, which tears it down.
         return advance(
             ctx,
             job_id,
@@ -103,22 +149,20 @@ pub async fn report(
             },
         )
         .await;
-    };
-    let nodes = job.task_spec(task).num_nodes;
-    let prefix = node_prefix(job_id, cluster, rank);
+    }
+    let nodes = job.task_spec(node.at.task).num_nodes as usize;
     let cluster_owned = cluster.to_owned();
+    let record = |fact| ctx.store.record_node(job_id, &node.at, rank, fact);
     let event = match *report {
         Report::Ready => {
-            ctx.blobs.put(&format!("{prefix}ready"), Vec::new()).await?;
-            let ready = facts(ctx, job_id, cluster, "ready").await?;
-            (ready.len() >= nodes as usize).then_some(JobEvent::NodeReady {
+            record(NodeFact::Ready).await?;
+            let facts = cluster_facts(ctx, job_id, &node.at).await?;
+            (facts.ready() >= nodes).then_some(JobEvent::NodeReady {
                 cluster: cluster_owned,
             })
         }
         Report::Started { phase } => {
-            ctx.blobs
-                .put(&format!("{prefix}{phase}.started"), Vec::new())
-                .await?;
+            record(NodeFact::Started(phase)).await?;
             Some(match phase {
                 Phase::Setup => JobEvent::SetupStarted {
                     cluster: cluster_owned,
@@ -128,27 +172,32 @@ pub async fn report(
                 },
             })
         }
-        Report::Exited { phase, code } => {
-            ctx.blobs
-                .put(
-                    &format!("{prefix}{phase}.exit"),
-                    code.to_string().into_bytes(),
-                )
-                .await?;
-            if code == 0 {
-                let exits = facts(ctx, job_id, cluster, &format!("{phase}.exit")).await?;
-                let codes: Vec<i32> = exits.values().copied().collect();
-                (codes.len() >= nodes as usize).then_some(JobEvent::TaskExited {
+        Report::Exited {
+            phase,
+            code,
+            chunks,
+        } => {
+            record(NodeFact::Exited {
+                phase,
+                code,
+                chunks,
+            })
+            .await?;
+            // The stored codes, not the reported one: the first report of a node wins.
+            let exits = cluster_facts(ctx, job_id, &node.at).await?.exits(phase);
+            let failed: Vec<i32> = exits.values().copied().filter(|c| *c != 0).collect();
+            if failed.is_empty() {
+                (exits.len() >= nodes).then(|| JobEvent::TaskExited {
                     cluster: cluster_owned,
                     phase,
-                    codes,
+                    codes: exits.values().copied().collect(),
                 })
             } else {
                 // One node failing fails the task (gang semantics): no need to wait for the rest.
                 Some(JobEvent::TaskExited {
                     cluster: cluster_owned,
                     phase,
-                    codes: vec![code],
+                    codes: failed,
                 })
             }
         }
@@ -158,95 +207,20 @@ pub async fn report(
         None => Ok(()),
     }
 }
-/// What a cluster's nodes have recorded, read with one listing.
-#[derive(Debug, Default)]
-pub(super) struct NodeFacts {
-    /// Per fact name (`ready`, `setup.exit`, `run.exit`, `seen`, ...): rank → its value as a
-    /// number (0 when it has none).
-    facts: BTreeMap<String, BTreeMap<u32, i64>>,
-}
 
-impl NodeFacts {
-    /// The ranks that recorded `fact`, with its value.
-    pub(super) fn get(&self, fact: &str) -> BTreeMap<u32, i32> {
-        self.facts
-            .get(fact)
-            .map(|ranks| {
-                ranks
-                    .iter()
-                    .map(|(r, v)| (*r, i32::try_from(*v).unwrap_or(i32::MAX)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// When each node last polled for work.
-    pub(super) fn last_seen(&self) -> Vec<Timestamp> {
-        self.facts
-            .get("seen")
-            .map(|ranks| {
-                ranks
-                    .values()
-                    .map(|ms| Timestamp::from_millis(*ms))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// Facts with a value worth reading (the others are markers).
-fn has_value(fact: &str) -> bool {
-    matches!(fact, "seen" | "setup.exit" | "run.exit")
-}
-
-/// Everything the nodes of `cluster` recorded: one listing, then one read per valued fact.
-pub(super) async fn node_facts(
+async fn cluster_facts(
     ctx: &Context,
     job_id: JobId,
-    cluster: &str,
-) -> Result<NodeFacts, HandlerError> {
-    let prefix = format!("jobs/{job_id}/nodes/{cluster}/");
-    let mut found = NodeFacts::default();
-    for key in ctx.blobs.list(&prefix).await? {
-        let Some((rank, name)) = key
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split_once('/'))
-        else {
-            continue;
-        };
-        let Ok(rank) = rank.parse::<u32>() else {
-            continue;
-        };
-        let value = if has_value(name) {
-            ctx.blobs
-                .get(&key)
-                .await?
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        found
-            .facts
-            .entry(name.to_owned())
-            .or_default()
-            .insert(rank, value);
-    }
-    Ok(found)
+    at: &ClusterRef,
+) -> Result<ClusterFacts, HandlerError> {
+    Ok(ctx
+        .store
+        .cluster_facts(job_id, &at.cluster)
+        .await?
+        .unwrap_or_else(|| ClusterFacts::empty(at)))
 }
 
-/// The ranks that have recorded `fact` for this cluster, with the fact's value.
-pub(super) async fn facts(
-    ctx: &Context,
-    job_id: JobId,
-    cluster: &str,
-    fact: &str,
-) -> Result<BTreeMap<u32, i32>, HandlerError> {
-    Ok(node_facts(ctx, job_id, cluster).await?.get(fact))
-}
-
-/// Stores a piece of a node's output.
+/// Stores a piece of a node's output posted through the API (stores without presigned URLs).
 pub async fn log(
     ctx: &Context,
     job_id: JobId,
@@ -255,14 +229,41 @@ pub async fn log(
     chunk: &LogChunk,
 ) -> Result<(), HandlerError> {
     let job = ctx.store.get_job(job_id).await?;
-    let Some(task) = job.task_of_cluster(cluster) else {
+    let node = node_of(&job, cluster, rank)?;
+    if job.task_of_cluster(cluster).is_none() {
         // Output of a cluster the job has moved past: not shown.
         return Ok(());
-    };
-    let attempt = job.tasks[task].attempt;
-    let key = logs::chunk_key(job_id, task, attempt, chunk.phase, rank, chunk.seq);
+    }
+    let key = logs::chunk_key(job_id, &node.at, chunk.phase, rank, chunk.seq);
     ctx.blobs.put(&key, chunk.data.clone().into_bytes()).await?;
     Ok(())
+}
+
+/// Presigned URLs for a node's next log chunks, when the blob store has them.
+pub async fn log_urls(
+    ctx: &Context,
+    job_id: JobId,
+    cluster: &str,
+    rank: u32,
+    request: &LogUrlsRequest,
+) -> Result<LogUrls, HandlerError> {
+    let job = ctx.store.get_job(job_id).await?;
+    let node = node_of(&job, cluster, rank)?;
+    let mut urls = Vec::new();
+    if node.wanted {
+        let count = u64::from(request.count.min(MAX_LOG_URLS));
+        for seq in request.first_seq..request.first_seq.saturating_add(count) {
+            let key = logs::chunk_key(job_id, &node.at, request.phase, rank, seq);
+            match ctx.blobs.upload_url(&key, LOG_URL_LIFETIME).await? {
+                Some(url) => urls.push(url),
+                None => break,
+            }
+        }
+    }
+    Ok(LogUrls {
+        first_seq: request.first_seq,
+        urls,
+    })
 }
 
 /// Uploaded local paths (as written in the task) and their blob keys.
@@ -290,10 +291,10 @@ async fn node_task(
     let state = &job.tasks[task];
     let candidate = state.candidate.and_then(|i| job.candidates[task].get(i));
     let nodes: Vec<NodeInfo> = ctx
-        .blobs
-        .get(&ips_key(job.id, cluster))
+        .store
+        .cluster_facts(job.id, cluster)
         .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .map(|facts| facts.nodes)
         .unwrap_or_default();
     let ips: Vec<String> = if nodes.is_empty() {
         (0..spec.num_nodes)

@@ -8,7 +8,8 @@
 //! - Does nothing to a job that has not ended.
 //!
 //! # Caveats
-//! - The job's logs and controller events are kept: `stratus jobs logs` reads them afterwards.
+//! - The job's logs, controller events and node facts are kept: `stratus jobs logs` reads
+//!   them afterwards.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 use super::agent::{Uploads, uploads_key};
 use super::{Context, HandlerError};
 use crate::cloud::Cloud;
+use crate::facts::{ClusterFact, ClusterRef};
 use crate::job::{ControllerEvent, JobId};
 use crate::provider::ClusterHealth;
 
@@ -40,6 +42,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         .flatten()
         .map(|c| (c.cloud, c.region.clone()))
         .collect();
+    let mut all_gone = true;
     for (cloud, region) in regions {
         let Some(provider) = ctx.providers.get(&cloud) else {
             continue;
@@ -47,6 +50,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         let clusters = match provider.describe_region(&region).await {
             Ok(clusters) => clusters,
             Err(e) => {
+                all_gone = false;
                 warn!(job_id, %cloud, %region, error = %e, "cleanup could not list the region; it runs again");
                 continue;
             }
@@ -61,8 +65,24 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
             match provider.terminate(&region, &state.cluster).await {
                 Ok(()) => cleaned.clusters_terminated += 1,
                 Err(e) => {
+                    all_gone = false;
                     warn!(job_id, cluster = %state.cluster, error = %e, "cleanup could not terminate; it runs again");
                 }
+            }
+        }
+    }
+    if all_gone {
+        // No node of the job is left to write: log readers stop waiting for their output.
+        for facts in ctx.store.job_facts(job_id).await? {
+            if !facts.terminated {
+                let at = ClusterRef {
+                    cluster: facts.cluster.clone(),
+                    task: facts.task,
+                    attempt: facts.attempt,
+                };
+                ctx.store
+                    .record_cluster(job_id, &at, ClusterFact::Terminated)
+                    .await?;
             }
         }
     }
@@ -77,10 +97,6 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         ctx.blobs.delete_prefix(key).await?;
         cleaned.files_deleted += 1;
     }
-    let node_facts = format!("jobs/{job_id}/nodes/");
-    cleaned.files_deleted += ctx.blobs.list(&node_facts).await?.len();
-    ctx.blobs.delete_prefix(&node_facts).await?;
-
     if cleaned != Cleaned::default() {
         let current = &job.tasks[job.current_task];
         let line = ControllerEvent {

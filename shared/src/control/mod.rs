@@ -21,7 +21,7 @@
 //! - `poll`: the sweep over active jobs and the clouds.
 //! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
 //! - `agent`: node agents' work, reports and logs.
-//! - `logs`: where user logs live in blob storage, and reading them back.
+//! - `logs`: where user logs live in blob storage, and reading them back exactly once.
 
 mod advance;
 pub mod agent;
@@ -72,6 +72,9 @@ pub struct Settings {
     /// When this control plane started: heartbeats are judged only once it has been up for
     /// `heartbeat_timeout`, so nodes that could not reach it while it was down are not lost.
     pub started_at: crate::clock::Timestamp,
+    /// How often the nodes it launches talk to it (must leave several heartbeats within
+    /// `heartbeat_timeout`).
+    pub agent_cadence: crate::agent_protocol::AgentCadence,
 }
 
 /// Everything a handler needs: the ports and the settings.
@@ -101,4 +104,11 @@ pub enum HandlerError {
     Blob(#[from] crate::blob::BlobError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A node request named a cluster that is not the job's, or a rank beyond its nodes.
+    #[error("job {job_id} has no node {rank} in a cluster named '{cluster}'")]
+    UnknownNode {
+        job_id: crate::job::JobId,
+        cluster: String,
+        rank: u32,
+    },
 }

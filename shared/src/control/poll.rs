@@ -2,7 +2,9 @@
 //! the events that close the gap. Level-triggered: it is never told why it runs, and running
 //! it twice is harmless (every event it emits is one `step` ignores when already applied).
 //!
-//! One `describe_region` per (cloud, region) in use, never one call per job. What it catches:
+//! One `describe_region` per (cloud, region) in use, never one call per job; then, per active
+//! job, one read of its cluster's node facts (a query of small items in the state table) and
+//! the pure [`decide`]. What it catches:
 //! - a preempted or failed cluster (`Preempted`, `HeartbeatLost`), or nodes that stopped
 //!   polling for work (`HeartbeatLost`);
 //! - work a crash dropped: a launch the record says is under way that the cloud has never seen
@@ -12,19 +14,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use tracing::{debug, info};
 
-use super::{Context, HandlerError, advance, agent};
+use super::{Context, HandlerError, advance};
+use crate::clock::Timestamp;
 use crate::cloud::Cloud;
+use crate::facts::ClusterFacts;
 use crate::job::{JobEvent, JobRecord, JobStatus, Phase};
 use crate::provider::{ClusterHealth, ClusterState};
 
 /// A launch decided this recently may still be in flight: it is not re-driven yet.
-const REDRIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+const REDRIVE_AFTER: Duration = Duration::from_secs(30);
 
 /// Jobs swept at once.
 const CONCURRENCY: usize = 32;
@@ -83,6 +88,10 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
         .iter()
         .filter_map(|job| job.tasks[job.current_task].cluster.clone())
         .collect();
+    let limits = Limits {
+        heartbeat_timeout: ctx.settings.heartbeat_timeout,
+        started_at: ctx.settings.started_at,
+    };
     // Jobs are independent: sweep them a batch at a time, so that 10,000 active jobs take
     // about 10,000 / CONCURRENCY round trips of latency rather than 10,000.
     let clusters = Arc::new(clusters);
@@ -98,11 +107,25 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
             .expect("the semaphore is never closed");
         sweeps.spawn(async move {
             let _permit = permit;
+            let seen = see(&ctx, &job, &clusters, &listed).await?;
             let mut events = 0;
-            for event in decide(&ctx, &job, &clusters, &listed, now).await? {
+            for found in decide(&job, &seen.as_world(), &limits, now) {
                 events += 1;
-                debug!(job_id = job.id, ?event, "poll found news");
-                advance(&ctx, job.id, event).await?;
+                debug!(job_id = job.id, ?found, "poll found news");
+                match found {
+                    Found::Event(event) => advance(&ctx, job.id, event).await?,
+                    Found::Relaunch {
+                        task,
+                        cluster,
+                        candidate,
+                    } => {
+                        info!(
+                            job_id = job.id,
+                            cluster, "re-driving a launch the cloud has not seen"
+                        );
+                        advance::launch(&ctx, &job, task, &cluster, candidate).await?;
+                    }
+                }
             }
             Ok::<usize, HandlerError>(events)
         });
@@ -133,31 +156,103 @@ fn cloud_of(listed: &BTreeSet<(Cloud, String)>, region: &str) -> Cloud {
         .map_or(Cloud::Local, |(c, _)| *c)
 }
 
-/// The events that bring `job` in line with the world.
-async fn decide(
+/// What the sweep saw of one job's cluster (owned, for the job's own task).
+struct Seen {
+    cluster: Option<ClusterState>,
+    listed: bool,
+    facts: Option<ClusterFacts>,
+}
+
+impl Seen {
+    fn as_world(&self) -> World<'_> {
+        World {
+            cluster: self.cluster.as_ref(),
+            listed: self.listed,
+            facts: self.facts.as_ref(),
+        }
+    }
+}
+
+/// The listing's view of the job's current cluster, and its node facts when `decide` may need
+/// them (the cluster is up, or thought to be).
+async fn see(
     ctx: &Context,
     job: &JobRecord,
     clusters: &BTreeMap<String, ClusterState>,
     listed: &BTreeSet<(Cloud, String)>,
-    now: crate::clock::Timestamp,
-) -> Result<Vec<JobEvent>, HandlerError> {
+) -> Result<Seen, HandlerError> {
+    let t = job.current_task;
+    let task = &job.tasks[t];
+    let candidate = task.candidate.and_then(|i| job.candidates[t].get(i));
+    let cluster = task.cluster.as_ref().and_then(|c| clusters.get(c)).cloned();
+    let listed = candidate.is_some_and(|c| listed.contains(&(c.cloud, c.region.clone())));
+    let needs_facts = listed
+        && cluster.is_some()
+        && matches!(
+            task.status,
+            JobStatus::Starting | JobStatus::Recovering | JobStatus::Running
+        );
+    let facts = match (&task.cluster, needs_facts) {
+        (Some(name), true) => ctx.store.cluster_facts(job.id, name).await?,
+        _ => None,
+    };
+    Ok(Seen {
+        cluster,
+        listed,
+        facts,
+    })
+}
+
+/// What the sweep knows about one job's current cluster.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct World<'a> {
+    /// The cluster as the cloud listed it; `None` when the listing did not have it.
+    pub cluster: Option<&'a ClusterState>,
+    /// The cluster's region was listed in this sweep (without a listing, nothing is judged).
+    pub listed: bool,
+    /// What its nodes have said.
+    pub facts: Option<&'a ClusterFacts>,
+}
+
+/// The sweep's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A running cluster whose nodes have been silent this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// When this control plane started: silence is judged only once it has been up for the
+    /// timeout.
+    pub started_at: Timestamp,
+}
+
+/// What the sweep does about one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Event(JobEvent),
+    /// Launch the task's cluster again under the same name: the record says it is being
+    /// launched, but the cloud has never seen it (a crash between the write and the call).
+    Relaunch {
+        task: usize,
+        cluster: String,
+        candidate: usize,
+    },
+}
+
+/// The events that bring `job` in line with the world. **Invariant:** pure, like `step`:
+/// every rule is a row in `poll/tests.rs`.
+pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestamp) -> Vec<Found> {
     let t = job.current_task;
     let task = &job.tasks[t];
     if job.next_attempt_at.is_some_and(|at| at <= now) {
-        return Ok(vec![JobEvent::BackoffElapsed]);
+        return vec![Found::Event(JobEvent::BackoffElapsed)];
     }
     let Some(cluster) = task.cluster.clone() else {
-        return Ok(vec![]);
+        return vec![];
     };
-    let candidate = task.candidate.and_then(|i| job.candidates[t].get(i));
-    // Without a listing of the cluster's region there is nothing to compare with this time.
-    let region_listed = candidate.is_some_and(|c| listed.contains(&(c.cloud, c.region.clone())));
-    if !region_listed {
-        return Ok(vec![]);
+    if !world.listed {
+        return vec![];
     }
-    let state = clusters.get(&cluster);
-    let health = state.map(|s| &s.health);
-    let lost = |health: Option<&ClusterHealth>| match health {
+    let health = world.cluster.map(|s| &s.health);
+    let lost = match health {
         Some(ClusterHealth::Preempted { .. }) => Some(JobEvent::Preempted {
             cluster: cluster.clone(),
         }),
@@ -168,100 +263,93 @@ async fn decide(
         }
         Some(ClusterHealth::Pending | ClusterHealth::Running) => None,
     };
-    Ok(match task.status {
+    let nodes = job.task_spec(t).num_nodes as usize;
+    let event = |e: JobEvent| Found::Event(e);
+    match task.status {
         JobStatus::Starting | JobStatus::Recovering => {
             let launched = task.launch.as_ref().is_some_and(|w| w.launched);
-            match (launched, state) {
-                // The launch was decided but the cloud never saw it (a crash between the write
-                // and the call): launch again, under the same name.
+            match (launched, world.cluster) {
                 (false, None) => {
                     let in_flight = task
                         .launch
                         .as_ref()
                         .and_then(|w| w.since)
                         .is_some_and(|since| now.since(since) < REDRIVE_AFTER);
-                    if let Some(index) = task.candidate.filter(|_| !in_flight) {
-                        info!(
-                            job_id = job.id,
-                            cluster, "re-driving a launch the cloud has not seen"
-                        );
-                        advance::launch(ctx, job, t, &cluster, index).await?;
-                    }
-                    vec![]
+                    task.candidate
+                        .filter(|_| !in_flight)
+                        .map(|candidate| Found::Relaunch {
+                            task: t,
+                            cluster,
+                            candidate,
+                        })
+                        .into_iter()
+                        .collect()
                 }
-                (_, Some(_)) if lost(health).is_none() => {
-                    let mut events = Vec::new();
+                (_, Some(_)) if lost.is_none() => {
+                    let mut found = Vec::new();
                     if !launched {
-                        events.push(JobEvent::ClusterLaunched {
+                        found.push(event(JobEvent::ClusterLaunched {
                             cluster: cluster.clone(),
-                        });
+                        }));
                     }
-                    let ready = facts(ctx, job, &cluster, "ready").await?;
-                    if ready.len() >= job.task_spec(t).num_nodes as usize {
-                        events.push(JobEvent::NodeReady {
-                            cluster: cluster.clone(),
-                        });
+                    if world.facts.is_some_and(|f| f.ready() >= nodes) {
+                        found.push(event(JobEvent::NodeReady { cluster }));
                     }
-                    events
+                    found
                 }
-                (true, _) => lost(health).into_iter().collect(),
+                (true, _) => lost.map(event).into_iter().collect(),
                 (false, Some(_)) => vec![],
             }
         }
         JobStatus::Running => {
-            if let Some(event) = lost(health) {
-                return Ok(vec![event]);
+            if let Some(lost) = lost {
+                return vec![event(lost)];
             }
-            let facts = agent::node_facts(ctx, job.id, &cluster).await?;
-            let mut events = exited(job, &facts, &cluster, task.phase.unwrap_or(Phase::Setup));
-            if events.is_empty() {
-                let seen = facts.last_seen();
-                let latest = seen.iter().max().copied();
-                let since = task.running_since.or(task.started_at);
-                let judged = now.since(ctx.settings.started_at) > ctx.settings.heartbeat_timeout;
-                let quiet = judged
-                    && latest
-                        .or(since)
-                        .is_some_and(|at| now.since(at) > ctx.settings.heartbeat_timeout);
-                if quiet {
-                    events.push(JobEvent::HeartbeatLost { cluster });
-                }
+            let phase = task.phase.unwrap_or(Phase::Setup);
+            if let Some(exited) = world.facts.and_then(|f| exited(f, &cluster, phase, nodes)) {
+                return vec![event(exited)];
             }
-            events
+            let latest = world.facts.and_then(ClusterFacts::last_seen);
+            let since = task.running_since.or(task.started_at);
+            let judged = now.since(limits.started_at) > limits.heartbeat_timeout;
+            let quiet = judged
+                && latest
+                    .or(since)
+                    .is_some_and(|at| now.since(at) > limits.heartbeat_timeout);
+            if quiet {
+                vec![event(JobEvent::HeartbeatLost { cluster })]
+            } else {
+                vec![]
+            }
         }
         JobStatus::Cancelling => match health {
-            None | Some(ClusterHealth::Terminated) => vec![JobEvent::ClusterTerminated { cluster }],
-            Some(_) => vec![JobEvent::CancelRequested],
+            None | Some(ClusterHealth::Terminated) => {
+                vec![event(JobEvent::ClusterTerminated { cluster })]
+            }
+            Some(_) => vec![event(JobEvent::CancelRequested)],
         },
         _ => vec![],
-    })
+    }
 }
 
-/// A `TaskExited` the node facts support but the job has not seen (lost in a crash).
-fn exited(job: &JobRecord, facts: &agent::NodeFacts, cluster: &str, phase: Phase) -> Vec<JobEvent> {
-    let exits = facts.get(&format!("{phase}.exit"));
-    let nodes = job.task_spec(job.current_task).num_nodes as usize;
+/// A `TaskExited` the node facts support (its event may have been lost in a crash).
+fn exited(facts: &ClusterFacts, cluster: &str, phase: Phase, nodes: usize) -> Option<JobEvent> {
+    let exits = facts.exits(phase);
     let failed: Vec<i32> = exits.values().copied().filter(|c| *c != 0).collect();
     let codes = if failed.is_empty() {
         if exits.len() < nodes {
-            return vec![];
+            return None;
         }
         exits.values().copied().collect()
     } else {
         failed
     };
-    vec![JobEvent::TaskExited {
+    Some(JobEvent::TaskExited {
         cluster: cluster.to_owned(),
         phase,
         codes,
-    }]
+    })
 }
 
-async fn facts(
-    ctx: &Context,
-    job: &JobRecord,
-    cluster: &str,
-    fact: &str,
-) -> Result<BTreeMap<u32, i32>, HandlerError> {
-    agent::facts(ctx, job.id, cluster, fact).await
-}
+#[cfg(test)]
+mod tests;

@@ -118,6 +118,14 @@ impl JobRecord {
         self
     }
 
+    /// Every task runs on `n` nodes.
+    pub fn nodes(mut self, n: u32) -> Self {
+        for task in &mut self.pipeline.tasks {
+            task.num_nodes = n;
+        }
+        self
+    }
+
     /// The recovery strategy of every task.
     pub fn strategy(mut self, strategy: RecoveryStrategy) -> Self {
         for task in &mut self.pipeline.tasks {

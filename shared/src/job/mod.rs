@@ -421,6 +421,19 @@ pub fn cluster_name(task_name: &str, job_id: JobId, attempt: u32) -> String {
     format!("{base}-{job_id}-{attempt}")
 }
 
+/// The attempt a cluster name of job `job_id` was made for (`<task>-<job>-<attempt>`), or
+/// `None` when the name is not one of that job's: a job's token can then never name another
+/// job's cluster (every request about a cluster is checked with this at the edge).
+pub fn attempt_of_cluster(cluster: &str, job_id: JobId) -> Option<u32> {
+    let (rest, attempt) = cluster.rsplit_once('-')?;
+    let (_, job) = rest.rsplit_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(attempt) || !digits(job) || job.parse::<JobId>().ok()? != job_id {
+        return None;
+    }
+    attempt.parse().ok()
+}
+
 /// Durations stored as whole milliseconds.
 mod millis {
     use std::time::Duration;
@@ -449,6 +462,11 @@ mod tests {
             "a-very-long-task-name-tha-12-2"
         );
         assert_eq!(cluster_name("___", 1, 1), "task-1-1");
+        assert_eq!(attempt_of_cluster("train-model-v2-7-3", 7), Some(3));
+        assert_eq!(attempt_of_cluster("train-7-3", 8), None);
+        assert_eq!(attempt_of_cluster("train-17-3", 7), None);
+        assert_eq!(attempt_of_cluster("7-3", 7), None);
+        assert_eq!(attempt_of_cluster("x-7-3a", 7), None);
     }
 
     #[test]

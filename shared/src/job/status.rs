@@ -114,8 +114,8 @@ impl FromStr for JobStatus {
     }
 }
 
-/// Which of the task's commands is running (or exited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which of the task's commands is running (or exited). Setup comes before run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Setup,

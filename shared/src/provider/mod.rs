@@ -53,6 +53,13 @@ pub struct AgentBoot {
     pub api_url: String,
     /// The per-job agent token (valid for this job only).
     pub token: String,
+    /// How often the agent talks to the control plane.
+    #[serde(default = "local_cadence")]
+    pub cadence: crate::agent_protocol::AgentCadence,
+}
+
+fn local_cadence() -> crate::agent_protocol::AgentCadence {
+    crate::agent_protocol::AgentCadence::LOCAL
 }
 
 impl fmt::Debug for AgentBoot {
@@ -60,6 +67,7 @@ impl fmt::Debug for AgentBoot {
         f.debug_struct("AgentBoot")
             .field("api_url", &self.api_url)
             .field("token", &"<redacted>")
+            .field("cadence", &self.cadence)
             .finish()
     }
 }

@@ -33,7 +33,7 @@
 #[cfg(feature = "aws")]
 pub mod dynamo;
 mod sqlite;
-mod wire;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,9 +75,10 @@ pub trait JobReader: Send + Sync {
     async fn list_events(&self, job_id: JobId) -> Result<Vec<ControllerEvent>, StoreError>;
 }
 
-/// Reading and writing jobs.
+/// Reading and writing jobs, and the facts their nodes report (`crate::facts`), which live in
+/// the same table.
 #[async_trait]
-pub trait JobStore: JobReader {
+pub trait JobStore: JobReader + crate::facts::FactStore {
     /// The next job ID.
     async fn next_job_id(&self) -> Result<JobId, StoreError>;
 

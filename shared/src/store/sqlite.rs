@@ -8,8 +8,10 @@
 //! connection behind a mutex and run on tokio's blocking pool.
 //!
 //! Tables: `jobs` (columns for lookups and fencing, plus the state document), `tasks` (one
-//! spec document per task), `events` (the controller log), `counters` (the job ID counter).
-//! `PRAGMA user_version` holds the schema version.
+//! spec document per task), `events` (the controller log), `counters` (the job ID counter),
+//! and the node facts (`crate::facts`): `clusters`, `node_facts` (one row per node, its facts
+//! as a JSON document updated in one transaction) and `follows`. `PRAGMA user_version` holds
+//! the schema version.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
+use crate::clock::Timestamp;
+use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts};
 use crate::job::{ControllerEvent, Fence, JobId, JobRecord};
 
 use super::wire::{self, FORMAT, Stored};
@@ -27,7 +31,8 @@ use super::{Cursor, JobReader, JobStore, Page, StoreError, clamp_limit};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema this build creates and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the node-facts tables; a version-1 file gains them when opened.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS counters (
@@ -62,6 +67,28 @@ CREATE TABLE IF NOT EXISTS events (
     event  TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, at, seq);
+CREATE TABLE IF NOT EXISTS clusters (
+    job_id     INTEGER NOT NULL,
+    cluster    TEXT NOT NULL,
+    task       INTEGER NOT NULL,
+    attempt    INTEGER NOT NULL,
+    nodes      TEXT,
+    terminated INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, cluster)
+) STRICT;
+CREATE TABLE IF NOT EXISTS node_facts (
+    job_id  INTEGER NOT NULL,
+    cluster TEXT NOT NULL,
+    rank    INTEGER NOT NULL,
+    task    INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    facts   TEXT NOT NULL,
+    PRIMARY KEY (job_id, cluster, rank)
+) STRICT;
+CREATE TABLE IF NOT EXISTS follows (
+    job_id INTEGER PRIMARY KEY,
+    until  INTEGER NOT NULL
+) STRICT;
 ";
 
 const JOB_COLUMNS: &str = "id, owner, name, status, version, format, state";
@@ -523,6 +550,238 @@ impl JobStore for SqliteStore {
             tx.commit().map_err(err)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl FactStore for SqliteStore {
+    async fn record_cluster(
+        &self,
+        job_id: JobId,
+        at: &ClusterRef,
+        fact: ClusterFact,
+    ) -> Result<(), StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        let at = at.clone();
+        let (nodes, terminated) = match fact {
+            ClusterFact::Launched(nodes) => (
+                Some(serde_json::to_string(&nodes).expect("node infos serialize")),
+                false,
+            ),
+            ClusterFact::Terminated => (None, true),
+        };
+        self.call("record_cluster", move |conn| {
+            conn.execute(
+                "INSERT INTO clusters (job_id, cluster, task, attempt, nodes, terminated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (job_id, cluster) DO UPDATE SET
+                     nodes = coalesce(excluded.nodes, nodes),
+                     terminated = max(terminated, excluded.terminated)",
+                params![
+                    key,
+                    at.cluster,
+                    i64::try_from(at.task).unwrap_or(i64::MAX),
+                    at.attempt,
+                    nodes,
+                    terminated
+                ],
+            )
+            .map_err(|e| sql_error("record_cluster", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_node(
+        &self,
+        job_id: JobId,
+        at: &ClusterRef,
+        rank: u32,
+        fact: NodeFact,
+    ) -> Result<(), StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        let at = at.clone();
+        self.call("record_node", move |conn| {
+            let err = |e| sql_error("record_node", e);
+            // Read, apply, write in one write transaction: facts from several nodes (and
+            // processes) never interleave.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT facts FROM node_facts WHERE job_id = ?1 AND cluster = ?2 AND rank = ?3",
+                    params![key, at.cluster, rank],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            let mut facts: NodeFacts = match stored {
+                Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    job_id,
+                    reason: format!("facts of node {rank} of {}: {e}", at.cluster),
+                })?,
+                None => NodeFacts::default(),
+            };
+            facts.apply(fact);
+            let json = serde_json::to_string(&facts).expect("node facts serialize");
+            tx.execute(
+                "INSERT INTO node_facts (job_id, cluster, rank, task, attempt, facts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (job_id, cluster, rank) DO UPDATE SET facts = excluded.facts",
+                params![
+                    key,
+                    at.cluster,
+                    rank,
+                    i64::try_from(at.task).unwrap_or(i64::MAX),
+                    at.attempt,
+                    json
+                ],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn cluster_facts(
+        &self,
+        job_id: JobId,
+        cluster: &str,
+    ) -> Result<Option<ClusterFacts>, StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        let cluster = cluster.to_owned();
+        self.call("cluster_facts", move |conn| {
+            Ok(load_facts(conn, job_id, key, Some(&cluster))?.pop())
+        })
+        .await
+    }
+
+    async fn job_facts(&self, job_id: JobId) -> Result<Vec<ClusterFacts>, StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        self.call("job_facts", move |conn| load_facts(conn, job_id, key, None))
+            .await
+    }
+
+    async fn follow(&self, job_id: JobId, until: Timestamp) -> Result<(), StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        self.call("follow", move |conn| {
+            conn.execute(
+                "INSERT INTO follows (job_id, until) VALUES (?1, ?2)
+                 ON CONFLICT (job_id) DO UPDATE SET until = max(until, excluded.until)",
+                params![key, until.as_millis()],
+            )
+            .map_err(|e| sql_error("follow", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        self.call("followed_until", move |conn| {
+            let until: Option<i64> = conn
+                .query_row("SELECT until FROM follows WHERE job_id = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| sql_error("followed_until", e))?;
+            Ok(until.map(Timestamp::from_millis))
+        })
+        .await
+    }
+}
+
+/// The facts of one cluster of a job (`cluster`), or of all of them, in one read transaction.
+fn load_facts(
+    conn: &mut Connection,
+    job_id: JobId,
+    key: i64,
+    cluster: Option<&str>,
+) -> Result<Vec<ClusterFacts>, StoreError> {
+    let err = |e| sql_error("node_facts", e);
+    let corrupt = |reason: String| StoreError::Corrupt { job_id, reason };
+    let tx = conn.transaction().map_err(err)?;
+    let mut found: std::collections::BTreeMap<String, ClusterFacts> =
+        std::collections::BTreeMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT cluster, task, attempt, nodes, terminated FROM clusters
+                 WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![key, cluster], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        for (name, task, attempt, nodes, terminated) in rows {
+            let nodes = match nodes {
+                Some(json) => serde_json::from_str(&json)
+                    .map_err(|e| corrupt(format!("nodes of cluster {name}: {e}")))?,
+                None => Vec::new(),
+            };
+            found.insert(
+                name.clone(),
+                ClusterFacts {
+                    nodes,
+                    terminated,
+                    ..ClusterFacts::empty(&cluster_ref(&name, task, attempt))
+                },
+            );
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT cluster, rank, task, attempt, facts FROM node_facts
+                 WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![key, cluster], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        for (name, rank, task, attempt, json) in rows {
+            let facts: NodeFacts = serde_json::from_str(&json)
+                .map_err(|e| corrupt(format!("facts of node {rank} of {name}: {e}")))?;
+            let rank = u32::try_from(rank).map_err(|_| corrupt(format!("rank {rank}")))?;
+            found
+                .entry(name.clone())
+                .or_insert_with(|| ClusterFacts::empty(&cluster_ref(&name, task, attempt)))
+                .ranks
+                .insert(rank, facts);
+        }
+    }
+    tx.finish().map_err(err)?;
+    let mut clusters: Vec<ClusterFacts> = found.into_values().collect();
+    crate::facts::sort_clusters(&mut clusters);
+    Ok(clusters)
+}
+
+fn cluster_ref(cluster: &str, task: i64, attempt: i64) -> ClusterRef {
+    ClusterRef {
+        cluster: cluster.to_owned(),
+        task: usize::try_from(task).unwrap_or(usize::MAX),
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
     }
 }
 

@@ -43,6 +43,8 @@ macro_rules! contract_suite {
             counter_is_sequential_and_atomic,
             controller_events_keep_their_order,
             racing_updates_one_wins,
+            node_facts_are_recorded_once_and_read_per_cluster,
+            followers_extend_never_shorten,
         );
     };
 }
@@ -138,13 +140,13 @@ mod sqlite {
     async fn a_newer_schema_is_refused() {
         let f = fixture().await;
         raw(&f.store)
-            .pragma_update(None, "user_version", 2)
+            .pragma_update(None, "user_version", 3)
             .unwrap();
         let err = SqliteStore::open(f.store.path()).await.unwrap_err();
         assert!(err.to_string().contains("open failed"), "{err}");
         let source = std::error::Error::source(&err).unwrap().to_string();
         assert!(
-            source.contains("schema version 2") && source.contains("upgrade Stratus"),
+            source.contains("schema version 3") && source.contains("upgrade Stratus"),
             "{source}"
         );
         f.cleanup().await;

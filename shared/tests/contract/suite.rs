@@ -338,3 +338,110 @@ pub async fn racing_updates_one_wins<S: JobStore + Clone + 'static>(store: &S) {
     assert_eq!(stored, winners[0], "the stored job is the winner's, whole");
     assert_eq!(stored.version, 2);
 }
+
+// ---- node facts -----------------------------------------------------------------------------
+
+fn cluster_at(cluster: &str, task: usize, attempt: u32) -> shared::facts::ClusterRef {
+    shared::facts::ClusterRef {
+        cluster: cluster.to_owned(),
+        task,
+        attempt,
+    }
+}
+
+pub async fn node_facts_are_recorded_once_and_read_per_cluster<S: JobStore>(store: &S) {
+    use shared::facts::{ClusterFact, NodeFact};
+    use shared::provider::NodeInfo;
+    let job = submit(store, "alice", "train").await;
+    let first = cluster_at("train-1-1", 0, 1);
+    let second = cluster_at("train-1-2", 0, 2);
+    assert_eq!(
+        store.cluster_facts(job.id, "train-1-1").await.unwrap(),
+        None
+    );
+    let nodes = vec![NodeInfo {
+        rank: 0,
+        instance_id: "i-1".into(),
+        ip: "10.0.0.1".into(),
+    }];
+    store
+        .record_cluster(job.id, &first, ClusterFact::Launched(nodes.clone()))
+        .await
+        .unwrap();
+    for (rank, fact) in [
+        (0, NodeFact::Ready),
+        (1, NodeFact::Ready),
+        (0, NodeFact::Started(Phase::Setup)),
+        (0, NodeFact::Seen(at(20))),
+        (0, NodeFact::Seen(at(10))),
+        (
+            0,
+            NodeFact::Exited {
+                phase: Phase::Setup,
+                code: 0,
+                chunks: Some(3),
+            },
+        ),
+        // A later report of the same exit cannot change it.
+        (
+            0,
+            NodeFact::Exited {
+                phase: Phase::Setup,
+                code: 9,
+                chunks: Some(7),
+            },
+        ),
+        (1, NodeFact::Started(Phase::Setup)),
+    ] {
+        store.record_node(job.id, &first, rank, fact).await.unwrap();
+    }
+    store
+        .record_node(job.id, &second, 0, NodeFact::Ready)
+        .await
+        .unwrap();
+
+    let facts = store
+        .cluster_facts(job.id, "train-1-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((facts.task, facts.attempt), (0, 1));
+    assert_eq!(facts.nodes, nodes);
+    assert!(!facts.terminated);
+    assert_eq!(facts.ready(), 2);
+    assert_eq!(
+        facts.exits(Phase::Setup),
+        std::collections::BTreeMap::from([(0, 0)])
+    );
+    assert_eq!(facts.ranks[&0].setup.chunks, Some(3));
+    assert!(facts.ranks[&1].setup.started && facts.ranks[&1].setup.exit.is_none());
+    assert_eq!(facts.last_seen(), Some(at(20)));
+    assert!(!facts.ranks[&0].run.started);
+
+    store
+        .record_cluster(job.id, &first, ClusterFact::Terminated)
+        .await
+        .unwrap();
+    let all = store.job_facts(job.id).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(names, ["train-1-1", "train-1-2"], "by task, then attempt");
+    assert!(
+        all[0].terminated && all[0].nodes == nodes,
+        "nothing else changed"
+    );
+    assert_eq!((all[1].attempt, all[1].ready()), (2, 1));
+    // Another job's facts are its own, and reading a job never reads its facts.
+    let other = submit(store, "bob", "train").await;
+    assert!(store.job_facts(other.id).await.unwrap().is_empty());
+    assert_eq!(store.get_job(job.id).await.unwrap(), job);
+}
+
+pub async fn followers_extend_never_shorten<S: JobStore>(store: &S) {
+    let job = submit(store, "alice", "train").await;
+    assert_eq!(store.followed_until(job.id).await.unwrap(), None);
+    store.follow(job.id, at(60)).await.unwrap();
+    store.follow(job.id, at(30)).await.unwrap();
+    assert_eq!(store.followed_until(job.id).await.unwrap(), Some(at(60)));
+    store.follow(job.id, at(90)).await.unwrap();
+    assert_eq!(store.followed_until(job.id).await.unwrap(), Some(at(90)));
+}

@@ -166,6 +166,7 @@ fn spec(cluster: &str, zone: &str, nodes: u32, spot: bool) -> ClusterSpec {
         agent: AgentBoot {
             api_url: "https://api.example.com".to_owned(),
             token: "job-token".to_owned(),
+            cadence: shared::agent_protocol::AgentCadence::CLOUD,
         },
         labels: BTreeMap::new(),
         image_id: None,
@@ -313,7 +314,11 @@ async fn assert_boot_script(f: &Fixture, i: &Instance, cluster: &str) {
     assert_eq!(
         env,
         [
-            ("STRATUS_AGENT_POLL_MS", "5000"),
+            ("STRATUS_AGENT_HEARTBEAT_MS", "30000"),
+            ("STRATUS_AGENT_LOG_CHUNK_BYTES", "262144"),
+            ("STRATUS_AGENT_LOG_FLUSH_MS", "300000"),
+            ("STRATUS_AGENT_LOG_LIVE_MS", "1000"),
+            ("STRATUS_AGENT_POLL_MS", "2000"),
             ("STRATUS_AGENT_TOKEN", "job-token"),
             ("STRATUS_API_URL", "https://api.example.com"),
             ("STRATUS_CLUSTER", cluster),

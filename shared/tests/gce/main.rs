@@ -100,6 +100,7 @@ fn spec(name: &str, zone: &str, machine: &str, nodes: u32, spot: bool) -> Cluste
         agent: AgentBoot {
             api_url: "https://api.example.com".to_owned(),
             token: "job-token".to_owned(),
+            cadence: shared::agent_protocol::AgentCadence::CLOUD,
         },
         labels: BTreeMap::from([("Team".to_owned(), "ML Research".to_owned())]),
         image_id: None,
@@ -645,6 +646,7 @@ impl ControlPlane {
                 heartbeat_timeout: Duration::from_mins(3),
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
+                agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
             },
         };
         Self {

@@ -36,6 +36,7 @@ fn spec(cluster: &str, nodes: u32) -> ClusterSpec {
         agent: AgentBoot {
             api_url: "https://api.example.com/prod".to_owned(),
             token: "it's-a-token".to_owned(),
+            cadence: crate::agent_protocol::AgentCadence::CLOUD,
         },
         labels: BTreeMap::new(),
         image_id: None,
@@ -109,7 +110,7 @@ fn classify_error_codes() {
 #[test]
 fn user_data_script() {
     let text = user_data(&spec("train-42-1", 2), &settings());
-    expect![[r#"
+    expect![[r##"
         #!/bin/bash
         # Stratus node boot script (EC2 user data): installs the node agent and starts it.
         set -euo pipefail
@@ -118,7 +119,11 @@ fn user_data_script() {
         export STRATUS_JOB_ID='42'
         export STRATUS_CLUSTER='train-42-1'
         export STRATUS_NODE_DIR='/opt/stratus/node'
-        export STRATUS_AGENT_POLL_MS='5000'
+        export STRATUS_AGENT_POLL_MS='2000'
+        export STRATUS_AGENT_HEARTBEAT_MS='30000'
+        export STRATUS_AGENT_LOG_FLUSH_MS='300000'
+        export STRATUS_AGENT_LOG_LIVE_MS='1000'
+        export STRATUS_AGENT_LOG_CHUNK_BYTES='262144'
         # The node's rank is its launch index within the reservation (IMDSv2).
         imds=http://169.254.169.254/latest
         imds_token=$(curl -fsS --retry 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$imds/api/token")
@@ -139,7 +144,7 @@ fn user_data_script() {
         else
           nohup /bin/bash -c "$start" >>/var/log/stratus-agent.log 2>&1 </dev/null &
         fi
-    "#]]
+    "##]]
     .assert_eq(&text);
 }
 
@@ -149,7 +154,11 @@ fn agent_env_reads_back_the_exports() {
     let env = agent_env_from_user_data(&text);
     expect![[r#"
         {
-            "STRATUS_AGENT_POLL_MS": "5000",
+            "STRATUS_AGENT_HEARTBEAT_MS": "30000",
+            "STRATUS_AGENT_LOG_CHUNK_BYTES": "262144",
+            "STRATUS_AGENT_LOG_FLUSH_MS": "300000",
+            "STRATUS_AGENT_LOG_LIVE_MS": "1000",
+            "STRATUS_AGENT_POLL_MS": "2000",
             "STRATUS_AGENT_TOKEN": "it's-a-token",
             "STRATUS_API_URL": "https://api.example.com/prod",
             "STRATUS_CLUSTER": "train-42-1",

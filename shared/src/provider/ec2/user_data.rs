@@ -17,23 +17,20 @@ use crate::provider::{ClusterSpec, boot};
 
 /// The agent's folder on every node (`STRATUS_NODE_DIR`).
 pub const NODE_DIR: &str = "/opt/stratus/node";
-/// Milliseconds between the agent's polls of `work` on a VM: a cloud node costs an API call
-/// (a Lambda invocation) per poll, so it polls ten times less often than a local one.
-pub const POLL_MS: u32 = 5000;
 /// EC2's limit on `ClientToken`.
 const CLIENT_TOKEN_MAX: usize = 64;
 
 /// The boot script of every node of `spec` (before base64): the same for every node, which
 /// learns its rank from IMDS.
 pub fn user_data(spec: &ClusterSpec, settings: &Ec2Settings) -> String {
-    let vars = [
+    let mut vars = vec![
         (env::API_URL, spec.agent.api_url.clone()),
         (env::TOKEN, spec.agent.token.clone()),
         (env::JOB_ID, spec.job_id.to_string()),
         (env::CLUSTER, spec.cluster.clone()),
         (env::NODE_DIR, NODE_DIR.to_owned()),
-        (env::POLL_MS, POLL_MS.to_string()),
     ];
+    vars.extend(spec.agent.cadence.env());
     let mut script = String::from(
         "#!/bin/bash\n\
          # Stratus node boot script (EC2 user data): installs the node agent and starts it.\n\

@@ -19,23 +19,20 @@ use crate::provider::{ClusterSpec, boot};
 
 /// The agent's folder on every node (`STRATUS_NODE_DIR`).
 pub const NODE_DIR: &str = "/opt/stratus/node";
-/// Milliseconds between the agent's polls of `work` on a VM (as on EC2: a cloud node costs an
-/// API call per poll).
-pub const POLL_MS: u32 = 5000;
 /// GCE's longest resource name.
 const NAME_MAX: usize = 63;
 
 /// The startup script of node `rank` of `spec`.
 pub fn startup_script(spec: &ClusterSpec, rank: u32, settings: &GceSettings) -> String {
-    let vars = [
+    let mut vars = vec![
         (env::API_URL, spec.agent.api_url.clone()),
         (env::TOKEN, spec.agent.token.clone()),
         (env::JOB_ID, spec.job_id.to_string()),
         (env::CLUSTER, spec.cluster.clone()),
         (env::NODE_RANK, rank.to_string()),
         (env::NODE_DIR, NODE_DIR.to_owned()),
-        (env::POLL_MS, POLL_MS.to_string()),
     ];
+    vars.extend(spec.agent.cadence.env());
     let mut script = String::from(
         "#!/bin/bash\n\
          # Stratus node boot script (GCE startup-script): installs the node agent and starts it.\n\

@@ -46,6 +46,7 @@ fn spec(cluster: &str, nodes: u32) -> ClusterSpec {
         agent: AgentBoot {
             api_url: "https://api.example.com/prod".to_owned(),
             token: "it's-a-token".to_owned(),
+            cadence: crate::agent_protocol::AgentCadence::CLOUD,
         },
         labels: BTreeMap::new(),
         image_id: None,
@@ -146,7 +147,7 @@ fn classify_error_codes() {
 #[test]
 fn startup_script_snapshot() {
     let text = startup_script(&spec("train-42-1", 2), 1, &settings());
-    expect![[r#"
+    expect![[r##"
         #!/bin/bash
         # Stratus node boot script (GCE startup-script): installs the node agent and starts it.
         set -euo pipefail
@@ -156,7 +157,11 @@ fn startup_script_snapshot() {
         export STRATUS_CLUSTER='train-42-1'
         export STRATUS_NODE_RANK='1'
         export STRATUS_NODE_DIR='/opt/stratus/node'
-        export STRATUS_AGENT_POLL_MS='5000'
+        export STRATUS_AGENT_POLL_MS='2000'
+        export STRATUS_AGENT_HEARTBEAT_MS='30000'
+        export STRATUS_AGENT_LOG_FLUSH_MS='300000'
+        export STRATUS_AGENT_LOG_LIVE_MS='1000'
+        export STRATUS_AGENT_LOG_CHUNK_BYTES='262144'
         umask 077
         mkdir -p /opt/stratus/bin "$STRATUS_NODE_DIR"
         # The agent's environment, for the unit below (readable by root only: it holds the token).
@@ -171,12 +176,16 @@ fn startup_script_snapshot() {
         else
           nohup /bin/bash -c "$start" >>/var/log/stratus-agent.log 2>&1 </dev/null &
         fi
-    "#]]
+    "##]]
     .assert_eq(&text);
     let env = agent_env_from_startup_script(&text);
     expect![[r#"
         {
-            "STRATUS_AGENT_POLL_MS": "5000",
+            "STRATUS_AGENT_HEARTBEAT_MS": "30000",
+            "STRATUS_AGENT_LOG_CHUNK_BYTES": "262144",
+            "STRATUS_AGENT_LOG_FLUSH_MS": "300000",
+            "STRATUS_AGENT_LOG_LIVE_MS": "1000",
+            "STRATUS_AGENT_POLL_MS": "2000",
             "STRATUS_AGENT_TOKEN": "it's-a-token",
             "STRATUS_API_URL": "https://api.example.com/prod",
             "STRATUS_CLUSTER": "train-42-1",

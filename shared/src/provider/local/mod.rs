@@ -361,7 +361,7 @@ impl LocalProvider {
                 continue;
             }
             let dir = self.layout.node_dir(&record.cluster, rank);
-            let vars = [
+            let mut vars: Vec<(&str, std::ffi::OsString)> = vec![
                 (env::API_URL, spec.agent.api_url.clone().into()),
                 (env::TOKEN, spec.agent.token.clone().into()),
                 (env::JOB_ID, record.job_id.to_string().into()),
@@ -369,6 +369,13 @@ impl LocalProvider {
                 (env::NODE_RANK, rank.to_string().into()),
                 (env::NODE_DIR, dir.clone().into_os_string()),
             ];
+            vars.extend(
+                spec.agent
+                    .cadence
+                    .env()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into())),
+            );
             let spawned = process::spawn(&self.agent_command, &dir, &vars).map_err(|e| {
                 io_error(
                     format!(

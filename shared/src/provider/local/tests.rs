@@ -79,6 +79,7 @@ fn spec(cluster: &str, zone: &str, nodes: u32) -> ClusterSpec {
         agent: AgentBoot {
             api_url: "http://127.0.0.1:46580".to_owned(),
             token: "tok".to_owned(),
+            cadence: crate::agent_protocol::AgentCadence::LOCAL,
         },
         labels: BTreeMap::new(),
         image_id: None,

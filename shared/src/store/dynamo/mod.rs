@@ -12,9 +12,10 @@
 //! | task | `JOB#<id>` | `TASK#<i, 4 digits>` | `format`, `spec` (JSON: the task and its ranked candidates) |
 //! | controller event | `JOB#<id>` | `EVENT#<ms, 13 digits>#<nonce>#<n>` | `format`, `event` (JSON) |
 //! | ID counter | `COUNTER` | `JOB_ID` | `value` (number, `ADD 1` per job) |
+//! | node facts | `JOB#<id>` | `C#<cluster>#...`, `FOLLOW` | see `facts` |
 //!
-//! `EVENT#` sorts before `META`, which sorts before `TASK#`: `sk >= "META"` reads the job and
-//! its tasks, `begins_with(sk, "EVENT#")` its controller log in time order.
+//! `C#` and `EVENT#` sort before `META`, which sorts before `TASK#`: `sk >= "META"` reads the
+//! job and its tasks, `begins_with(sk, "EVENT#")` its controller log in time order.
 //!
 //! Four global secondary indexes, all sorted by `job_key` = `JOB#<id, 20 digits>` (so that
 //! `ScanIndexForward=false` lists newest first and `job_key < JOB#<cursor>` pages), all
@@ -47,6 +48,8 @@
 //!   `ACTIVE` and `JOBS` partitions take one write per job created or finished; at thousands
 //!   of job starts per second they would need sharding (`ACTIVE#<id % n>`).
 //! - An item holds at most 400 KB: a task whose ranked candidates exceed that cannot be stored.
+
+mod facts;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;

@@ -1,0 +1,210 @@
+//! Table-driven tests of the sweep's decision, one row per rule, like `job/step/tests.rs`:
+//! a record, what the sweep saw of its cluster, and what it decides.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use expect_test::{Expect, expect};
+
+use super::{Found, Limits, World, decide};
+use crate::clock::Timestamp;
+use crate::facts::{ClusterFacts, ClusterRef, NodeFacts};
+use crate::job::builder::T0;
+use crate::job::{JobEvent, JobRecord, Phase};
+use crate::provider::{ClusterHealth, ClusterState};
+
+/// Ten minutes after submission.
+const NOW: Timestamp = Timestamp::from_secs(1_700_000_600);
+
+const LIMITS: Limits = Limits {
+    heartbeat_timeout: Duration::from_secs(30),
+    started_at: T0,
+};
+
+/// What the sweep saw, written short.
+#[derive(Clone, Default)]
+struct Saw {
+    /// `None`: the listing did not have the cluster.
+    health: Option<ClusterHealth>,
+    unlisted: bool,
+    ready: usize,
+    exits: Vec<(Phase, i32)>,
+    seen: Option<Timestamp>,
+    started_at: Option<Timestamp>,
+}
+
+fn up() -> Saw {
+    Saw {
+        health: Some(ClusterHealth::Running),
+        ..Saw::default()
+    }
+}
+
+fn health(health: ClusterHealth) -> Saw {
+    Saw {
+        health: Some(health),
+        ..Saw::default()
+    }
+}
+
+impl Saw {
+    fn ready(mut self, n: usize) -> Self {
+        self.ready = n;
+        self
+    }
+    fn exits(mut self, phase: Phase, codes: &[i32]) -> Self {
+        self.exits = codes.iter().map(|c| (phase, *c)).collect();
+        self
+    }
+    fn seen(mut self, ago: Duration) -> Self {
+        self.seen = Some(Timestamp::from_millis(
+            NOW.as_millis() - ago.as_millis() as i64,
+        ));
+        self
+    }
+    fn restarted(mut self, ago: Duration) -> Self {
+        self.started_at = Some(Timestamp::from_millis(
+            NOW.as_millis() - ago.as_millis() as i64,
+        ));
+        self
+    }
+    fn unlisted(mut self) -> Self {
+        self.unlisted = true;
+        self
+    }
+}
+
+fn check(rows: &[(&str, JobRecord, Saw)], expect: &Expect) {
+    let mut out = String::new();
+    for (label, job, saw) in rows {
+        let name = job.tasks[job.current_task]
+            .cluster
+            .clone()
+            .unwrap_or_default();
+        let state = saw.health.clone().map(|health| ClusterState {
+            cluster: name.clone(),
+            job_id: job.id,
+            region: "us-east-1".into(),
+            zone: "us-east-1a".into(),
+            health,
+            nodes: vec![],
+        });
+        let mut facts = ClusterFacts::empty(&ClusterRef {
+            cluster: name,
+            task: job.current_task,
+            attempt: job.tasks[job.current_task].attempt,
+        });
+        let ranks = job.task_spec(job.current_task).num_nodes;
+        for rank in 0..ranks {
+            let mut node = NodeFacts {
+                ready: (rank as usize) < saw.ready,
+                seen: saw.seen,
+                ..NodeFacts::default()
+            };
+            if let Some((phase, code)) = saw.exits.get(rank as usize) {
+                node.phase_mut(*phase).exit = Some(*code);
+            }
+            facts.ranks.insert(rank, node);
+        }
+        let world = World {
+            cluster: state.as_ref(),
+            listed: !saw.unlisted,
+            facts: Some(&facts),
+        };
+        let limits = Limits {
+            started_at: saw.started_at.unwrap_or(LIMITS.started_at),
+            ..LIMITS
+        };
+        let found: Vec<String> = decide(job, &world, &limits, NOW)
+            .iter()
+            .map(|f| match f {
+                Found::Event(e) => describe(e),
+                Found::Relaunch {
+                    cluster, candidate, ..
+                } => format!("relaunch {cluster} on candidate {candidate}"),
+            })
+            .collect();
+        let found = if found.is_empty() {
+            "-".to_owned()
+        } else {
+            found.join(", ")
+        };
+        let _ = writeln!(out, "{label:<52} {found}");
+    }
+    expect.assert_eq(&out);
+}
+
+fn describe(event: &JobEvent) -> String {
+    match event {
+        JobEvent::TaskExited { phase, codes, .. } => format!("TaskExited {phase} {codes:?}"),
+        other => {
+            let json = serde_json::to_value(other).unwrap();
+            json["type"].as_str().unwrap().to_owned()
+        }
+    }
+}
+
+fn job() -> JobRecord {
+    JobRecord::test()
+}
+
+#[rustfmt::skip]
+#[test]
+fn the_sweep_closes_each_gap_once() {
+    let mins = Duration::from_mins;
+    let secs = Duration::from_secs;
+    let preempted = ClusterHealth::Preempted { reason: "spot".into() };
+    let failed = ClusterHealth::Failed { reason: "host error".into() };
+    let rows = [
+        ("a due backoff is re-sent", job().in_backoff(NOW, 1), Saw::default()),
+        ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
+        ("nothing is judged without a listing", job().running(), Saw::default().unlisted()),
+        ("a launch the cloud never saw is re-driven", job().starting(), Saw::default()),
+        ("a launch decided just now may be in flight", job().submitted(NOW).starting(), Saw::default()),
+        ("a cluster the answer of which was lost", job().starting(), health(ClusterHealth::Pending)),
+        ("every node ready: the lost NodeReady", job().starting().launched(), up().ready(1)),
+        ("one of two nodes ready: wait", job().nodes(2).starting().launched(), up().ready(1)),
+        ("launched, then vanished", job().starting().launched(), Saw::default()),
+        ("launched, then preempted", job().recovering().launched(), health(preempted.clone())),
+        ("running, preempted", job().running(), health(preempted)),
+        ("running, failed", job().running(), health(failed)),
+        ("running, terminated behind our back", job().running(), health(ClusterHealth::Terminated)),
+        ("running, gone from the listing", job().running(), Saw::default()),
+        ("every node's setup exited 0: the lost event", job().nodes(2).running().in_phase(Phase::Setup), up().exits(Phase::Setup, &[0, 0]).seen(secs(1))),
+        ("one node's setup exited 0: wait", job().nodes(2).running().in_phase(Phase::Setup), up().exits(Phase::Setup, &[0]).seen(secs(1))),
+        ("one node's run failed: the task failed", job().nodes(2).running().in_phase(Phase::Run), up().exits(Phase::Run, &[3]).seen(secs(1))),
+        ("heard from lately", job().running().in_phase(Phase::Run), up().seen(secs(5))),
+        ("silent for longer than the timeout", job().running().in_phase(Phase::Run), up().seen(mins(2))),
+        ("never heard from since it started running", job().running().in_phase(Phase::Run), up()),
+        ("silent, but the control plane just restarted", job().running(), up().seen(mins(2)).restarted(secs(10))),
+        ("cancelling, cluster gone", job().cancelling(), Saw::default()),
+        ("cancelling, cluster still up: tear down again", job().cancelling(), up()),
+        ("a finished job: nothing", job().succeeded(), up()),
+    ];
+    check(&rows, &expect![[r#"
+        a due backoff is re-sent                             backoff_elapsed
+        a backoff not yet due waits                          -
+        nothing is judged without a listing                  -
+        a launch the cloud never saw is re-driven            relaunch train-1-1 on candidate 0
+        a launch decided just now may be in flight           -
+        a cluster the answer of which was lost               cluster_launched
+        every node ready: the lost NodeReady                 node_ready
+        one of two nodes ready: wait                         -
+        launched, then vanished                              heartbeat_lost
+        launched, then preempted                             preempted
+        running, preempted                                   preempted
+        running, failed                                      heartbeat_lost
+        running, terminated behind our back                  heartbeat_lost
+        running, gone from the listing                       heartbeat_lost
+        every node's setup exited 0: the lost event          TaskExited setup [0, 0]
+        one node's setup exited 0: wait                      -
+        one node's run failed: the task failed               TaskExited run [3]
+        heard from lately                                    -
+        silent for longer than the timeout                   heartbeat_lost
+        never heard from since it started running            heartbeat_lost
+        silent, but the control plane just restarted         -
+        cancelling, cluster gone                             cluster_terminated
+        cancelling, cluster still up: tear down again        cancel_requested
+        a finished job: nothing                              -
+    "#]]);
+}
