@@ -173,7 +173,7 @@ struct Sim {
     ctx: Context,
     meter: Arc<Meter>,
     clock: Arc<ManualClock>,
-    blobs: Arc<CountingBlobs<LocalBlobStore>>,
+    blobs: Arc<CountingBlobs>,
     cloud: Arc<SimCloud>,
     messages: UnboundedReceiver<LocalMessage>,
     memory: Memory,
@@ -201,25 +201,27 @@ impl Sim {
         let (bus, messages) = LocalBus::new();
         let cloud = Arc::new(SimCloud::default());
         let blobs = Arc::new(CountingBlobs {
-            inner: LocalBlobStore::new(dir.path().join("blobs")),
+            inner: Arc::new(LocalBlobStore::new(dir.path().join("blobs"))),
             meter: meter.clone(),
             presign: true,
         });
         let provider: Arc<dyn Provider> = Arc::new(CountingProvider {
-            inner: SharedCloud(cloud.clone()),
+            inner: cloud.clone(),
             meter: meter.clone(),
         });
         let ctx = Context {
             store: Arc::new(CountingStore {
-                inner: SqliteStore::open(dir.path().join("state.db"))
-                    .await
-                    .unwrap(),
+                inner: Arc::new(
+                    SqliteStore::open(dir.path().join("state.db"))
+                        .await
+                        .unwrap(),
+                ),
                 meter: meter.clone(),
             }),
             providers: [(Cloud::Aws, provider)].into_iter().collect(),
             blobs: blobs.clone(),
             bus: Arc::new(CountingBus {
-                inner: bus,
+                inner: Arc::new(bus),
                 meter: meter.clone(),
             }),
             clock: clock.clone(),
@@ -569,25 +571,6 @@ impl Sim {
         if self.ended_at.is_none() {
             self.at(FOLLOW_EVERY, Due::Follow);
         }
-    }
-}
-
-/// The simulated cloud, shared with the simulation (which watches for launches).
-struct SharedCloud(Arc<SimCloud>);
-
-#[async_trait]
-impl Provider for SharedCloud {
-    fn cloud(&self) -> Cloud {
-        Cloud::Aws
-    }
-    async fn launch(&self, spec: &ClusterSpec) -> Result<Vec<NodeInfo>, ProviderError> {
-        self.0.launch(spec).await
-    }
-    async fn describe_region(&self, region: &str) -> Result<Vec<ClusterState>, ProviderError> {
-        self.0.describe_region(region).await
-    }
-    async fn terminate(&self, region: &str, cluster: &str) -> Result<(), ProviderError> {
-        self.0.terminate(region, cluster).await
     }
 }
 

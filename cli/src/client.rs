@@ -66,6 +66,16 @@ impl Client {
         }
     }
 
+    /// How long a follower waits between reads of a log that has nothing new: every read of
+    /// a deployed API is a billed request (and nodes send followed output once a second),
+    /// the local one is free.
+    pub fn follow_interval(&self) -> Duration {
+        match self.auth {
+            Auth::Bearer(_) => Duration::from_millis(150),
+            Auth::SigV4 { .. } => Duration::from_secs(1),
+        }
+    }
+
     /// The headers that authenticate a request.
     fn auth_headers(
         &self,

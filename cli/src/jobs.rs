@@ -357,7 +357,7 @@ pub fn follow(
             }
             return Ok(status);
         }
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(client.follow_interval());
     }
 }
 

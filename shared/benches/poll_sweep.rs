@@ -98,17 +98,17 @@ async fn sweep(jobs: usize) {
     }
     let (bus, _events) = LocalBus::new();
     let cloud: Arc<dyn Provider> = Arc::new(CountingProvider {
-        inner: SimulatedCloud { clusters },
+        inner: Arc::new(SimulatedCloud { clusters }),
         meter: meter.clone(),
     });
     let ctx = Context {
         store: Arc::new(CountingStore {
-            inner: store,
+            inner: Arc::new(store),
             meter: meter.clone(),
         }),
         providers: [(Cloud::Aws, cloud)].into_iter().collect(),
         blobs: Arc::new(CountingBlobs {
-            inner: LocalBlobStore::new(dir.path().join("blobs")),
+            inner: Arc::new(LocalBlobStore::new(dir.path().join("blobs"))),
             meter: meter.clone(),
             presign: true,
         }),

@@ -287,10 +287,19 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
         &home.file("oops.yaml", "name: oops\nrun: echo oops; exit 3\n"),
         &[],
     );
+    // 10 MB of output: 131,072 lines of 80 bytes, then a marker.
+    let big = home.launch_detached(
+        &home.file(
+            "big.yaml",
+            "name: big\nrun: |\n  yes \"$(printf '%079d' 7)\" | head -n 131072\n  echo the-end\n",
+        ),
+        &[],
+    );
+    // Two nodes whose lines interleave, then sleep: its page follows the log live.
     let running = home.launch_detached(
         &home.file(
             "sleeper.yaml",
-            "name: sleeper\nrun: echo sleeping; sleep 300\n",
+            "name: sleeper\nnum_nodes: 2\nrun: |\n  for i in $(seq 1 20); do echo \"r$SKYPILOT_NODE_RANK-$i\"; sleep 0.0$((RANDOM % 8)); done\n  echo sleeping; sleep 300\n",
         ),
         &[],
     );
@@ -463,6 +472,20 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
             (status == "RUNNING" && shown == json!(true)).then_some(())
         },
     );
+    // Its live log: every line of both ranks, once each, in each rank's order.
+    let log = browser.wait("both ranks' lines", Duration::from_secs(20), || {
+        let log = browser.text(&browser.find("#log"));
+        (log.matches("sleeping").count() == 2).then_some(log)
+    });
+    for rank in 0..2 {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("(sleeper, rank={rank}) ")))
+            .filter(|l| l.starts_with('r'))
+            .collect();
+        let expected: Vec<String> = (1..=20).map(|i| format!("r{rank}-{i}")).collect();
+        assert_eq!(lines, expected, "rank {rank} in the page's log:\n{log}");
+    }
     browser.click("#cancel");
     // The confirmation dialog: read it and accept it.
     let prompt = browser.wait("the confirmation dialog", Duration::from_secs(5), || {
@@ -484,5 +507,40 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
     });
     assert_eq!(home.job(running)["status"], "CANCELLED");
     browser.screenshot(&artifact("dashboard-job.png"));
+
+    // The 10 MB log, whole in the page, read in pages well under Lambda's 6 MB response limit.
+    home.wait_status(big, &["SUCCEEDED"], Duration::from_mins(1));
+    browser.goto(&format!("{page}/jobs/{big}"));
+    let (length, last) = browser.wait("the whole 10 MB log", Duration::from_secs(60), || {
+        let done = browser.script(
+            "return document.getElementById('log').dataset.done === 'true';",
+            &[],
+        );
+        (done == json!(true)).then(|| {
+            let text = browser.script(
+                "const t = document.getElementById('log').textContent;
+                 return [t.length, t.trimEnd().split('\\n').pop()];",
+                &[],
+            );
+            (text[0].as_u64().unwrap(), text[1].as_str().unwrap().to_owned())
+        })
+    });
+    assert_eq!(last, "(big) the-end");
+    let prefix = "(big) ".len() as u64;
+    assert_eq!(length, 131_073 * prefix + 131_072 * 80 + "the-end\n".len() as u64);
+    let sizes = browser.script(
+        "return performance.getEntriesByType('resource')
+           .filter(e => e.name.includes('/logs'))
+           .map(e => e.decodedBodySize);",
+        &[],
+    );
+    let sizes: Vec<u64> = sizes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s < 6_000_000), "{sizes:?}");
     println!("dashboard scenario took {:?}", started.elapsed());
 }

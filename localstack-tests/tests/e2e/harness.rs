@@ -125,6 +125,10 @@ type Machines = Arc<Mutex<HashMap<String, Child>>>;
 
 pub struct World {
     pub ctx: Context,
+    /// What a metered world counted (see [`Options::metered`]).
+    pub metered: Option<Metered>,
+    /// The schedule sweeps while this holds (a test may pause it to watch the nodes alone).
+    pub sweeping: Arc<std::sync::atomic::AtomicBool>,
     /// The fake Compute API, when the options asked for GCP.
     pub gce: Option<Arc<FakeCompute>>,
     /// The fault-injecting proxy EC2 calls go through, when the options asked for one.
@@ -150,6 +154,20 @@ pub struct Options {
     /// Run the local control plane's stack (SQLite, a blob folder, the in-process bus and its
     /// loops) instead of the AWS one, with the same emulated clouds.
     pub local_plane: bool,
+    /// Count what the stack costs: every AWS request (the handlers' and the nodes' presigned
+    /// uploads) goes through a recording proxy, the ports are wrapped in the metering
+    /// adapters the `node_cost` bench uses, and the API counts its requests per route.
+    pub metered: bool,
+}
+
+/// What a metered world counted.
+pub struct Metered {
+    /// Every AWS request on the wire.
+    pub wire: crate::proxy::Proxy,
+    /// What the metering adapters counted for the same traffic.
+    pub meter: Arc<shared::metering::Meter>,
+    /// Every API request: method and path.
+    pub routes: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 async fn sdk(endpoint: &str) -> SdkConfig {
@@ -168,7 +186,12 @@ impl World {
     #[allow(clippy::too_many_lines)]
     pub async fn new(options: Options) -> Self {
         let emulator = Emulator::start();
-        let sdk = sdk(&emulator.url).await;
+        let wire = if options.metered {
+            Some(crate::proxy::start(&emulator.url, None).await)
+        } else {
+            None
+        };
+        let sdk = sdk(wire.as_ref().map_or(&emulator.url, |w| &w.url)).await;
         let n = WORLDS.fetch_add(1, Ordering::SeqCst);
         let name = format!("stratus-e2e-{}-{n}", std::process::id());
 
@@ -277,7 +300,7 @@ impl World {
         ctx.settings.agent_cadence = CADENCE;
         let mut proxy = None;
         if let Some(fault) = options.ec2_fault {
-            let started = crate::proxy::start(&emulator.url, fault).await;
+            let started = crate::proxy::start(&emulator.url, Some(fault)).await;
             let ec2: Arc<dyn Provider> = Arc::new(Ec2Provider::new(
                 &sdk.to_builder().endpoint_url(&started.url).build(),
                 Ec2Settings::new("http://127.0.0.1/agent"),
@@ -306,6 +329,7 @@ impl World {
 
         let nodes = tempfile::tempdir().unwrap();
         let mut tasks = Vec::new();
+        let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(true));
         if options.local_plane {
             // The local control plane's stack: a SQLite state table, a folder of blobs, the
             // in-process bus and its loops; the clouds stay the emulated ones.
@@ -318,9 +342,49 @@ impl World {
             run_local_loops(&ctx, messages, Duration::from_millis(500));
         } else {
             tasks.push(tokio::spawn(dispatch(ctx.clone(), sqs, queue_url)));
-            tasks.push(tokio::spawn(schedule(ctx.clone())));
+            tasks.push(tokio::spawn(schedule(ctx.clone(), sweeping.clone())));
         }
-        let router = shared::api::router(ctx.clone(), Arc::new(Tester));
+        let metered = wire.map(|wire| Metered {
+            wire,
+            meter: Arc::new(shared::metering::Meter::new()),
+            routes: Arc::default(),
+        });
+        if let Some(metered) = &metered {
+            use shared::metering::counting as c;
+            let meter = metered.meter.clone();
+            ctx.store = Arc::new(c::CountingStore {
+                inner: ctx.store.clone(),
+                meter: meter.clone(),
+            });
+            ctx.blobs = Arc::new(c::CountingBlobs {
+                inner: ctx.blobs.clone(),
+                meter: meter.clone(),
+                presign: false,
+            });
+            ctx.bus = Arc::new(c::CountingBus {
+                inner: ctx.bus.clone(),
+                meter: meter.clone(),
+            });
+            for provider in ctx.providers.values_mut() {
+                *provider = Arc::new(c::CountingProvider {
+                    inner: provider.clone(),
+                    meter: meter.clone(),
+                });
+            }
+        }
+        let mut router = shared::api::router(ctx.clone(), Arc::new(Tester));
+        if let Some(metered) = &metered {
+            let routes = metered.routes.clone();
+            router = router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    routes.lock().unwrap().push((
+                        request.method().to_string(),
+                        request.uri().path().to_owned(),
+                    ));
+                    next.run(request)
+                },
+            ));
+        }
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }));
@@ -339,6 +403,8 @@ impl World {
         }
         Self {
             ctx,
+            metered,
+            sweeping,
             gce,
             proxy,
             sdk,
@@ -510,10 +576,13 @@ async fn dispatch(ctx: Context, sqs: aws_sdk_sqs::Client, queue_url: String) {
     }
 }
 
-/// The `rate(1 minute)` rule, once a second.
-async fn schedule(ctx: Context) {
+/// The `rate(1 minute)` rule, once a second (while `sweeping` holds).
+async fn schedule(ctx: Context, sweeping: Arc<std::sync::atomic::AtomicBool>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        if !sweeping.load(Ordering::SeqCst) {
+            continue;
+        }
         let event =
             json!({ "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} });
         if let Err(e) = functions::on_poll(&ctx, event).await {

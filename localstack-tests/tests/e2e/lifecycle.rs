@@ -213,12 +213,12 @@ async fn throttled_launches_back_off_and_never_double() {
     let world = World::new(Options::default()).await;
     let proxy = proxy::start(
         world.endpoint(),
-        Fault {
+        Some(Fault {
             region: "us-east-1".into(),
             status: 503,
             code: "RequestLimitExceeded",
             times: 2,
-        },
+        }),
     )
     .await;
     let provider = shared::provider::Ec2Provider::new(

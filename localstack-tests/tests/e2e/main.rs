@@ -4,12 +4,16 @@
 //!
 //! # Layout
 //! - `harness`: a [`harness::World`] per test, with its own moto.
-//! - `proxy`: an HTTP proxy that injects EC2 errors an emulator cannot produce.
+//! - `proxy`: an HTTP proxy that records every AWS request and injects EC2 errors an
+//!   emulator cannot produce.
 //! - `lambda`: the Lambda runtime API, to run the real function binaries.
 //! - `lifecycle`: launch, run, succeed, clean up; preemption; failover; duplicate events.
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
+//! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
+//!   a cancel that ends the machines at once.
 //! - `fake`: the GCE tests' fake Compute API, reused.
 
+mod cadence;
 mod cross_cloud;
 // The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
 #[path = "../../../shared/tests/gce/fake/mod.rs"]

@@ -1,9 +1,10 @@
-//! An HTTP proxy between the EC2 client and the emulator that answers some `RunInstances`
-//! calls with an EC2 error (capacity, throttling: what an emulator cannot produce) and
-//! forwards everything else. It counts the `RunInstances` calls that reached the emulator.
+//! An HTTP proxy between the AWS clients and the emulator. It records every request it
+//! forwards (which service, which operation, which item or object: what AWS would bill), and
+//! can answer some `RunInstances` calls with an EC2 error (capacity, throttling: what an
+//! emulator cannot produce).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,18 +22,36 @@ pub struct Fault {
     pub times: usize,
 }
 
+/// One request that reached the emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The service of its SigV4 scope (`dynamodb`, `s3`, `ec2`, `events`, ...).
+    pub service: String,
+    /// The operation: a DynamoDB or other JSON-protocol target (`GetItem`), an EC2 `Action`,
+    /// or for S3 the method (`PUT`, `GET`, `LIST`, `DELETE`, `POST`).
+    pub operation: String,
+    /// S3: the object's path; DynamoDB: the item's sort key when the request names one.
+    pub target: String,
+    /// The request was signed in its URL (a presigned URL), not by a client with credentials.
+    pub presigned: bool,
+    /// The DynamoDB attributes it sets (from `ExpressionAttributeNames`).
+    pub attributes: Vec<String>,
+}
+
 #[derive(Clone)]
 struct Shared {
     upstream: String,
-    fault: Fault,
+    fault: Option<Fault>,
     failed: Arc<AtomicUsize>,
     forwarded_launches: Arc<AtomicUsize>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 pub struct Proxy {
     pub url: String,
     failed: Arc<AtomicUsize>,
     forwarded_launches: Arc<AtomicUsize>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Proxy {
@@ -45,16 +64,23 @@ impl Proxy {
     pub fn launches(&self) -> usize {
         self.forwarded_launches.load(Ordering::SeqCst)
     }
+
+    /// Every request forwarded so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
 }
 
-pub async fn start(upstream: &str, fault: Fault) -> Proxy {
+pub async fn start(upstream: &str, fault: Option<Fault>) -> Proxy {
     let failed = Arc::new(AtomicUsize::new(0));
     let forwarded_launches = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(Mutex::new(Vec::new()));
     let shared = Shared {
         upstream: upstream.trim_end_matches('/').to_owned(),
         fault,
         failed: failed.clone(),
         forwarded_launches: forwarded_launches.clone(),
+        calls: calls.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -66,6 +92,72 @@ pub async fn start(upstream: &str, fault: Fault) -> Proxy {
         url,
         failed,
         forwarded_launches,
+        calls,
+    }
+}
+
+/// What AWS would bill a request as (see [`Call`]).
+fn classify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Call {
+    let query = uri.query().unwrap_or("");
+    let presigned = query.contains("X-Amz-Signature=");
+    let scope = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+                .map(|c| c.replace("%2F", "/"))
+        })
+        .unwrap_or_default();
+    let service = scope.split('/').nth(3).unwrap_or_default().to_owned();
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .map(str::to_owned);
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (operation, target) = match (service.as_str(), target) {
+        ("s3", _) => {
+            let operation = if *method == Method::GET && query.contains("list-type") {
+                "LIST".to_owned()
+            } else {
+                method.as_str().to_owned()
+            };
+            (operation, uri.path().to_owned())
+        }
+        ("ec2", _) => {
+            let text = String::from_utf8_lossy(body);
+            let action = text
+                .split('&')
+                .find_map(|p| p.strip_prefix("Action="))
+                .unwrap_or_default()
+                .to_owned();
+            (action, String::new())
+        }
+        (_, Some(operation)) => {
+            let sk = json["Key"]["sk"]["S"].as_str().unwrap_or_default().to_owned();
+            (operation, sk)
+        }
+        _ => (method.as_str().to_owned(), uri.path().to_owned()),
+    };
+    let attributes = json["ExpressionAttributeNames"]
+        .as_object()
+        .map(|names| {
+            names
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Call {
+        service,
+        operation,
+        target,
+        presigned,
+        attributes,
     }
 }
 
@@ -86,18 +178,21 @@ async fn handle(
     let launch = String::from_utf8_lossy(&body).contains("Action=RunInstances");
     if launch {
         let region = signed_region(&headers).unwrap_or_default();
-        if region == shared.fault.region
-            && shared.failed.load(Ordering::SeqCst) < shared.fault.times
+        if let Some(fault) = &shared.fault
+            && region == fault.region
+            && shared.failed.load(Ordering::SeqCst) < fault.times
         {
             shared.failed.fetch_add(1, Ordering::SeqCst);
             let xml = format!(
                 "<Response><Errors><Error><Code>{}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>proxy</RequestID></Response>",
-                shared.fault.code
+                fault.code
             );
-            return (StatusCode::from_u16(shared.fault.status).unwrap(), xml).into_response();
+            return (StatusCode::from_u16(fault.status).unwrap(), xml).into_response();
         }
         shared.forwarded_launches.fetch_add(1, Ordering::SeqCst);
     }
+    let call = classify(&method, &uri, &headers, &body);
+    shared.calls.lock().unwrap().push(call);
     let url = format!(
         "{}{}",
         shared.upstream,

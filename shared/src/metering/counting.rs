@@ -52,12 +52,12 @@ fn facts_bytes(facts: &ClusterFacts) -> usize {
 }
 
 /// A [`JobStore`] that counts DynamoDB requests and units.
-pub struct CountingStore<S> {
-    pub inner: S,
+pub struct CountingStore {
+    pub inner: Arc<dyn JobStore>,
     pub meter: Arc<Meter>,
 }
 
-impl<S> CountingStore<S> {
+impl CountingStore {
     fn read(&self, bytes: usize, consistent: bool) {
         self.meter.add(|u| {
             u.dynamodb_requests += 1;
@@ -83,7 +83,7 @@ impl<S> CountingStore<S> {
 }
 
 #[async_trait]
-impl<S: JobStore> JobReader for CountingStore<S> {
+impl JobReader for CountingStore {
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
         let job = self.inner.get_job(id).await;
         self.read(job.as_ref().map_or(0, job_bytes), true);
@@ -125,7 +125,7 @@ impl<S: JobStore> JobReader for CountingStore<S> {
 }
 
 #[async_trait]
-impl<S: JobStore> JobStore for CountingStore<S> {
+impl JobStore for CountingStore {
     async fn next_job_id(&self) -> Result<JobId, StoreError> {
         self.write(1.0);
         self.inner.next_job_id().await
@@ -162,7 +162,7 @@ impl<S: JobStore> JobStore for CountingStore<S> {
 }
 
 #[async_trait]
-impl<S: JobStore> FactStore for CountingStore<S> {
+impl FactStore for CountingStore {
     async fn record_cluster(
         &self,
         job_id: JobId,
@@ -219,8 +219,8 @@ impl<S: JobStore> FactStore for CountingStore<S> {
 
 /// A [`BlobStore`] that counts S3 requests. With `presign`, it hands out upload URLs
 /// (`presigned://<key>`) as S3 does, for a driver to `PUT` with [`CountingBlobs::put_url`].
-pub struct CountingBlobs<B> {
-    pub inner: B,
+pub struct CountingBlobs {
+    pub inner: Arc<dyn BlobStore>,
     pub meter: Arc<Meter>,
     pub presign: bool,
 }
@@ -228,7 +228,7 @@ pub struct CountingBlobs<B> {
 /// The scheme of [`CountingBlobs`]'s upload URLs.
 pub const PRESIGNED: &str = "presigned://";
 
-impl<B: BlobStore> CountingBlobs<B> {
+impl CountingBlobs {
     /// What a node's `PUT` to a presigned URL does: one S3 PUT, made by the node.
     pub async fn put_url(&self, url: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
         let key = url.strip_prefix(PRESIGNED).unwrap_or(url);
@@ -237,7 +237,7 @@ impl<B: BlobStore> CountingBlobs<B> {
 }
 
 #[async_trait]
-impl<B: BlobStore> BlobStore for CountingBlobs<B> {
+impl BlobStore for CountingBlobs {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
         self.meter.add(|u| u.s3_puts += 1);
         self.inner.put(key, bytes).await
@@ -281,13 +281,13 @@ impl<B: BlobStore> BlobStore for CountingBlobs<B> {
 }
 
 /// An [`EventBus`] that counts EventBridge events and Scheduler invocations.
-pub struct CountingBus<E> {
-    pub inner: E,
+pub struct CountingBus {
+    pub inner: Arc<dyn EventBus>,
     pub meter: Arc<Meter>,
 }
 
 #[async_trait]
-impl<E: EventBus> EventBus for CountingBus<E> {
+impl EventBus for CountingBus {
     async fn publish(&self, job_id: JobId, event: JobEvent) -> Result<(), BusError> {
         self.meter.add(|u| u.eventbridge_events += 1);
         self.inner.publish(job_id, event).await
@@ -311,13 +311,13 @@ impl<E: EventBus> EventBus for CountingBus<E> {
 }
 
 /// A [`Provider`] that counts cloud API calls.
-pub struct CountingProvider<P> {
-    pub inner: P,
+pub struct CountingProvider {
+    pub inner: Arc<dyn Provider>,
     pub meter: Arc<Meter>,
 }
 
 #[async_trait]
-impl<P: Provider> Provider for CountingProvider<P> {
+impl Provider for CountingProvider {
     fn cloud(&self) -> crate::cloud::Cloud {
         self.inner.cloud()
     }

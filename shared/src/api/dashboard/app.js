@@ -15,7 +15,6 @@
   const REFRESH_MS = 2000;
   const DONE_REFRESH_MS = 10000;
   const LOG_POLL_MS = 1000;
-  const LOG_MAX_CHARS = 2000000;
   const JOBS_LIMIT = 500;
   const TOKEN_KEY = 'stratus.dashboard.token';
   const STATUSES = [
@@ -391,7 +390,7 @@
     $('jobs-page').hidden = true;
     $('job-page').hidden = false;
     current = {
-      id, job: null, after: null, lineStart: new Map(), logChars: 0, logStarted: false,
+      id, job: null, after: null, lineStart: new Map(), logStarted: false,
     };
     $('job-title').textContent = 'Job ' + id;
     $('job-status').replaceChildren();
@@ -520,11 +519,12 @@
   async function followLog(gen, page) {
     let wait = LOG_POLL_MS;
     try {
-      const after = page.after ? '?after=' + encodeURIComponent(page.after) : '';
-      const logs = await api('/api/v1/jobs/' + page.id + '/logs' + after);
+      // `follow`: while someone watches, the job's nodes send their output within a second.
+      const query = '?follow=true&after=' + encodeURIComponent(page.after || '');
+      const logs = await api('/api/v1/jobs/' + page.id + '/logs' + query);
       if (gen !== generation) return;
       appendLog(page, logs.pieces);
-      if (logs.next) page.after = logs.next;
+      page.after = logs.next;
       if (logs.done) {
         $('log').dataset.done = 'true';
         $('log-state').textContent = '(' + logs.status + ': complete)';
@@ -532,7 +532,9 @@
         return;
       }
       $('log-state').textContent = '(following)';
-      if (logs.pieces.length > 0) wait = 200;
+      // A long log comes a page at a time: read the rest at once.
+      if (logs.more) wait = 0;
+      else if (logs.pieces.length > 0) wait = 200;
     } catch (error) {
       if (!fail(error, gen)) return;
     }
@@ -560,13 +562,8 @@
       }
       page.lineStart.set(key, start);
     }
+    // The whole log stays (a 10 MB log is a few text nodes); nothing is trimmed.
     log.append(document.createTextNode(text));
-    page.logChars += text.length;
-    // Keep the page light on huge logs: `stratus jobs logs` has the whole output.
-    while (page.logChars > LOG_MAX_CHARS && log.firstChild) {
-      page.logChars -= log.firstChild.textContent.length;
-      log.firstChild.remove();
-    }
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
