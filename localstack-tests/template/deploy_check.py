@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
-DYNAMO_RS = ROOT / "shared" / "src" / "store" / "dynamo.rs"
+DYNAMO_RS = ROOT / "shared" / "src" / "store" / "dynamo" / "mod.rs"
 EVENTBRIDGE_RS = ROOT / "shared" / "src" / "control" / "eventbridge.rs"
 EC2_RS = ROOT / "shared" / "src" / "provider" / "ec2" / "mod.rs"
 

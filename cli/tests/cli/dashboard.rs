@@ -522,12 +522,18 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
                  return [t.length, t.trimEnd().split('\\n').pop()];",
                 &[],
             );
-            (text[0].as_u64().unwrap(), text[1].as_str().unwrap().to_owned())
+            (
+                text[0].as_u64().unwrap(),
+                text[1].as_str().unwrap().to_owned(),
+            )
         })
     });
     assert_eq!(last, "(big) the-end");
     let prefix = "(big) ".len() as u64;
-    assert_eq!(length, 131_073 * prefix + 131_072 * 80 + "the-end\n".len() as u64);
+    assert_eq!(
+        length,
+        131_073 * prefix + 131_072 * 80 + "the-end\n".len() as u64
+    );
     let sizes = browser.script(
         "return performance.getEntriesByType('resource')
            .filter(e => e.name.includes('/logs'))

@@ -32,7 +32,9 @@ async fn a_running_node_costs_on_the_wire_what_the_meter_counts() {
     let log_puts = |calls: &[Call]| -> Vec<Call> {
         calls
             .iter()
-            .filter(|c| c.service == "s3" && c.operation == "PUT" && c.target.starts_with(&logs_prefix))
+            .filter(|c| {
+                c.service == "s3" && c.operation == "PUT" && c.target.starts_with(&logs_prefix)
+            })
             .cloned()
             .collect()
     };
@@ -64,7 +66,11 @@ async fn a_running_node_costs_on_the_wire_what_the_meter_counts() {
         .filter(|(m, p)| work_poll(m, p))
         .count();
     assert!(polls >= 2, "{window_routes:?}");
-    assert_eq!(polls, window_routes.len(), "only heartbeats: {window_routes:?}");
+    assert_eq!(
+        polls,
+        window_routes.len(),
+        "only heartbeats: {window_routes:?}"
+    );
     let dynamo: Vec<&Call> = window.iter().filter(|c| c.service == "dynamodb").collect();
     assert_eq!(
         dynamo.len() as u64,
@@ -95,7 +101,12 @@ async fn a_running_node_costs_on_the_wire_what_the_meter_counts() {
     let job = world
         .wait_status(id, &[JobStatus::Succeeded, JobStatus::Failed], LONG)
         .await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{}", world.controller_log(id).await);
+    assert_eq!(
+        job.status(),
+        JobStatus::Succeeded,
+        "{}",
+        world.controller_log(id).await
+    );
     let facts = world.ctx.store.job_facts(id).await.unwrap();
     let chunks: u64 = facts
         .iter()

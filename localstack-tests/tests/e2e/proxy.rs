@@ -138,7 +138,10 @@ fn classify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Cal
             (action, String::new())
         }
         (_, Some(operation)) => {
-            let sk = json["Key"]["sk"]["S"].as_str().unwrap_or_default().to_owned();
+            let sk = json["Key"]["sk"]["S"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             (operation, sk)
         }
         _ => (method.as_str().to_owned(), uri.path().to_owned()),
