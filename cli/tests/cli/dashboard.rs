@@ -511,7 +511,7 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
     // The 10 MB log, whole in the page, read in pages well under Lambda's 6 MB response limit.
     home.wait_status(big, &["SUCCEEDED"], Duration::from_mins(1));
     browser.goto(&format!("{page}/jobs/{big}"));
-    let (length, last) = browser.wait("the whole 10 MB log", Duration::from_secs(60), || {
+    let (length, last) = browser.wait("the whole 10 MB log", Duration::from_mins(1), || {
         let done = browser.script(
             "return document.getElementById('log').dataset.done === 'true';",
             &[],

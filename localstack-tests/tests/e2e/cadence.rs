@@ -2,9 +2,11 @@
 //! very counts the `node_cost` bench prices, through the same metering adapters), and what
 //! stays prompt while the nodes talk seldom (a cancel ends the machines at once).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shared::job::{JobEvent, JobStatus, Phase};
+use shared::metering::Usage;
 
 use crate::harness::{Options, World};
 use crate::proxy::Call;
@@ -13,6 +15,24 @@ const LONG: Duration = Duration::from_secs(90);
 
 fn work_poll(method: &str, path: &str) -> bool {
     method == "GET" && path.ends_with("/work")
+}
+
+/// What the wire, the API and the meter saw in four seconds with the sweep paused.
+async fn quiet_window(world: &World) -> (Vec<Call>, Vec<(String, String)>, Usage) {
+    let metered = world.metered.as_ref().unwrap();
+    world.sweeping.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (calls, routes, usage) = (
+        metered.wire.calls().len(),
+        metered.routes.lock().unwrap().len(),
+        metered.meter.usage(),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let window = metered.wire.calls()[calls..].to_vec();
+    let window_routes = metered.routes.lock().unwrap()[routes..].to_vec();
+    let counted = metered.meter.usage() - usage;
+    world.sweeping.store(true, Ordering::SeqCst);
+    (window, window_routes, counted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,22 +65,7 @@ async fn a_running_node_costs_on_the_wire_what_the_meter_counts() {
     }
 
     // A quiet window: the sweep paused, only the node talks (its heartbeat polls).
-    world
-        .sweeping
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (calls, routes, usage) = (
-        metered.wire.calls().len(),
-        metered.routes.lock().unwrap().len(),
-        metered.meter.usage(),
-    );
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let window: Vec<Call> = metered.wire.calls()[calls..].to_vec();
-    let window_routes = metered.routes.lock().unwrap()[routes..].to_vec();
-    let metered_usage = metered.meter.usage() - usage;
-    world
-        .sweeping
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (window, window_routes, metered_usage) = quiet_window(&world).await;
     let polls = window_routes
         .iter()
         .filter(|(m, p)| work_poll(m, p))

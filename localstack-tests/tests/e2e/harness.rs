@@ -374,10 +374,10 @@ impl World {
         }
         let mut router = shared::api::router(ctx.clone(), Arc::new(Tester));
         if let Some(metered) = &metered {
-            let routes = metered.routes.clone();
+            let requests = metered.routes.clone();
             router = router.layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    routes.lock().unwrap().push((
+                    requests.lock().unwrap().push((
                         request.method().to_string(),
                         request.uri().path().to_owned(),
                     ));
