@@ -96,6 +96,10 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
     // First, while this is the only thread: every thread spawned later inherits the mask.
     let signals =
         supervise::block_stop_signals().context("cannot block SIGTERM for the signal thread")?;
+    // Not dumpable: `/proc/<agent>/environ` and `mem`, where the job's token is, become
+    // unreadable to the commands (which run as the same user), and no one can ptrace the
+    // agent. Commands are dumpable again: `exec` resets the flag.
+    nix::sys::prctl::set_dumpable(false).context("cannot make the agent undumpable")?;
     let span = info_span!(
         "agent",
         job_id = config.job_id,

@@ -257,7 +257,7 @@ enum Output {
     Exited(i32),
 }
 
-/// Runs `bash -c <script>` and streams its output; returns its exit code and the number of
+/// Runs `bash <script file>` and streams its output; returns its exit code and the number of
 /// log chunks sent.
 fn run_command(
     node: &Node,
@@ -266,7 +266,7 @@ fn run_command(
     env: &BTreeMap<String, String>,
 ) -> Result<(i32, u64), Gone> {
     let phase = sink.phase;
-    let (reader, mut child) = match start(node, script, env) {
+    let (reader, mut child) = match start(node, phase, script, env) {
         Ok(Some(started)) => started,
         Ok(None) => loop {
             // Shutdown is under way and will exit the process.
@@ -344,14 +344,20 @@ fn run_command(
 /// Spawns the command with its stdout and stderr on one pipe. `Ok(None)` once shutdown began.
 fn start(
     node: &Node,
+    phase: Phase,
     script: &str,
     env: &BTreeMap<String, String>,
 ) -> io::Result<Option<(io::PipeReader, std::process::Child)>> {
+    // From a file, not `bash -c`: one argument may not exceed 128 KiB on Linux, a script may.
+    let path = node.paths.script(phase);
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    std::fs::write(&path, script)?;
     let (reader, writer) = io::pipe()?;
     let mut command = supervise::command("bash");
     command
-        .arg("-c")
-        .arg(script)
+        .arg(&path)
         .current_dir(&node.paths.workdir)
         .env_clear()
         .envs(command_env(

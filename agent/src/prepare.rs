@@ -6,7 +6,8 @@
 //! - A mount destination `~` or `~/x` is `$NODE_DIR` or `$NODE_DIR/x` (`$NODE_DIR` is the
 //!   commands' `HOME`); an absolute `/x` is `$NODE_DIR/root/x` (a node of the local cloud is a
 //!   process and may not write to `/`); a relative `x` is `$NODE_DIR/sky_workdir/x`. A `..`
-//!   component is refused.
+//!   component is refused, and so is a path through a symbolic link (a workdir could bring
+//!   one pointing anywhere), or onto one (except where a MOUNT replaces it).
 //!
 //! # Archive layout (the control plane builds these)
 //! Every archive is a gzip-compressed tar (`.tar.gz`). Entry paths are relative (no leading
@@ -67,6 +68,11 @@ impl NodePaths {
         }
     }
 
+    /// The file a phase's script is written to before it runs.
+    pub fn script(&self, phase: shared::job::Phase) -> PathBuf {
+        self.home.join(".stratus").join(format!("{phase}.sh"))
+    }
+
     /// Where a mount destination lands on this node (see the module docs).
     pub fn destination(&self, destination: &str) -> Result<PathBuf, PrepareError> {
         let refuse = |reason| PrepareError::Destination {
@@ -86,7 +92,13 @@ impl NodePaths {
         };
         for component in Path::new(rest).components() {
             match component {
-                Component::Normal(part) => path.push(part),
+                Component::Normal(part) => {
+                    // A symlink on the way (one a workdir brought, say) could lead anywhere.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        return Err(refuse("it passes through a symbolic link"));
+                    }
+                    path.push(part);
+                }
                 Component::CurDir | Component::RootDir => {}
                 Component::ParentDir | Component::Prefix(_) => {
                     return Err(refuse("'..' is not allowed in a destination"));
@@ -140,6 +152,14 @@ pub fn prepare(api: &Api, node: &NodePaths, task: &NodeTask) -> Result<(), Prepa
 
 fn realize(api: &Api, node: &NodePaths, mount: &NodeMount) -> Result<(), PrepareError> {
     let destination = node.destination(&mount.destination)?;
+    // The destination itself may be a symlink only where a MOUNT replaces it with its own.
+    let replaced = matches!(mount.source, MountSource::LocalFolder { copy: false, .. });
+    if !replaced && fs::symlink_metadata(&destination).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(PrepareError::Destination {
+            destination: mount.destination.clone(),
+            reason: "it is a symbolic link",
+        });
+    }
     let what = || format!("file_mounts '{}'", mount.destination);
     match &mount.source {
         MountSource::Archive { key } => {

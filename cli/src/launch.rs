@@ -362,11 +362,15 @@ fn key_values(flag: &str, items: &[String]) -> Result<Vec<(String, String)>, Fai
         .iter()
         .map(|item| match item.split_once('=') {
             Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-            None => std::env::var(item).map(|v| (item.clone(), v)).map_err(|_| {
-                Failure::input(anyhow!(
+            None => match std::env::var(item) {
+                Ok(value) => Ok((item.clone(), value)),
+                Err(std::env::VarError::NotUnicode(_)) => Err(Failure::input(anyhow!(
+                    "{flag} {item}: the value of {item} in your environment is not UTF-8 text; pass {flag} {item}=<value>"
+                ))),
+                Err(std::env::VarError::NotPresent) => Err(Failure::input(anyhow!(
                     "{flag} {item}: {item} is not set in your environment; pass {flag} {item}=<value>"
-                ))
-            }),
+                ))),
+            },
         })
         .collect()
 }

@@ -14,10 +14,13 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// This process's environment.
+    /// This process's environment (variables that are not UTF-8 are left out: none of the
+    /// credential chains' variables are such).
     pub fn current() -> Self {
         Self {
-            vars: std::env::vars().collect(),
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
             home: std::env::var_os("HOME").map(PathBuf::from),
         }
     }

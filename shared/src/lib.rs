@@ -19,6 +19,7 @@
 //! - [`agent_protocol`]: what node agents and the control plane say to each other.
 //! - [`metering`]: what the deployment's own requests cost, the price table and counting
 //!   adapters.
+//! - `testing` (feature `test-util`): a control plane in memory over a simulated cloud.
 
 pub mod agent_protocol;
 pub mod api;
@@ -36,3 +37,5 @@ pub mod provider;
 pub mod spec;
 pub mod store;
 pub mod suggest;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

@@ -9,8 +9,10 @@
 //! - [`mounts`]: file mounts.
 //! - [`stopping`]: `Stop`, 401, SIGTERM, bad configuration, retries.
 //! - [`output`]: presigned log URLs, the flush delays, the last output on SIGTERM, the polls.
+//! - [`hostile`]: the token out of the command's reach, long scripts, symlinked mounts.
 
 mod fake;
+mod hostile;
 mod mounts;
 mod node;
 mod output;

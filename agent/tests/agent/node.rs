@@ -54,8 +54,30 @@ impl Node {
 
     /// Starts the agent against `fake`, with more (or other) variables.
     pub fn start_with(fake: &Fake, vars: &[(&str, &str)]) -> Node {
+        Node::spawn(fake, vars, false)
+    }
+
+    /// Starts the agent as an unprivileged user: `nobody` when the tests run as root (root
+    /// may read any process's memory), else the tests' own user.
+    pub fn start_unprivileged(fake: &Fake) -> Node {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        Node::spawn(fake, &[], root)
+    }
+
+    fn spawn(fake: &Fake, vars: &[(&str, &str)], as_nobody: bool) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stratus-agent"))
+        let agent = env!("CARGO_BIN_EXE_stratus-agent");
+        let mut command = if as_nobody {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", agent]);
+            command
+        } else {
+            Command::new(agent)
+        };
+        let child = command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
             .env("RUST_LOG", "trace")

@@ -434,12 +434,17 @@ fn workdir_and_local_file_mounts_reach_every_node_and_are_cleaned_up() {
     // The cleanup deletes the uploaded archives; the logs stay.
     let deadline = std::time::Instant::now() + LONG;
     let uploads = root.join("blobs/uploads");
+    // uploads/<user's space>/<session>/<archive>: any archive left?
     let any_upload = || {
-        std::fs::read_dir(&uploads).is_ok_and(|sessions| {
-            sessions
-                .flatten()
-                .any(|s| std::fs::read_dir(s.path()).is_ok_and(|mut files| files.next().is_some()))
-        })
+        let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir)
+                .map(|e| e.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        entries(&uploads)
+            .iter()
+            .flat_map(|space| entries(space))
+            .any(|session| !entries(&session).is_empty())
     };
     while any_upload() {
         assert!(

@@ -401,7 +401,20 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
             .as_str()
             .expect("S3 hands out upload URLs")
             .to_owned();
-        let put = agent.put(&url).send(&archive[..]).unwrap();
+        // The URL signs the archive's checksum: the PUT repeats the signed headers.
+        let headers = target["headers"].as_array().unwrap();
+        assert!(
+            headers.iter().any(|h| h[0]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("x-amz-checksum-sha256")),
+            "{target}"
+        );
+        let mut put = agent.put(&url);
+        for header in headers {
+            put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
+        }
+        let put = put.send(&archive[..]).unwrap();
         assert!(put.status().is_success(), "presigned PUT: {}", put.status());
         (target["key"].as_str().unwrap().to_owned(), url)
     })

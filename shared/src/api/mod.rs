@@ -30,7 +30,7 @@ use crate::agent_protocol::{
     LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_CHUNK_BYTES, Report, WorkAnswer, WorkQuery,
 };
 use crate::control::logs::{self, LogCursor, LogPiece};
-use crate::control::{self, Context, HandlerError, SubmitError, SubmitRequest, agent};
+use crate::control::{self, Context, HandlerError, SubmitError, SubmitRequest, agent, uploads};
 use crate::job::{JobEvent, JobId, JobRecord, JobStatus};
 use crate::store::{Cursor, StoreError};
 
@@ -95,7 +95,7 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
         .route("/api/v1/jobs/{id}/events", get(job_events))
         .route(
             "/api/v1/uploads",
-            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+            put(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/uploads/url", post(upload_url))
         .route(
@@ -443,19 +443,8 @@ struct UploadQuery {
     session: String,
 }
 
-fn check_session(session: &str) -> ApiResult<()> {
-    if session.is_empty()
-        || session.len() > 64
-        || !session
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "session: use 1 to 64 letters, digits and '-'",
-        ));
-    }
-    Ok(())
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,11 +455,14 @@ struct UploadUrlQuery {
 }
 
 /// Where to send an archive: a URL that takes it directly (around the API's payload limit),
-/// or none, and then `PUT /api/v1/uploads`. Either way it ends up at `key`.
+/// with the headers the `PUT` must carry, or none, and then `PUT /api/v1/uploads`. Either way
+/// it ends up at `key`, in the caller's own space.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UploadTarget {
     pub key: String,
     pub url: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
 }
 
 async fn upload_url(
@@ -478,42 +470,71 @@ async fn upload_url(
     headers: HeaderMap,
     Query(query): Query<UploadUrlQuery>,
 ) -> ApiResult<Json<UploadTarget>> {
-    state.user(&headers)?;
-    check_session(&query.session)?;
-    if query.sha256.len() != 64 || !query.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "sha256: give the archive's SHA-256 in hex",
-        ));
-    }
-    let key = format!(
-        "uploads/{}/{}.tar.gz",
-        query.session,
-        query.sha256.to_ascii_lowercase()
-    );
-    let url = state
+    let user = state.user(&headers)?;
+    uploads::check_session(&query.session).map_err(bad_request)?;
+    uploads::check_sha256(&query.sha256).map_err(bad_request)?;
+    let sha256 = query.sha256.to_ascii_lowercase();
+    let key = uploads::object_key(&user.name, &query.session, &sha256);
+    let digest: [u8; 32] = hex::decode(&sha256)
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .expect("checked: 64 hex digits");
+    let target = state
         .ctx
         .blobs
-        .upload_url(&key, std::time::Duration::from_mins(30))
+        .upload_url(&key, std::time::Duration::from_mins(30), Some(digest))
         .await?;
-    Ok(Json(UploadTarget { key, url }))
+    Ok(Json(match target {
+        Some(target) => UploadTarget {
+            key,
+            url: Some(target.url),
+            headers: target.headers,
+        },
+        None => UploadTarget {
+            key,
+            url: None,
+            headers: vec![],
+        },
+    }))
 }
 
+/// Takes an archive through the API (stores without upload URLs), streamed to a temporary
+/// file while it is hashed: memory stays small whatever its size.
 async fn upload(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(query): Query<UploadQuery>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<Json<Uploaded>> {
-    state.user(&headers)?;
-    let session = &query.session;
-    check_session(session)?;
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let user = state.user(&headers)?;
+    uploads::check_session(&query.session).map_err(bad_request)?;
+    let io = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let tmp = tempfile::NamedTempFile::new().map_err(io)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
+    let mut hasher = Sha256::new();
+    let mut size = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad_request(format!("reading the upload: {e}")))?;
+        size += chunk.len();
+        if size > MAX_UPLOAD {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "an upload holds at most {} MiB (workdir and file mounts, packed)",
+                    MAX_UPLOAD >> 20
+                ),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
     // Content-addressed within the session: the same archive uploaded twice is stored once.
-    let key = format!(
-        "uploads/{session}/{}.tar.gz",
-        hex::encode(Sha256::digest(&body))
-    );
-    state.ctx.blobs.put(&key, body.to_vec()).await?;
+    let key = uploads::object_key(&user.name, &query.session, &hex::encode(hasher.finalize()));
+    state.ctx.blobs.put_file(&key, tmp.path()).await?;
     Ok(Json(Uploaded { key }))
 }
 
@@ -584,13 +605,7 @@ async fn agent_blob(
 ) -> ApiResult<Response> {
     state.agent(&headers, job)?;
     // A job's token reaches only the archives uploaded for that job.
-    let uploads: agent::Uploads = state
-        .ctx
-        .blobs
-        .get(&agent::uploads_key(job))
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let uploads = uploads::read(state.ctx.blobs.as_ref(), job).await?;
     if !uploads.0.values().any(|k| *k == key) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

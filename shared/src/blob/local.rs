@@ -72,6 +72,23 @@ impl BlobStore for LocalBlobStore {
         }
     }
 
+    async fn put_file(&self, key: &str, source: &Path) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        let (key, source) = (key.to_owned(), source.to_owned());
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Copied beside the target, then renamed: a reader never sees half an object.
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            std::fs::copy(&source, &tmp)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .expect("blob write task")
+        .map_err(|e| backend(&key, e))
+    }
+
     async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Bounded>, BlobError> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {

@@ -27,6 +27,14 @@ pub enum BlobError {
     },
 }
 
+/// A presigned upload: the URL, and the headers the `PUT` must carry (they are signed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadUrl {
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
 /// An object read with a size limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bounded {
@@ -56,15 +64,29 @@ pub trait BlobStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError>;
     /// Deletes every object under `prefix`; nothing there is fine.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+    /// Writes (or replaces) the object at `key` with the contents of the file at `path`,
+    /// without holding it all in memory where the store can avoid it.
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), BlobError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| BlobError::Backend {
+                key: key.to_owned(),
+                source: Box::new(e),
+            })?;
+        self.put(key, bytes).await
+    }
     /// A URL that uploads (`PUT`) the object at `key` without credentials, when the store has
     /// such URLs (S3's presigned URLs). Clients send large archives this way, around the API's
-    /// payload limit. `None`: upload through the API.
+    /// payload limit. `None`: upload through the API. With `sha256`, the upload must carry
+    /// that checksum (the headers to send come with the URL) and the store checks the body
+    /// against it.
     async fn upload_url(
         &self,
         key: &str,
         expires: std::time::Duration,
-    ) -> Result<Option<String>, BlobError> {
-        let _ = (key, expires);
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Option<UploadUrl>, BlobError> {
+        let _ = (key, expires, sha256);
         Ok(None)
     }
     /// A URL that downloads (`GET`) the object at `key` without credentials, when the store

@@ -33,7 +33,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 
-use super::{BlobError, BlobStore, Bounded, check_key};
+use super::{BlobError, BlobStore, Bounded, UploadUrl, check_key};
 
 /// `DeleteObjects` takes at most this many keys.
 const DELETE_BATCH: usize = 1000;
@@ -222,20 +222,49 @@ impl BlobStore for S3BlobStore {
         &self,
         key: &str,
         expires: std::time::Duration,
-    ) -> Result<Option<String>, BlobError> {
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Option<UploadUrl>, BlobError> {
+        use base64::Engine as _;
         let object = self.object(key)?;
+        let checksum = sha256.map(|sha| base64::engine::general_purpose::STANDARD.encode(sha));
         let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&object)
+            .set_checksum_sha256(checksum.clone())
             .presigned(Self::presigning(key, expires)?)
             .await
             .map_err(|e| BlobError::Backend {
                 key: key.to_owned(),
                 source: Box::new(e),
             })?;
-        Ok(Some(request.uri().to_owned()))
+        // The signed headers the upload must repeat (the checksum among them).
+        let headers = request
+            .headers()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        Ok(Some(UploadUrl {
+            url: request.uri().to_owned(),
+            headers,
+        }))
+    }
+
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), BlobError> {
+        let object = self.object(key)?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| self.failure_detail("PutObject", key, &object, e.to_string()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.failure("PutObject", key, &object, &e))?;
+        Ok(())
     }
 
     async fn download_url(

@@ -9,8 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
+use super::uploads::{self, Uploads};
 use super::{Context, HandlerError, advance, logs};
 use crate::agent_protocol::{
     LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_URLS, MountSource, NodeMount, NodeTask, Report,
@@ -25,11 +24,6 @@ use crate::store::StoreError;
 /// How long presigned log URLs are asked to live (credentials may end them sooner; the agent
 /// asks again on a 403).
 const LOG_URL_LIFETIME: std::time::Duration = std::time::Duration::from_hours(1);
-
-/// The local paths the CLI uploaded for a job, and their blob keys.
-pub fn uploads_key(job_id: JobId) -> String {
-    format!("jobs/{job_id}/uploads.json")
-}
 
 /// Records the nodes of a freshly launched cluster (for `SKYPILOT_NODE_IPS`).
 pub(super) async fn record_nodes(
@@ -254,8 +248,8 @@ pub async fn log_urls(
         let count = u64::from(request.count.min(MAX_LOG_URLS));
         for seq in request.first_seq..request.first_seq.saturating_add(count) {
             let key = logs::chunk_key(job_id, &node.at, request.phase, rank, seq);
-            match ctx.blobs.upload_url(&key, LOG_URL_LIFETIME).await? {
-                Some(url) => urls.push(url),
+            match ctx.blobs.upload_url(&key, LOG_URL_LIFETIME, None).await? {
+                Some(target) => urls.push(target.url),
                 None => break,
             }
         }
@@ -264,19 +258,6 @@ pub async fn log_urls(
         first_seq: request.first_seq,
         urls,
     })
-}
-
-/// Uploaded local paths (as written in the task) and their blob keys.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Uploads(pub BTreeMap<String, String>);
-
-async fn uploads(ctx: &Context, job_id: JobId) -> Result<Uploads, HandlerError> {
-    Ok(ctx
-        .blobs
-        .get(&uploads_key(job_id))
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default())
 }
 
 /// The task as node `rank` runs it: commands, every variable, workdir and mounts.
@@ -344,7 +325,7 @@ async fn node_task(
         env.insert(k.to_owned(), v);
     }
 
-    let uploads = uploads(ctx, job.id).await?;
+    let uploads = uploads::read(ctx.blobs.as_ref(), job.id).await?;
     let workdir_archive = match &spec.workdir {
         Some(Workdir::Local(path)) => uploads.0.get(path).cloned(),
         _ => None,

@@ -15,8 +15,7 @@ use std::collections::BTreeSet;
 
 use tracing::{info, warn};
 
-use super::agent::{Uploads, uploads_key};
-use super::{Context, HandlerError};
+use super::{Context, HandlerError, uploads};
 use crate::cloud::Cloud;
 use crate::facts::{ClusterFact, ClusterRef};
 use crate::job::{ControllerEvent, JobId};
@@ -87,16 +86,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         }
     }
 
-    let uploads: Uploads = ctx
-        .blobs
-        .get(&uploads_key(job_id))
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    for key in uploads.0.values() {
-        ctx.blobs.delete_prefix(key).await?;
-        cleaned.files_deleted += 1;
-    }
+    cleaned.files_deleted += uploads::delete(ctx.blobs.as_ref(), job_id, &job.owner).await?;
     if cleaned != Cleaned::default() {
         let current = &job.tasks[job.current_task];
         let line = ControllerEvent {

@@ -22,6 +22,7 @@
 //! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
 //! - `agent`: node agents' work, reports and logs.
 //! - `logs`: where user logs live in blob storage, and reading them back exactly once.
+//! - `uploads`: the archives a job's local paths travel in, and whose they are.
 
 mod advance;
 pub mod agent;
@@ -33,6 +34,7 @@ pub mod logs;
 mod poll;
 mod submit;
 mod token;
+pub mod uploads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,6 +106,12 @@ pub enum HandlerError {
     Blob(#[from] crate::blob::BlobError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Something stored for the job cannot be read back.
+    #[error("job {job_id}: {what} cannot be read")]
+    Corrupt {
+        job_id: crate::job::JobId,
+        what: String,
+    },
     /// A node request named a cluster that is not the job's, or a rank beyond its nodes.
     #[error("job {job_id} has no node {rank} in a cluster named '{cluster}'")]
     UnknownNode {

@@ -7,9 +7,10 @@
 //! the pure [`decide`]. What it catches:
 //! - a preempted or failed cluster (`Preempted`, `HeartbeatLost`), or nodes that stopped
 //!   polling for work (`HeartbeatLost`);
-//! - work a crash dropped: a launch the record says is under way that the cloud has never seen
-//!   (launched again, same name), node facts whose event never made it (`NodeReady`,
-//!   `TaskExited`), a backoff that is due, a teardown that did not finish;
+//! - work a crash dropped: a job left PENDING with nothing under way (`Submitted` again), a
+//!   launch the record says is under way that the cloud has never seen (launched again, same
+//!   name), node facts whose event never made it (`NodeReady`, `TaskExited`), a backoff that
+//!   is due, a teardown that did not finish;
 //! - orphans: a Stratus cluster that no active task wants is torn down.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,7 +247,19 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
         return vec![Found::Event(JobEvent::BackoffElapsed)];
     }
     let Some(cluster) = task.cluster.clone() else {
-        return vec![];
+        // PENDING with nothing under way: the `Submitted` that starts the job was lost (a
+        // crash after the create, a failed publish). Sent again; `step` ignores a duplicate.
+        let waiting = task.status == JobStatus::Pending
+            && job.next_attempt_at.is_none()
+            && task.launch.is_none()
+            && task
+                .submitted_at
+                .is_some_and(|at| now.since(at) > REDRIVE_AFTER);
+        return if waiting {
+            vec![Found::Event(JobEvent::Submitted)]
+        } else {
+            vec![]
+        };
     };
     if !world.listed {
         return vec![];

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::agent::{Uploads, uploads_key};
+use super::uploads::{self, Uploads};
 use super::{Context, HandlerError};
 use crate::job::{JobEvent, JobRecord};
 use crate::optimizer;
@@ -60,16 +60,27 @@ pub async fn submit(
     owner: &str,
     request: SubmitRequest,
 ) -> Result<JobRecord, SubmitError> {
-    let loaded = match (&request.yaml, &request.command) {
-        (Some(yaml), None) => spec::load(yaml, &request.overrides)?,
-        (None, Some(command)) => spec::load_command(command, &request.overrides)?,
-        _ => {
-            return Err(SubmitError::BadRequest(
-                "give exactly one of `yaml` (a task file's text) or `command`".into(),
-            ));
+    // Parsing is CPU work of its own (bounded by `spec::limits`): off the async threads, so
+    // a large file never holds up other requests.
+    let (yaml, command, overrides) = (
+        request.yaml.clone(),
+        request.command.clone(),
+        request.overrides.clone(),
+    );
+    let loaded = tokio::task::spawn_blocking(move || match (yaml, command) {
+        (Some(yaml), None) => spec::load(&yaml, &overrides).map_err(SubmitError::from),
+        (None, Some(command)) => {
+            spec::load_command(&command, &overrides).map_err(SubmitError::from)
         }
-    };
+        _ => Err(SubmitError::BadRequest(
+            "give exactly one of `yaml` (a task file's text) or `command`".into(),
+        )),
+    })
+    .await
+    .map_err(|e| SubmitError::BadRequest(format!("the task file could not be read: {e}")))??;
     let pipeline = loaded.pipeline;
+    let session =
+        uploads::check_request(owner, &request.uploads).map_err(SubmitError::BadRequest)?;
     let mut candidates = Vec::new();
     for task in &pipeline.tasks {
         check_uploads(task, &request.uploads)?;
@@ -87,9 +98,20 @@ pub async fn submit(
     let id = ctx.store.next_job_id().await?;
     let now = ctx.clock.now();
     let job = JobRecord::new(id, owner, pipeline, candidates, now);
+    if let Some(session) = session {
+        // The session's archives become this job's alone: its cleanup deletes them.
+        let name = format!("{}/{session}", uploads::owner_space(owner));
+        match ctx.store.claim(&name, id).await {
+            Err(crate::store::StoreError::Conflict { .. }) => {
+                return Err(SubmitError::BadRequest(format!(
+                    "uploads: session '{session}' belongs to another job; upload again under a new session"
+                )));
+            }
+            other => other?,
+        }
+    }
     // Written before the job exists, so a node never asks for uploads that are not recorded.
-    let uploads = serde_json::to_vec(&Uploads(request.uploads)).expect("uploads serialize");
-    ctx.blobs.put(&uploads_key(id), uploads).await?;
+    uploads::write(ctx.blobs.as_ref(), id, &Uploads(request.uploads)).await?;
     let stored = ctx.store.create_job(&job).await?;
     info!(
         job_id = id,
@@ -98,10 +120,11 @@ pub async fn submit(
         tasks = stored.tasks.len(),
         "job submitted"
     );
-    ctx.bus
-        .publish(id, JobEvent::Submitted)
-        .await
-        .map_err(HandlerError::from)?;
+    // The job exists: a lost `Submitted` must not fail the request (a retry would make a
+    // second job). The sweep starts any job left PENDING without a launch.
+    if let Err(e) = ctx.bus.publish(id, JobEvent::Submitted).await {
+        warn!(job_id = id, error = %e, "could not publish Submitted; the sweep starts the job");
+    }
     Ok(stored)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Meter;
-use crate::blob::{BlobError, BlobStore, Bounded};
+use crate::blob::{BlobError, BlobStore, Bounded, UploadUrl};
 use crate::clock::Timestamp;
 use crate::control::{BusError, EventBus};
 use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact};
@@ -159,6 +159,11 @@ impl JobStore for CountingStore {
         }
         self.inner.append_events(job_id, events).await
     }
+
+    async fn claim(&self, name: &str, job_id: JobId) -> Result<(), StoreError> {
+        self.write(1.0);
+        self.inner.claim(name, job_id).await
+    }
 }
 
 #[async_trait]
@@ -266,16 +271,25 @@ impl BlobStore for CountingBlobs {
         self.inner.delete_prefix(prefix).await
     }
 
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), BlobError> {
+        self.meter.add(|u| u.s3_puts += 1);
+        self.inner.put_file(key, path).await
+    }
+
     async fn upload_url(
         &self,
         key: &str,
         expires: std::time::Duration,
-    ) -> Result<Option<String>, BlobError> {
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Option<UploadUrl>, BlobError> {
         // Presigning is computed in the function: no request.
         if self.presign {
-            Ok(Some(format!("{PRESIGNED}{key}")))
+            Ok(Some(UploadUrl {
+                url: format!("{PRESIGNED}{key}"),
+                headers: vec![],
+            }))
         } else {
-            self.inner.upload_url(key, expires).await
+            self.inner.upload_url(key, expires, sha256).await
         }
     }
 }

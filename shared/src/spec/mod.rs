@@ -11,8 +11,10 @@
 //! - `overrides`: `--env`, `--gpus`, `--infra`, ... applied on top of the file.
 //! - `locate`: YAML path → line and column.
 //! - `error`: [`SpecError`] and [`Warning`].
+//! - `limits`: the bounds a task file must keep (size, nesting, aliases, nodes, variables).
 
 mod error;
+pub mod limits;
 mod locate;
 mod overrides;
 pub mod resources;

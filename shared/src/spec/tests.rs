@@ -3,6 +3,8 @@
 // Case tables grow one line at a time; their length is the point.
 #![allow(clippy::too_many_lines)]
 
+use std::fmt::Write as _;
+
 use expect_test::{Expect, expect};
 
 use super::*;
@@ -597,5 +599,73 @@ fn invalid_files() {
         expect![[r#"
         error --gpus: unknown accelerator 'V1OO' (did you mean 'V100'?); known: T4, L4, A10G, L40S, V100, A100, A100-80GB, H100, H200, ...
     "#]],
+    );
+}
+
+#[test]
+fn limits_are_named_and_refused_fast() {
+    let deep = format!("run: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let started = std::time::Instant::now();
+    check(
+        &deep,
+        expect![[r#"
+            error line 1, column 261: the task file nests mappings and lists more than 32 levels deep; flatten it
+        "#]],
+    );
+    let nested_map = format!(
+        "name: x\nenvs: {}1{}\n",
+        "{a: ".repeat(40_000),
+        "}".repeat(40_000)
+    );
+    assert!(load(&nested_map, &Overrides::default()).is_err());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "hostile nesting took {:?}",
+        started.elapsed()
+    );
+    let laughs = format!(
+        "a: &a [x, x]\nb: [{}]\nrun: echo\n",
+        vec!["*a"; 100].join(", ")
+    );
+    check(
+        &laughs,
+        expect![[r#"
+            error line 2, column 261: the task file uses more than 64 aliases (`*name`); write the values out
+        "#]],
+    );
+    check(
+        "num_nodes: 4294967295\nrun: echo\n",
+        expect![[r#"
+            error line 1, column 1: num_nodes: 4294967295 nodes is more than the 512 a Stratus cluster may have
+        "#]],
+    );
+    check(
+        "run: \"echo a\\0b\"\n",
+        expect![[r#"
+            error line 1, column 1: run: holds a NUL character (\0), which no command or variable can carry; remove it
+        "#]],
+    );
+    check(
+        "envs:\n  A: \"x\\0\"\nrun: echo\n",
+        expect![[r#"
+            error line 2, column 3: envs.A: holds a NUL character (\0), which no command or variable can carry; remove it
+        "#]],
+    );
+    let many = (0..1001).fold(String::new(), |mut text, i| {
+        let _ = writeln!(text, "  V{i}: x");
+        text
+    });
+    check(
+        &format!("envs:\n{many}run: echo\n"),
+        expect![[r#"
+            error line 1, column 1: envs: 1001 variables (envs and secrets together); a task may have at most 1000
+        "#]],
+    );
+    let big = "x".repeat(limits::MAX_YAML_BYTES);
+    assert!(
+        load(&format!("run: echo {big}\n"), &Overrides::default())
+            .unwrap_err()
+            .to_string()
+            .contains("at most 1024 KiB")
     );
 }

@@ -68,6 +68,7 @@ const GENERATED_JOB_NAME: &str = "stratus-job";
 const COMMAND_JOB_NAME: &str = "stratus-cmd";
 
 pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
+    super::limits::check_text(text)?;
     let mut documents = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let parsed: Option<TaskYaml> = serde_path_to_error::deserialize(document)
@@ -115,6 +116,7 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
     for (position, (index, yaml)) in documents.into_iter().enumerate() {
         let mut task =
             task(yaml, overrides, single, &mut warnings).map_err(|e| e.in_document(index))?;
+        super::limits::check_task(&task).map_err(|e| e.in_document(index))?;
         if task.name.is_empty() {
             task.name = if count == 1 {
                 job_name.clone()
@@ -148,7 +150,18 @@ pub(super) fn load_command(command: &str, overrides: &Overrides) -> Result<Loade
         run: Some(command.to_owned()),
         ..TaskYaml::default()
     };
+    if command.len() > super::limits::MAX_YAML_BYTES {
+        return Err(SpecError::new(
+            "",
+            format!(
+                "the command has {} KiB; at most {} KiB (put a longer script in a file and run that)",
+                command.len() / 1024,
+                super::limits::MAX_YAML_BYTES / 1024
+            ),
+        ));
+    }
     let mut task = task(yaml, overrides, true, &mut warnings)?;
+    super::limits::check_task(&task)?;
     let name = match &overrides.name {
         Some(name) => {
             check_name(name).map_err(|m| SpecError::new("--name", m))?;

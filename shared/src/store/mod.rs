@@ -97,6 +97,10 @@ pub trait JobStore: JobReader + crate::facts::FactStore {
         job_id: JobId,
         events: &[ControllerEvent],
     ) -> Result<(), StoreError>;
+
+    /// Claims `name` (an upload session) for `job_id`, once and for good: claiming it again
+    /// for the same job succeeds, for another job is [`StoreError::Conflict`].
+    async fn claim(&self, name: &str, job_id: JobId) -> Result<(), StoreError>;
 }
 
 /// Where the next page of a listing starts: jobs older than the last one returned.

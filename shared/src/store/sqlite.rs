@@ -9,8 +9,9 @@
 //!
 //! Tables: `jobs` (columns for lookups and fencing, plus the state document), `tasks` (one
 //! spec document per task), `events` (the controller log), `counters` (the job ID counter),
-//! and the node facts (`crate::facts`): `clusters`, `node_facts` (one row per node, its facts
-//! as a JSON document updated in one transaction) and `follows`. `PRAGMA user_version` holds
+//! `claims` (upload sessions, each claimed by one job), and the node facts (`crate::facts`):
+//! `clusters`, `node_facts` (one row per node, its facts as a JSON document updated in one
+//! transaction) and `follows`. `PRAGMA user_version` holds
 //! the schema version.
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,10 @@ CREATE TABLE IF NOT EXISTS node_facts (
     attempt INTEGER NOT NULL,
     facts   TEXT NOT NULL,
     PRIMARY KEY (job_id, cluster, rank)
+) STRICT;
+CREATE TABLE IF NOT EXISTS claims (
+    name   TEXT PRIMARY KEY,
+    job_id INTEGER NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS follows (
     job_id INTEGER PRIMARY KEY,
@@ -548,6 +553,33 @@ impl JobStore for SqliteStore {
                 }
             }
             tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn claim(&self, name: &str, job_id: JobId) -> Result<(), StoreError> {
+        let key = to_sql_int(job_id, "job id", job_id)?;
+        let name = name.to_owned();
+        self.call("claim", move |conn| {
+            let err = |e| sql_error("claim", e);
+            conn.execute(
+                "INSERT INTO claims (name, job_id) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, key],
+            )
+            .map_err(err)?;
+            let owner: i64 = conn
+                .query_row("SELECT job_id FROM claims WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            if owner == key {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
+                    job_id,
+                    expected_version: 0,
+                })
+            }
         })
         .await
     }

@@ -45,6 +45,7 @@ macro_rules! contract_suite {
             racing_updates_one_wins,
             node_facts_are_recorded_once_and_read_per_cluster,
             followers_extend_never_shorten,
+            a_claim_is_one_jobs,
         );
     };
 }

@@ -445,3 +445,14 @@ pub async fn followers_extend_never_shorten<S: JobStore>(store: &S) {
     store.follow(job.id, at(90)).await.unwrap();
     assert_eq!(store.followed_until(job.id).await.unwrap(), Some(at(90)));
 }
+
+pub async fn a_claim_is_one_jobs<S: JobStore>(store: &S) {
+    store.claim("alice/s-1", 1).await.unwrap();
+    store.claim("alice/s-1", 1).await.unwrap();
+    let err = store.claim("alice/s-1", 2).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { job_id: 2, .. }),
+        "{err:?}"
+    );
+    store.claim("alice/s-2", 2).await.unwrap();
+}

@@ -157,6 +157,8 @@ fn the_sweep_closes_each_gap_once() {
     let failed = ClusterHealth::Failed { reason: "host error".into() };
     let rows = [
         ("a due backoff is re-sent", job().in_backoff(NOW, 1), Saw::default()),
+        ("PENDING with nothing under way: Submitted again", job(), Saw::default()),
+        ("PENDING, submitted just now: its event may be on its way", job().submitted(NOW), Saw::default()),
         ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
         ("nothing is judged without a listing", job().running(), Saw::default().unlisted()),
         ("a launch the cloud never saw is re-driven", job().starting(), Saw::default()),
@@ -183,6 +185,8 @@ fn the_sweep_closes_each_gap_once() {
     ];
     check(&rows, &expect![[r#"
         a due backoff is re-sent                             backoff_elapsed
+        PENDING with nothing under way: Submitted again      submitted
+        PENDING, submitted just now: its event may be on its way -
         a backoff not yet due waits                          -
         nothing is judged without a listing                  -
         a launch the cloud never saw is re-driven            relaunch train-1-1 on candidate 0

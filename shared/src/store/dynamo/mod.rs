@@ -13,6 +13,7 @@
 //! | controller event | `JOB#<id>` | `EVENT#<ms, 13 digits>#<nonce>#<n>` | `format`, `event` (JSON) |
 //! | ID counter | `COUNTER` | `JOB_ID` | `value` (number, `ADD 1` per job) |
 //! | node facts | `JOB#<id>` | `C#<cluster>#...`, `FOLLOW` | see `facts` |
+//! | a claim | `CLAIM#<name>` | `CLAIM` | `job_id` (upload sessions, one job each) |
 //!
 //! `C#` and `EVENT#` sort before `META`, which sorts before `TASK#`: `sk >= "META"` reads the
 //! job and its tasks, `begins_with(sk, "EVENT#")` its controller log in time order.
@@ -691,6 +692,35 @@ impl JobStore for DynamoStore {
                 .map_err(|e| sdk_error(op, &e))?;
         }
         Ok(())
+    }
+
+    async fn claim(&self, name: &str, job_id: JobId) -> Result<(), StoreError> {
+        let op = "claim";
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("CLAIM#{name}")))
+            .item("sk", s("CLAIM".to_owned()))
+            .item("job_id", n(job_id))
+            .condition_expression("attribute_not_exists(pk) OR job_id = :job")
+            .expression_attribute_values(":job", n(job_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::is_conditional_check_failed_exception,
+                ) =>
+            {
+                Err(StoreError::Conflict {
+                    job_id,
+                    expected_version: 0,
+                })
+            }
+            Err(e) => Err(sdk_error(op, &e)),
+        }
     }
 }
 
