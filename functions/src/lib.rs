@@ -325,6 +325,7 @@ pub async fn on_poll(ctx: &Context, event: Value) -> anyhow::Result<Value> {
         "describe_calls": stats.describe_calls,
         "events": stats.events,
         "orphans_terminated": stats.orphans_terminated,
+        "cleanups": stats.cleanups,
     }))
 }
 

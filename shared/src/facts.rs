@@ -9,6 +9,7 @@
 //! | a cluster: task, attempt, nodes, torn down | `clusters` row | `sk` = `C#<cluster>#INFO` |
 //! | a node: ready, started, exits, chunks, seen | `node_facts` row | `sk` = `C#<cluster>#R<rank, 5 digits>` |
 //! | someone follows the job's log until | `follows` row | `sk` = `FOLLOW` |
+//! | a zone found full, or freed | `capacity` row | `pk` = `ZONE#<cloud>#<zone>`, `sk` = `CAPACITY` |
 //!
 //! Why not in the job record: facts arrive from every node at once, and the job record is
 //! written with a fence on its version, so they would fight over it; and a heartbeat would
@@ -206,6 +207,40 @@ pub trait FactStore: Send + Sync {
 
     /// Until when someone follows the job's log, if anyone ever did.
     async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Records what a launch or a teardown said about a zone (`zone` is `<cloud>/<zone>`);
+    /// each time only moves forward.
+    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError>;
+
+    /// What is known about a zone's capacity.
+    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError>;
+}
+
+/// What the control plane last learnt about a zone's capacity: when a launch there found it
+/// full, and when a cluster of ours there was torn down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneCapacity {
+    pub exhausted_at: Option<Timestamp>,
+    pub freed_at: Option<Timestamp>,
+}
+
+impl ZoneCapacity {
+    /// The zone is known to be full at `now`: a launch found it full less than `fresh` ago,
+    /// and none of our clusters there was torn down since. (Others may free capacity too,
+    /// which is why the knowledge goes stale.)
+    pub fn known_full(&self, now: Timestamp, fresh: std::time::Duration) -> bool {
+        match self.exhausted_at {
+            Some(at) => now.since(at) < fresh && self.freed_at.is_none_or(|freed| freed < at),
+            None => false,
+        }
+    }
+}
+
+/// A change in what is known about a zone's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityEvent {
+    Exhausted(Timestamp),
+    Freed(Timestamp),
 }
 
 /// Sorts clusters the way their logs are read: by task, then attempt.

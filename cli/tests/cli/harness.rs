@@ -244,8 +244,21 @@ impl Home {
         }
     }
 
-    /// The clusters the local cloud ever launched for this home.
-    pub fn clusters(&self) -> Vec<PathBuf> {
+    /// The clusters launched for job `id`, from its controller log ("Cluster launched: X").
+    pub fn launched_clusters(&self, id: u64) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .controller_log(id)
+            .lines()
+            .filter_map(|l| l.split("Cluster launched: ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        found.dedup();
+        found
+    }
+
+    /// The local cloud's cluster folders (one per cluster not yet torn down).
+    pub fn cluster_folders(&self) -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("local/clusters"))
             .map(|e| e.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();

@@ -189,7 +189,7 @@ fn preemption_recovers_in_the_other_zone_and_resumes_from_the_checkpoint() {
         "{controller}"
     );
     assert!(controller.contains("RECOVERING"), "{controller}");
-    assert_eq!(home.clusters().len(), 2);
+    assert_eq!(home.launched_clusters(id).len(), 2);
     home.wait_no_nodes(Duration::from_secs(10));
 }
 
@@ -245,7 +245,7 @@ fn max_restarts_on_errors_runs_twice_then_fails() {
         "{}",
         home.logs(1)
     );
-    assert_eq!(home.clusters().len(), 2);
+    assert_eq!(home.launched_clusters(1).len(), 2);
 }
 
 #[test]
@@ -348,7 +348,11 @@ fn a_crashed_control_plane_picks_the_job_up_again() {
     let job = home.wait_status(id, &["SUCCEEDED", "FAILED", "FAILED_CONTROLLER"], LONG);
     assert_eq!(job["status"], "SUCCEEDED", "{}", home.controller_log(id));
     assert_eq!(job["recoveries"], 0);
-    assert_eq!(home.clusters().len(), 1, "no second cluster was launched");
+    assert_eq!(
+        home.launched_clusters(id).len(),
+        1,
+        "no second cluster was launched"
+    );
     assert!(home.logs(id).contains("tick 8"));
 }
 
@@ -367,7 +371,7 @@ fn required_envs_and_redacted_secrets() {
         text(&out.stderr)
     );
     assert!(
-        home.clusters().is_empty(),
+        home.cluster_folders().is_empty(),
         "a rejected launch starts nothing"
     );
 
@@ -455,4 +459,14 @@ fn workdir_and_local_file_mounts_reach_every_node_and_are_cleaned_up() {
     }
     assert!(home.logs(1).contains("training on rank 1 of 2"));
     home.wait_controller(1, "intermediate file(s) deleted");
+    // Torn down, the cluster's folder is gone too.
+    let deadline = std::time::Instant::now() + LONG;
+    while !home.cluster_folders().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster folders left: {:?}",
+            home.cluster_folders()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -6,6 +6,9 @@
 //!   half ran, or whose answer was lost, is torn down too.
 //! - Idempotent: on a job that is already clean it finds nothing and deletes nothing.
 //! - Does nothing to a job that has not ended.
+//! - Done means done: only when every region was listed and every cluster terminated does it
+//!   write `cleaned_at`, which takes the job out of the sweep's view. Until then it answers
+//!   [`HandlerError::Unfinished`] (so the event is retried) and the sweep runs it again.
 //!
 //! # Caveats
 //! - The job's logs, controller events and node facts are kept: `stratus jobs logs` reads
@@ -70,7 +73,13 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
             }
         }
     }
-    if all_gone {
+    if !all_gone {
+        return Err(HandlerError::Unfinished {
+            job_id,
+            what: "cleanup: some clusters could not be listed or terminated".into(),
+        });
+    }
+    {
         // No node of the job is left to write: log readers stop waiting for their output.
         for facts in ctx.store.job_facts(job_id).await? {
             if !facts.terminated {
@@ -100,6 +109,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         };
         ctx.store.append_events(job_id, &[line]).await?;
     }
+    mark_cleaned(ctx, job_id).await?;
     info!(
         job_id,
         clusters = cleaned.clusters_terminated,
@@ -107,4 +117,24 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         "cleanup done"
     );
     Ok(cleaned)
+}
+
+/// Writes `cleaned_at` (fenced, re-reading on a lost race; after many, the sweep comes back).
+async fn mark_cleaned(ctx: &Context, job_id: JobId) -> Result<(), HandlerError> {
+    for _ in 0..20 {
+        let mut job = ctx.store.get_job(job_id).await?;
+        if job.cleaned_at.is_some() {
+            return Ok(());
+        }
+        let fence = job.fence();
+        job.cleaned_at = Some(ctx.clock.now());
+        match ctx.store.update_job(&job, fence).await {
+            Err(crate::store::StoreError::Conflict { .. }) => {}
+            other => return other.map(|_| ()).map_err(Into::into),
+        }
+    }
+    Err(HandlerError::Unfinished {
+        job_id,
+        what: "cleanup: the job kept changing while it was marked clean".into(),
+    })
 }

@@ -106,6 +106,13 @@ pub enum HandlerError {
     Blob(#[from] crate::blob::BlobError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The work is not finished (a cloud call failed); it is retried, and the sweep runs it
+    /// again.
+    #[error("job {job_id}: {what}; it is tried again")]
+    Unfinished {
+        job_id: crate::job::JobId,
+        what: String,
+    },
     /// Something stored for the job cannot be read back.
     #[error("job {job_id}: {what} cannot be read")]
     Corrupt {

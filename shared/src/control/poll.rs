@@ -42,49 +42,29 @@ pub struct PollStats {
     pub describe_calls: usize,
     pub events: usize,
     pub orphans_terminated: usize,
+    /// Cleanups of ended jobs run again.
+    pub cleanups: usize,
 }
+
+/// An ended job's cleanup normally runs at once (on `job_ended`); one still not done this
+/// long after the job ended is run again by the sweep.
+const CLEANUP_AFTER: Duration = Duration::from_mins(1);
 
 /// Sweeps every active job once.
 pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
     let now = ctx.clock.now();
-    let active = ctx.store.list_active().await?;
+    let (active, ended): (Vec<JobRecord>, Vec<JobRecord>) = ctx
+        .store
+        .list_active()
+        .await?
+        .into_iter()
+        .partition(|job| !job.is_terminal());
     let mut stats = PollStats {
         active_jobs: active.len(),
+        cleanups: rerun_cleanups(ctx, &ended, now).await,
         ..PollStats::default()
     };
-
-    let mut regions: BTreeSet<(Cloud, String)> = BTreeSet::new();
-    for job in &active {
-        let task = &job.tasks[job.current_task];
-        if let Some(c) = task
-            .candidate
-            .and_then(|i| job.candidates[job.current_task].get(i))
-        {
-            regions.insert((c.cloud, c.region.clone()));
-        }
-    }
-    // The local cloud is cheap to list whole, so orphans there are found even with no job.
-    if ctx.providers.contains_key(&Cloud::Local) {
-        for region in ctx.catalog.of(Cloud::Local).map(|o| o.region.clone()) {
-            regions.insert((Cloud::Local, region));
-        }
-    }
-    let mut clusters: BTreeMap<String, ClusterState> = BTreeMap::new();
-    let mut listed: BTreeSet<(Cloud, String)> = BTreeSet::new();
-    for (cloud, region) in regions {
-        let Some(provider) = ctx.providers.get(&cloud) else {
-            continue;
-        };
-        stats.describe_calls += 1;
-        match provider.describe_region(&region).await {
-            Ok(found) => {
-                listed.insert((cloud, region));
-                clusters.extend(found.into_iter().map(|c| (c.cluster.clone(), c)));
-            }
-            Err(e) => debug!(%cloud, %region, error = %e, "describe failed; next sweep retries"),
-        }
-    }
-
+    let (clusters, listed) = list_regions(ctx, &active, &mut stats).await;
     let wanted: BTreeSet<String> = active
         .iter()
         .filter_map(|job| job.tasks[job.current_task].cluster.clone())
@@ -109,24 +89,10 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
         sweeps.spawn(async move {
             let _permit = permit;
             let seen = see(&ctx, &job, &clusters, &listed).await?;
-            let mut events = 0;
-            for found in decide(&job, &seen.as_world(), &limits, now) {
-                events += 1;
-                debug!(job_id = job.id, ?found, "poll found news");
-                match found {
-                    Found::Event(event) => advance(&ctx, job.id, event).await?,
-                    Found::Relaunch {
-                        task,
-                        cluster,
-                        candidate,
-                    } => {
-                        info!(
-                            job_id = job.id,
-                            cluster, "re-driving a launch the cloud has not seen"
-                        );
-                        advance::launch(&ctx, &job, task, &cluster, candidate).await?;
-                    }
-                }
+            let found = decide(&job, &seen.as_world(), &limits, now);
+            let events = found.len();
+            for found in found {
+                carry_out(&ctx, &job, found).await?;
             }
             Ok::<usize, HandlerError>(events)
         });
@@ -134,20 +100,118 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
     while let Some(done) = sweeps.join_next().await {
         stats.events += done.expect("a sweep task panicked")?;
     }
+    stats.orphans_terminated = tear_down_orphans(ctx, &clusters, &listed, &wanted).await?;
+    Ok(stats)
+}
 
-    for (name, state) in clusters.iter() {
+/// Ended jobs whose cleanup failed, or never ran (a lost `job_ended`): run it again. Returns
+/// how many were run.
+async fn rerun_cleanups(ctx: &Context, ended: &[JobRecord], now: Timestamp) -> usize {
+    let mut run = 0;
+    for job in ended {
+        let ended_at = job.tasks.iter().filter_map(|t| t.ended_at).max();
+        if ended_at.is_none_or(|at| now.since(at) > CLEANUP_AFTER) {
+            run += 1;
+            if let Err(e) = super::cleanup(ctx, job.id).await {
+                info!(job_id = job.id, error = %e, "cleanup is not finished; the next sweep tries again");
+            }
+        }
+    }
+    run
+}
+
+/// One `describe_region` per (cloud, region) the active jobs use (the whole local cloud
+/// always): the clusters found, and the regions that answered.
+async fn list_regions(
+    ctx: &Context,
+    active: &[JobRecord],
+    stats: &mut PollStats,
+) -> (BTreeMap<String, ClusterState>, BTreeSet<(Cloud, String)>) {
+    let mut regions: BTreeSet<(Cloud, String)> = BTreeSet::new();
+    for job in active {
+        let task = &job.tasks[job.current_task];
+        if let Some(c) = task
+            .candidate
+            .and_then(|i| job.candidates[job.current_task].get(i))
+        {
+            regions.insert((c.cloud, c.region.clone()));
+        }
+    }
+    // The local cloud is cheap to list whole, so orphans there are found even with no job.
+    if ctx.providers.contains_key(&Cloud::Local) {
+        for region in ctx.catalog.of(Cloud::Local).map(|o| o.region.clone()) {
+            regions.insert((Cloud::Local, region));
+        }
+    }
+    let mut clusters = BTreeMap::new();
+    let mut listed = BTreeSet::new();
+    for (cloud, region) in regions {
+        let Some(provider) = ctx.providers.get(&cloud) else {
+            continue;
+        };
+        stats.describe_calls += 1;
+        match provider.describe_region(&region).await {
+            Ok(found) => {
+                listed.insert((cloud, region));
+                clusters.extend(found.into_iter().map(|c| (c.cluster.clone(), c)));
+            }
+            Err(e) => debug!(%cloud, %region, error = %e, "describe failed; next sweep retries"),
+        }
+    }
+    (clusters, listed)
+}
+
+async fn carry_out(ctx: &Context, job: &JobRecord, found: Found) -> Result<(), HandlerError> {
+    debug!(job_id = job.id, ?found, "poll found news");
+    match found {
+        Found::Event(event) => advance(ctx, job.id, event).await,
+        Found::Relaunch {
+            task,
+            cluster,
+            candidate,
+        } => {
+            info!(
+                job_id = job.id,
+                cluster, "re-driving a launch the cloud has not seen"
+            );
+            advance::launch(ctx, job, task, &cluster, candidate).await
+        }
+    }
+}
+
+/// Tears down every Stratus cluster no active task wants; returns how many.
+async fn tear_down_orphans(
+    ctx: &Context,
+    clusters: &BTreeMap<String, ClusterState>,
+    listed: &BTreeSet<(Cloud, String)>,
+    wanted: &BTreeSet<String>,
+) -> Result<usize, HandlerError> {
+    let mut terminated = 0;
+    for (name, state) in clusters {
         if wanted.contains(name) || matches!(state.health, ClusterHealth::Terminated) {
             continue;
         }
-        let Some(provider) = ctx.providers.get(&cloud_of(&listed, &state.region)) else {
+        // The jobs were read before the clouds were listed: a launch decided in between is
+        // not in `wanted`. Its job, read now, says whether it still wants the cluster.
+        match ctx.store.get_job(state.job_id).await {
+            Ok(job)
+                if !job.is_terminal()
+                    && job.tasks[job.current_task].cluster.as_deref() == Some(name) =>
+            {
+                continue;
+            }
+            Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(provider) = ctx.providers.get(&cloud_of(listed, &state.region)) else {
             continue;
         };
         info!(cluster = %name, job_id = state.job_id, "tearing down a cluster no active task wants");
         if provider.terminate(&state.region, name).await.is_ok() {
-            stats.orphans_terminated += 1;
+            terminated += 1;
         }
     }
-    Ok(stats)
+    Ok(terminated)
 }
 
 fn cloud_of(listed: &BTreeSet<(Cloud, String)>, region: &str) -> Cloud {

@@ -62,6 +62,11 @@ pub struct JobRecord {
     pub submitted_at: Timestamp,
     /// While in a no-capacity backoff: when to try the candidates again.
     pub next_attempt_at: Option<Timestamp>,
+    /// When the cleanup (the finalizer) finished: its clusters gone, its uploads deleted. Until
+    /// then the job stays in the sweep's view, ended or not, so a cleanup that failed or never
+    /// ran is run again.
+    #[serde(default)]
+    pub cleaned_at: Option<Timestamp>,
 }
 
 /// The changing part of one task.
@@ -120,6 +125,9 @@ pub struct LaunchWalk {
 pub enum LaunchFailure {
     /// The cloud has no capacity for this candidate right now: try the next one.
     NoCapacity,
+    /// Not asked: a launch found the zone full a moment ago and nothing was freed there since.
+    /// As `NoCapacity`, but nothing was started, so nothing is torn down.
+    KnownFull,
     /// A quota or limit blocks this candidate: try the next one.
     Quota,
     /// Credentials are missing or rejected: no candidate will work.
@@ -132,6 +140,7 @@ impl fmt::Display for LaunchFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LaunchFailure::NoCapacity => "no capacity",
+            LaunchFailure::KnownFull => "known full",
             LaunchFailure::Quota => "quota exceeded",
             LaunchFailure::Auth => "not authorized",
             LaunchFailure::Invalid => "invalid request",
@@ -274,6 +283,7 @@ impl JobRecord {
             version: 0,
             submitted_at: now,
             next_attempt_at: None,
+            cleaned_at: None,
         }
     }
 
@@ -293,6 +303,12 @@ impl JobRecord {
 
     pub fn is_terminal(&self) -> bool {
         self.status().is_terminal()
+    }
+
+    /// Whether the sweep still looks at the job: it has not ended, or its cleanup has not
+    /// finished. (The state table's active index holds exactly these.)
+    pub fn is_active(&self) -> bool {
+        !self.is_terminal() || self.cleaned_at.is_none()
     }
 
     /// What a fenced update of this record must find in the store.

@@ -160,9 +160,12 @@ impl Machine {
         if !self.is_current(cluster) || !self.is_launching() || self.task().launch.is_none() {
             return;
         }
-        self.terminate(cluster);
+        if failure != LaunchFailure::KnownFull {
+            // The launch may have half run: whatever it started goes.
+            self.terminate(cluster);
+        }
         match failure {
-            LaunchFailure::NoCapacity | LaunchFailure::Quota => {
+            LaunchFailure::NoCapacity | LaunchFailure::Quota | LaunchFailure::KnownFull => {
                 let on = self.candidate_label();
                 self.emit(format!(
                     "Launch of {cluster} on {on} failed ({failure}): {message}"
@@ -589,6 +592,13 @@ impl Machine {
     fn mark_running(&mut self) {
         let recovered = self.status() == JobStatus::Recovering;
         let now = self.now;
+        if self.task().launch.as_ref().is_some_and(|w| !w.launched) {
+            // The nodes answered before the cloud's answer was applied (the events crossed):
+            // the launch succeeded all the same, and the log says so once, here.
+            let cluster = self.task().cluster.clone().unwrap_or_default();
+            let on = self.candidate_label();
+            self.emit(format!("Cluster launched: {cluster} ({on})."));
+        }
         let task = self.task_mut();
         task.status = JobStatus::Running;
         task.launch = None;

@@ -12,7 +12,9 @@ use super::Meter;
 use crate::blob::{BlobError, BlobStore, Bounded, UploadUrl};
 use crate::clock::Timestamp;
 use crate::control::{BusError, EventBus};
-use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact};
+use crate::facts::{
+    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, ZoneCapacity,
+};
 use crate::job::{ControllerEvent, Fence, JobEvent, JobId, JobRecord};
 use crate::provider::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
 use crate::store::{Cursor, JobReader, JobStore, Page, StoreError, wire};
@@ -143,7 +145,7 @@ impl JobStore for CountingStore {
     async fn update_job(&self, job: &JobRecord, expected: Fence) -> Result<JobRecord, StoreError> {
         let (meta, _) = job_items(job);
         // Leaving the sparse `active` index is one more (index) write.
-        let index = if job.is_terminal() { 1.0 } else { 0.0 };
+        let index = if job.is_active() { 0.0 } else { 1.0 };
         self.write(write_units(meta) + index);
         self.inner.update_job(job, expected).await
     }
@@ -219,6 +221,16 @@ impl FactStore for CountingStore {
     async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError> {
         self.read(100, false);
         self.inner.followed_until(job_id).await
+    }
+
+    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError> {
+        self.write(1.0);
+        self.inner.record_capacity(zone, event).await
+    }
+
+    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError> {
+        self.read(100, true);
+        self.inner.zone_capacity(zone).await
     }
 }
 

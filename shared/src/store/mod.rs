@@ -65,7 +65,8 @@ pub trait JobReader: Send + Sync {
         limit: usize,
     ) -> Result<Page, StoreError>;
 
-    /// Every job that has not reached a terminal status, for the poll sweep. Oldest first.
+    /// Every job the sweep must look at (`JobRecord::is_active`: not ended, or ended but not yet
+    /// cleaned up), for the poll sweep. Oldest first.
     async fn list_active(&self) -> Result<Vec<JobRecord>, StoreError>;
 
     /// The owner's jobs with this name, newest first, finished ones included.

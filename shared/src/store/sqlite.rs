@@ -22,7 +22,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::clock::Timestamp;
-use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts};
+use crate::facts::{
+    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts,
+    ZoneCapacity,
+};
 use crate::job::{ControllerEvent, Fence, JobId, JobRecord};
 
 use super::wire::{self, FORMAT, Stored};
@@ -89,6 +92,11 @@ CREATE TABLE IF NOT EXISTS node_facts (
 CREATE TABLE IF NOT EXISTS claims (
     name   TEXT PRIMARY KEY,
     job_id INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS capacity (
+    zone         TEXT PRIMARY KEY,
+    exhausted_at INTEGER,
+    freed_at     INTEGER
 ) STRICT;
 CREATE TABLE IF NOT EXISTS follows (
     job_id INTEGER PRIMARY KEY,
@@ -439,7 +447,7 @@ impl JobStore for SqliteStore {
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {
         let stored = wire::stored(job, 1)?;
         let key = to_sql_int(job.id, "job id", job.id)?;
-        let active = !job.is_terminal();
+        let active = job.is_active();
         let mut created = job.clone();
         created.version = 1;
         self.call("create_job", move |conn| {
@@ -487,7 +495,7 @@ impl JobStore for SqliteStore {
         let key = to_sql_int(job_id, "job id", job_id)?;
         let state = wire::encode_state(job)?;
         let status = job.status().as_str();
-        let active = !job.is_terminal();
+        let active = job.is_active();
         let version = to_sql_int(job_id, "version", expected.version)?;
         let expected_status = expected.status.as_str();
         let mut updated = job.clone();
@@ -709,6 +717,28 @@ impl FactStore for SqliteStore {
         .await
     }
 
+    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError> {
+        let zone = zone.to_owned();
+        let (column, at) = match event {
+            CapacityEvent::Exhausted(at) => ("exhausted_at", at),
+            CapacityEvent::Freed(at) => ("freed_at", at),
+        };
+        let sql = format!(
+            "INSERT INTO capacity (zone, {column}) VALUES (?1, ?2)
+             ON CONFLICT (zone) DO UPDATE SET {column} = max(coalesce({column}, 0), excluded.{column})"
+        );
+        self.call("record_capacity", move |conn| {
+            conn.execute(&sql, params![zone, at.as_millis()])
+                .map_err(|e| sql_error("record_capacity", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError> {
+        self.capacity_row(zone).await
+    }
+
     async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError> {
         let key = to_sql_int(job_id, "job id", job_id)?;
         self.call("followed_until", move |conn| {
@@ -719,6 +749,29 @@ impl FactStore for SqliteStore {
                 .optional()
                 .map_err(|e| sql_error("followed_until", e))?;
             Ok(until.map(Timestamp::from_millis))
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    async fn capacity_row(&self, zone: &str) -> Result<ZoneCapacity, StoreError> {
+        let zone = zone.to_owned();
+        self.call("zone_capacity", move |conn| {
+            let row: Option<(Option<i64>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT exhausted_at, freed_at FROM capacity WHERE zone = ?1",
+                    [&zone],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| sql_error("zone_capacity", e))?;
+            Ok(
+                row.map_or_else(ZoneCapacity::default, |(e, f)| ZoneCapacity {
+                    exhausted_at: e.map(Timestamp::from_millis),
+                    freed_at: f.map(Timestamp::from_millis),
+                }),
+            )
         })
         .await
     }

@@ -30,6 +30,9 @@ struct StateDoc {
     current_task: usize,
     next_attempt_at: Option<Timestamp>,
     tasks: Vec<TaskState>,
+    /// Written by the cleanup once it is done (an optional field: older documents lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cleaned_at: Option<Timestamp>,
 }
 
 /// One task's fixed part.
@@ -59,6 +62,7 @@ pub(crate) fn encode_state(job: &JobRecord) -> Result<String, StoreError> {
         submitted_at: job.submitted_at,
         current_task: job.current_task,
         next_attempt_at: job.next_attempt_at,
+        cleaned_at: job.cleaned_at,
         tasks: job.tasks.clone(),
     };
     to_json(job.id, &doc)
@@ -126,6 +130,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         version: stored.version,
         submitted_at: state.submitted_at,
         next_attempt_at: state.next_attempt_at,
+        cleaned_at: state.cleaned_at,
     };
     let status: JobStatus = stored
         .status

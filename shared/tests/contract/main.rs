@@ -46,6 +46,7 @@ macro_rules! contract_suite {
             node_facts_are_recorded_once_and_read_per_cluster,
             followers_extend_never_shorten,
             a_claim_is_one_jobs,
+            zone_capacity_only_moves_forward,
         );
     };
 }

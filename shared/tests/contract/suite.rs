@@ -456,3 +456,38 @@ pub async fn a_claim_is_one_jobs<S: JobStore>(store: &S) {
     );
     store.claim("alice/s-2", 2).await.unwrap();
 }
+
+pub async fn zone_capacity_only_moves_forward<S: JobStore>(store: &S) {
+    use shared::facts::CapacityEvent;
+    let zone = "aws/us-east-1a";
+    assert_eq!(
+        store.zone_capacity(zone).await.unwrap(),
+        shared::facts::ZoneCapacity::default()
+    );
+    store
+        .record_capacity(zone, CapacityEvent::Exhausted(at(10)))
+        .await
+        .unwrap();
+    store
+        .record_capacity(zone, CapacityEvent::Exhausted(at(5)))
+        .await
+        .unwrap();
+    let hint = store.zone_capacity(zone).await.unwrap();
+    assert_eq!((hint.exhausted_at, hint.freed_at), (Some(at(10)), None));
+    assert!(hint.known_full(at(20), Duration::from_mins(1)));
+    assert!(!hint.known_full(at(200), Duration::from_mins(1)), "stale");
+    store
+        .record_capacity(zone, CapacityEvent::Freed(at(15)))
+        .await
+        .unwrap();
+    let hint = store.zone_capacity(zone).await.unwrap();
+    assert_eq!(hint.freed_at, Some(at(15)));
+    assert!(
+        !hint.known_full(at(20), Duration::from_mins(1)),
+        "freed since"
+    );
+    assert_eq!(
+        store.zone_capacity("aws/us-east-1b").await.unwrap(),
+        shared::facts::ZoneCapacity::default()
+    );
+}

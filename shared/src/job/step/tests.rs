@@ -146,6 +146,7 @@ fn launching() {
             row("setup before node ready: RUNNING", job().starting(), &[setup_started("train-1-1")]),
             row("no capacity: next candidate", job().starting(), &[no_capacity("train-1-1")]),
             row("quota: next candidate", job().starting().attempt(2).tried(&[0, 1]), &[failed("train-1-2", LaunchFailure::Quota)]),
+            row("known full: next candidate, nothing to tear down", job().starting(), &[failed("train-1-1", LaunchFailure::KnownFull)]),
             row("all tried: back off in PENDING (60 s ±40%)", job().starting().attempt(4).tried(&[0, 1, 2, 3]), &[no_capacity("train-1-4")]),
             row("third round: longer backoff (154 s ±40%)", job().starting().attempt(4).tried(&[0, 1, 2, 3]).rounds(2), &[no_capacity("train-1-4")]),
             row("backoff over: walk again, cheapest first", job().in_backoff(secs(0), 1).attempt(4), &[BackoffElapsed]),
@@ -167,6 +168,7 @@ fn launching() {
             setup before node ready: RUNNING               STARTING → RUNNING
             no capacity: next candidate                    STARTING → STARTING | terminate train-1-1, launch train-1-2@aws/us-east-1/us-east-1b
             quota: next candidate                          STARTING → STARTING | terminate train-1-2, launch train-1-3@aws/us-west-2/us-west-2a
+            known full: next candidate, nothing to tear down STARTING → STARTING | launch train-1-2@aws/us-east-1/us-east-1b
             all tried: back off in PENDING (60 s ±40%)     STARTING → PENDING | terminate train-1-4, requeue 52.4s
             third round: longer backoff (154 s ±40%)       STARTING → PENDING | terminate train-1-4, requeue 149.0s
             backoff over: walk again, cheapest first       PENDING → STARTING | launch train-1-5@aws/us-east-1/us-east-1a
@@ -451,4 +453,32 @@ fn controller_log() {
         [CANCELLING] Cancel requested; tearing down train-1-4.
         [CANCELLED] Cluster train-1-4 is gone; the job is cancelled.
     "#]].assert_eq(&log);
+}
+
+/// Node agents can answer before the cloud's answer is applied: the launch is logged once
+/// either way (scripts and ported smoke tests look for "Cluster launched").
+#[test]
+fn a_launch_is_logged_once_whichever_event_comes_first() {
+    for order in [
+        [launched("train-1-1"), ready("train-1-1")],
+        [ready("train-1-1"), launched("train-1-1")],
+    ] {
+        let mut job = step(&JobRecord::test(), Submitted, NOW).next;
+        let mut lines = Vec::new();
+        for event in order.clone() {
+            let s = step(&job, event, NOW);
+            for action in &s.actions {
+                if let Action::EmitEvent(e) = action {
+                    lines.push(e.message.clone());
+                }
+            }
+            job = s.next;
+        }
+        let launched = lines
+            .iter()
+            .filter(|l| l.starts_with("Cluster launched: train-1-1 ("))
+            .count();
+        assert_eq!(launched, 1, "{order:?}: {lines:?}");
+        assert_eq!(job.status(), JobStatus::Running);
+    }
 }

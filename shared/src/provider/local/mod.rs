@@ -7,7 +7,7 @@
 //! # On disk
 //! ```text
 //! <root>/                        e.g. $STRATUS_HOME/local
-//!   lock                         flock(2)ed by every launch, terminate, preempt and remove
+//!   lock                         flock(2)ed by every launch, terminate and preempt
 //!   clusters/<cluster>/
 //!     cluster.json               the record: the tags (job id, task, owner, cluster, region,
 //!                                zone, instance type, spot, labels, created_at), the status
@@ -62,9 +62,10 @@
 //! - Nodes share the host: instance sizes are nominal and nothing is isolated but the folder.
 //! - A preempt of an on-demand cluster is allowed (the record keeps the spot flag): it stands
 //!   for any machine a cloud takes back.
-//! - Folders stay after terminate and preempt (they hold the agents' logs);
-//!   [`LocalProvider::remove`] deletes one that is over. `describe_region` lists every record
-//!   until then.
+//! - A terminated cluster's folder (its record, its nodes' folders and their agent logs) is
+//!   removed once its nodes are stopped, so launches and listings read only live records; one
+//!   a crash left behind is removed by a listing ten minutes later. A preempted cluster's stays
+//!   until it is terminated. (The nodes' output is in the job's logs, not in these folders.)
 //! - Without `/proc` (macOS), liveness is `kill(pid, 0)`, which sees neither zombies nor pid
 //!   reuse, and only 127.0.0.1 answers unless aliases are added.
 //!
@@ -191,14 +192,6 @@ impl LocalProvider {
     pub async fn clusters(&self) -> Result<Vec<ClusterState>, ProviderError> {
         self.blocking(|p| Ok(p.records()?.iter().map(|r| p.state(r)).collect()))
             .await
-    }
-
-    /// Deletes the folder of a cluster that is over (terminated or preempted), logs included,
-    /// after making sure none of its processes is left. Returns whether there was a folder.
-    /// A cluster still launching or up is [`ProviderError::Invalid`]: terminate it first.
-    pub async fn remove(&self, cluster: &str) -> Result<bool, ProviderError> {
-        let cluster = cluster.to_owned();
-        self.blocking(move |p| p.remove_now(&cluster)).await
     }
 
     /// Runs `f` on the blocking pool: every operation is plain file IO and `flock`.
@@ -422,7 +415,23 @@ impl LocalProvider {
             }
             record
         };
-        Self::stop(&record, self.grace)
+        Self::stop(&record, self.grace)?;
+        // Over: its folder goes, so that the records every launch and listing reads stay as
+        // many as the clusters that are up (a preempted one stays until it is terminated).
+        let _lock = self.lock()?;
+        self.forget(&record.cluster);
+        Ok(())
+    }
+
+    /// Removes a cluster's folder (its record and node folders), logging a failure: a folder
+    /// left behind is removed by a later listing.
+    fn forget(&self, cluster: &str) {
+        let dir = self.layout.cluster_dir(cluster);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => debug!(cluster, "removed local cluster folder"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warn!(cluster, error = %e, "cannot remove a local cluster folder"),
+        }
     }
 
     fn preempt_now(&self, cluster: &str) -> Result<Option<ClusterState>, ProviderError> {
@@ -446,35 +455,6 @@ impl LocalProvider {
         };
         Self::stop(&record, Duration::ZERO)?;
         Ok(Some(self.state(&record)))
-    }
-
-    fn remove_now(&self, cluster: &str) -> Result<bool, ProviderError> {
-        if !valid_cluster_name(cluster) {
-            return Ok(false);
-        }
-        let _lock = self.lock()?;
-        if let Some(record) = self.read(cluster)? {
-            if record.status.is_live() {
-                return Err(ProviderError::Invalid {
-                    message: format!(
-                        "local cloud: cluster {cluster} is still up: terminate it first"
-                    ),
-                });
-            }
-            Self::stop(&record, Duration::ZERO)?;
-        }
-        let dir = self.layout.cluster_dir(cluster);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                info!(cluster, "removed local cluster folder");
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_error(
-                format!("local cloud: removing {}", dir.display()),
-                e,
-            )),
-        }
     }
 
     /// Stops the record's process groups; an error if some survive SIGKILL (try again later).
@@ -548,7 +528,18 @@ impl Provider for LocalProvider {
     async fn describe_region(&self, region: &str) -> Result<Vec<ClusterState>, ProviderError> {
         let region = region.to_owned();
         self.blocking(move |p| {
-            Ok(p.records()?
+            let records = p.records()?;
+            // A terminated cluster whose folder a crash left behind goes now.
+            let now = SystemClock.now();
+            for record in &records {
+                if let Status::Terminated { at } = record.status
+                    && now.since(at) > FORGET_AFTER
+                    && process::stop_groups(&record.nodes, Duration::ZERO).is_empty()
+                {
+                    p.forget(&record.cluster);
+                }
+            }
+            Ok(records
                 .iter()
                 .filter(|r| r.region == region)
                 .map(|r| p.state(r))
@@ -591,6 +582,10 @@ fn alive(node: &NodeRecord) -> bool {
 fn holds_slots(record: &ClusterRecord) -> bool {
     record.status.is_live() && record.nodes.iter().all(alive)
 }
+
+/// A terminated cluster's folder left behind (a crash between the stop and the removal) is
+/// removed by a listing this long after the teardown.
+const FORGET_AFTER: Duration = Duration::from_mins(10);
 
 /// `127.0.0.<rank + 1>`.
 fn node_ip(rank: u32) -> String {

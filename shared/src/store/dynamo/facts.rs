@@ -5,6 +5,7 @@
 //! | a cluster | `C#<cluster>#INFO` | `task`, `attempt`, `nodes` (JSON), `terminated` |
 //! | a node | `C#<cluster>#R<rank, 5 digits>` | `task`, `attempt`, `ready`, `<phase>_started`, `<phase>_exit`, `<phase>_chunks`, `seen` |
 //! | log followers | `FOLLOW` | `until` (ms) |
+//! | a zone's capacity (`pk` = `ZONE#<cloud>/<zone>`) | `CAPACITY` | `exhausted_at`, `freed_at` (ms) |
 //!
 //! Every write is one `UpdateItem` of one small item (one write unit) that needs no read: an
 //! exit code is set only where none is (`attribute_not_exists`), a heartbeat only when newer.
@@ -20,7 +21,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{DynamoStore, Item, job_pk, key, n, s, sdk_error, string};
 use crate::clock::Timestamp;
-use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts};
+use crate::facts::{
+    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts,
+    ZoneCapacity,
+};
 use crate::job::{JobId, Phase};
 use crate::store::StoreError;
 
@@ -238,6 +242,54 @@ impl FactStore for DynamoStore {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError> {
+        let (name, at) = match event {
+            CapacityEvent::Exhausted(at) => ("exhausted_at", at),
+            CapacityEvent::Freed(at) => ("freed_at", at),
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("ZONE#{zone}")))
+            .key("sk", s("CAPACITY".to_owned()))
+            .update_expression("SET #t = :at")
+            .condition_expression("attribute_not_exists(#t) OR #t < :at")
+            .expression_attribute_names("#t", name)
+            .expression_attribute_values(":at", num(at.as_millis()))
+            .send()
+            .await;
+        match result {
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Err(sdk_error("record_capacity", &e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("ZONE#{zone}")))
+            .key("sk", s("CAPACITY".to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("zone_capacity", &e))?;
+        Ok(out
+            .item()
+            .map_or_else(ZoneCapacity::default, |item| ZoneCapacity {
+                exhausted_at: int(item, "exhausted_at").map(Timestamp::from_millis),
+                freed_at: int(item, "freed_at").map(Timestamp::from_millis),
+            }))
     }
 
     async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError> {

@@ -440,7 +440,7 @@ impl JobReader for DynamoStore {
             .await?;
         let mut jobs = self.load_jobs(op, &ids).await?;
         // The index lags the table: drop jobs that finished since it was written.
-        jobs.retain(|j| !j.is_terminal());
+        jobs.retain(JobRecord::is_active);
         Ok(jobs)
     }
 
@@ -547,7 +547,7 @@ impl JobStore for DynamoStore {
                 .put(
                     Put::builder()
                         .table_name(&self.table)
-                        .set_item(Some(meta_item(&stored, !job.is_terminal())))
+                        .set_item(Some(meta_item(&stored, job.is_active())))
                         .condition_expression("attribute_not_exists(pk)")
                         .build()
                         .map_err(build)?,
@@ -631,12 +631,12 @@ impl JobStore for DynamoStore {
                 ":expected_status",
                 s(expected.status.as_str().to_owned()),
             );
-        if job.is_terminal() {
-            // Leaving the sparse index: the sweep stops seeing the job.
-            set.push_str(" REMOVE #active");
-        } else {
+        if job.is_active() {
             set.push_str(", #active = :active");
             request = request.expression_attribute_values(":active", s("ACTIVE".to_owned()));
+        } else {
+            // Leaving the sparse index (ended and cleaned up): the sweep stops seeing the job.
+            set.push_str(" REMOVE #active");
         }
         match request.update_expression(set).send().await {
             Ok(_) => {
