@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shared::agent_protocol::{AgentCadence, MAX_LOG_CHUNK_BYTES, env};
+use shared::agent_protocol::{AgentCadence, DEFAULT_LOG_QUOTA_BYTES, MAX_LOG_CHUNK_BYTES, env};
 
 /// The cadence when the provider sets none: the local cloud's.
 pub const DEFAULT_CADENCE: AgentCadence = AgentCadence::LOCAL;
@@ -24,6 +24,8 @@ pub struct Config {
     pub node_dir: PathBuf,
     /// How often to talk to the control plane (see `AgentCadence`).
     pub cadence: AgentCadence,
+    /// Most bytes of output kept of one phase.
+    pub log_quota: u64,
 }
 
 impl Config {
@@ -48,6 +50,7 @@ impl fmt::Debug for Config {
             .field("rank", &self.rank)
             .field("node_dir", &self.node_dir)
             .field("cadence", &self.cadence)
+            .field("log_quota", &self.log_quota)
             .finish()
     }
 }
@@ -156,6 +159,15 @@ impl Config {
                 }
             };
         }
+        let log_quota = match get(env::LOG_QUOTA_BYTES).filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_LOG_QUOTA_BYTES,
+            Some(bytes) => bytes
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| invalid(env::LOG_QUOTA_BYTES, bytes, "a number of bytes"))?,
+        };
         // Waiting never polls slower than the heartbeat.
         cadence.heartbeat_ms = cadence.heartbeat_ms.max(cadence.poll_ms);
         Ok(Config {
@@ -166,6 +178,7 @@ impl Config {
             rank,
             node_dir,
             cadence,
+            log_quota,
         })
     }
 }

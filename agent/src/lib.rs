@@ -122,6 +122,7 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
         supervisor: Arc::clone(&supervisor),
         paths: NodePaths::new(&config.node_dir),
         cadence: config.cadence,
+        log_quota: config.log_quota,
         live: AtomicBool::new(false),
     });
     info!(

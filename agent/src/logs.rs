@@ -7,6 +7,7 @@
 //! The wire wants text: the bytes are decoded as UTF-8, a character split between two reads is
 //! kept back until its end arrives, and invalid bytes become U+FFFD.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use shared::agent_protocol::LogChunk;
@@ -18,6 +19,10 @@ pub struct LogBatcher {
     phase: Phase,
     /// Most bytes of text in one chunk (a full one is sent at once).
     max_bytes: usize,
+    /// Most bytes of output the phase keeps; the rest is dropped, with a notice.
+    quota: u64,
+    /// Bytes taken so far.
+    taken: u64,
     next_seq: u64,
     text: String,
     /// The start of a character whose remaining bytes have not been read yet.
@@ -28,8 +33,16 @@ pub struct LogBatcher {
 
 impl LogBatcher {
     pub fn new(phase: Phase, max_bytes: usize) -> LogBatcher {
+        LogBatcher::with_quota(phase, max_bytes, u64::MAX)
+    }
+
+    /// A batcher that keeps at most `quota` bytes of the phase's output: what comes after is
+    /// dropped, and a line says so.
+    pub fn with_quota(phase: Phase, max_bytes: usize, quota: u64) -> LogBatcher {
         LogBatcher {
             phase,
+            quota,
+            taken: 0,
             max_bytes: max_bytes.max(4),
             next_seq: 0,
             text: String::new(),
@@ -40,6 +53,16 @@ impl LogBatcher {
 
     /// Adds bytes read at `now`.
     pub fn push(&mut self, bytes: &[u8], now: Instant) {
+        if self.taken >= self.quota {
+            return;
+        }
+        let room = usize::try_from(self.quota - self.taken).unwrap_or(usize::MAX);
+        let bytes = if bytes.len() > room {
+            &bytes[..room]
+        } else {
+            bytes
+        };
+        self.taken += bytes.len() as u64;
         self.partial.extend_from_slice(bytes);
         let partial = std::mem::take(&mut self.partial);
         let mut rest = partial.as_slice();
@@ -65,6 +88,17 @@ impl LogBatcher {
             }
         }
         self.partial = rest.to_vec();
+        if self.taken >= self.quota {
+            if !self.partial.is_empty() {
+                self.text.push(char::REPLACEMENT_CHARACTER);
+                self.partial.clear();
+            }
+            let _ = write!(
+                self.text,
+                "\n[stratus: this node's {} output reached the log quota of {} bytes; the rest is not kept]\n",
+                self.phase, self.quota
+            );
+        }
         if !self.text.is_empty() && self.since.is_none() {
             self.since = Some(now);
         }
@@ -201,6 +235,20 @@ mod tests {
         assert_eq!(data(&chunks[2..]), [(2, 12)]);
         let joined: String = chunks.into_iter().map(|c| c.data).collect();
         assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn output_past_the_quota_is_dropped_with_a_notice() {
+        let t0 = Instant::now();
+        let mut batcher = LogBatcher::with_quota(Phase::Run, FLUSH_BYTES, 10);
+        batcher.push(b"0123456", t0);
+        batcher.push(b"789abcdef", t0);
+        batcher.push(b"more", t0);
+        let text: String = batcher.finish().into_iter().map(|c| c.data).collect();
+        assert_eq!(
+            text,
+            "0123456789\n[stratus: this node's run output reached the log quota of 10 bytes; the rest is not kept]\n"
+        );
     }
 
     #[test]

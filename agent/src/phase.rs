@@ -84,6 +84,8 @@ pub struct Node {
     pub supervisor: Arc<Supervisor>,
     pub paths: NodePaths,
     pub cadence: AgentCadence,
+    /// Most bytes of output kept of one phase.
+    pub log_quota: u64,
     /// Someone follows the job's log (the last `work` answer said so).
     pub live: AtomicBool,
 }
@@ -298,7 +300,7 @@ fn run_command(
         return Ok((PREPARE_FAILED, 0));
     }
 
-    let mut batcher = LogBatcher::new(phase, node.cadence.log_chunk_bytes);
+    let mut batcher = LogBatcher::with_quota(phase, node.cadence.log_chunk_bytes, node.log_quota);
     let (mut exited, mut ended, mut drain_until) = (None, false, None);
     loop {
         let flush_after = node.flush_after();

@@ -241,7 +241,7 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
                     clock_time(e.at),
                     e.task,
                     e.status,
-                    e.message
+                    printable(&e.message)
                 );
             }
             seen = events.len();
@@ -254,6 +254,25 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     }
     let status = follow(&client, &job, !args.no_follow, false)?;
     Ok(exit_code(status))
+}
+
+/// `text` with control characters (escape sequences that would drive the terminal) shown as
+/// `\u{..}` instead of sent raw: controller lines can quote names from requests.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// `HH:MM:SS` (UTC) of a timestamp, for controller log lines.
@@ -472,4 +491,15 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     }
     let answer = answer.trim().to_ascii_lowercase();
     Ok(answer.is_empty() || answer.starts_with('y'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\u{1b}[2Jb\u{7}"), "a\\u{1b}[2Jb\\u{7}");
+    }
 }

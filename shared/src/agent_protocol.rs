@@ -52,6 +52,8 @@ pub mod env {
     pub const LOG_LIVE_MS: &str = "STRATUS_AGENT_LOG_LIVE_MS";
     /// Largest log chunk, in bytes (`AgentCadence::log_chunk_bytes`).
     pub const LOG_CHUNK_BYTES: &str = "STRATUS_AGENT_LOG_CHUNK_BYTES";
+    /// Most bytes of output a node keeps of one phase (`DEFAULT_LOG_QUOTA_BYTES`).
+    pub const LOG_QUOTA_BYTES: &str = "STRATUS_AGENT_LOG_QUOTA_BYTES";
 }
 
 /// How often a node's agent talks to the control plane. Given to every node at boot (as the
@@ -108,6 +110,13 @@ impl AgentCadence {
 /// skips larger objects): even escaped as JSON at worst (6 bytes per control character), one
 /// chunk must fit in a page of the API's answer, under Lambda's 6 MB response limit.
 pub const MAX_LOG_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Most chunks one stream (a phase of a node) may have: the control plane refuses later
+/// ones, so that a stream's keys stay bounded whatever a node sends.
+pub const MAX_LOG_CHUNKS: u64 = 1_000_000;
+
+/// The output a node keeps of one phase unless told otherwise (`env::LOG_QUOTA_BYTES`).
+pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 /// Most presigned log URLs one `logs/urls` request returns.
 pub const MAX_LOG_URLS: u32 = 128;

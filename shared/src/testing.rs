@@ -210,17 +210,26 @@ pub struct TestPlane {
 
 impl TestPlane {
     pub async fn new() -> TestPlane {
+        TestPlane::with_store(None).await
+    }
+
+    /// A plane on the given state table (DynamoDB on an emulator, say) instead of SQLite.
+    pub async fn with_store(store: Option<Arc<dyn crate::store::JobStore>>) -> TestPlane {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let clock = Arc::new(ManualClock::new(START));
         let cloud = Arc::new(SimCloud::new());
         let (bus, messages) = LocalBus::new();
         let provider: Arc<dyn Provider> = cloud.clone();
-        let ctx = Context {
-            store: Arc::new(
+        let store = match store {
+            Some(store) => store,
+            None => Arc::new(
                 SqliteStore::open(dir.path().join("state.db"))
                     .await
                     .expect("the state table"),
             ),
+        };
+        let ctx = Context {
+            store,
             providers: [(Cloud::Aws, provider)].into_iter().collect(),
             blobs: Arc::new(LocalBlobStore::new(dir.path().join("blobs"))),
             bus: Arc::new(bus),
@@ -264,6 +273,49 @@ impl TestPlane {
             }
         }
         delivered
+    }
+
+    /// Takes every message waiting on the bus, for a test that delivers them its own way.
+    pub fn take_messages(&mut self) -> Vec<LocalMessage> {
+        let mut taken = Vec::new();
+        while let Ok(message) = self.messages.try_recv() {
+            taken.push(message);
+        }
+        taken
+    }
+
+    /// Drops every message on the bus, as a crash before delivery would; returns how many.
+    pub fn drop_messages(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.messages.try_recv().is_ok() {
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Launches a cluster of `job` in the cloud behind the control plane's back (a launch
+    /// whose answer was lost), under a name of that job.
+    pub async fn stray_cluster(&self, job: &JobRecord, attempt: u32) -> String {
+        let cluster = crate::job::cluster_name(job.name(), job.id, attempt);
+        let candidate = job.candidates[job.current_task][0].clone();
+        let spec = ClusterSpec {
+            job_id: job.id,
+            task: job.current_task,
+            cluster: cluster.clone(),
+            owner: job.owner.clone(),
+            candidate,
+            num_nodes: 1,
+            agent: crate::provider::AgentBoot {
+                api_url: String::new(),
+                token: String::new(),
+                cadence: crate::agent_protocol::AgentCadence::CLOUD,
+            },
+            labels: BTreeMap::new(),
+            image_id: None,
+            disk_size_gb: None,
+        };
+        self.cloud.launch(&spec).await.expect("the stray launch");
+        cluster
     }
 
     /// Submits `yaml` as `owner` and delivers what follows.

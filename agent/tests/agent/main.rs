@@ -10,8 +10,10 @@
 //! - [`stopping`]: `Stop`, 401, SIGTERM, bad configuration, retries.
 //! - [`output`]: presigned log URLs, the flush delays, the last output on SIGTERM, the polls.
 //! - [`hostile`]: the token out of the command's reach, long scripts, symlinked mounts.
+//! - [`fuzz`]: fuzz targets (the agent protocol, the archive unpacker), short runs here.
 
 mod fake;
+mod fuzz;
 mod hostile;
 mod mounts;
 mod node;

@@ -45,6 +45,20 @@ impl Home {
 
     /// `GET <path>` on this home's control plane with its user token: status and body.
     pub fn api_get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.api_call("GET", path, None)
+    }
+
+    /// `PUT <path>` with `body`.
+    pub fn api_put(&self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        self.api_call("PUT", path, Some(body))
+    }
+
+    /// `POST <path>` with a JSON `body`.
+    pub fn api_post(&self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        self.api_call("POST", path, Some(body))
+    }
+
+    fn api_call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Vec<u8>) {
         let port = std::fs::read_to_string(self.path().join("api/port")).unwrap();
         // The file holds the token's bytes; the API takes them in hex.
         let token = hex::encode(std::fs::read(self.path().join("api/token")).unwrap());
@@ -52,11 +66,24 @@ impl Home {
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut response = agent
-            .get(format!("http://127.0.0.1:{}{path}", port.trim()))
-            .header("Authorization", format!("Bearer {token}"))
-            .call()
-            .unwrap();
+        let url = format!("http://127.0.0.1:{}{path}", port.trim());
+        let auth = format!("Bearer {token}");
+        let sent = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("PUT", body) => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(body.unwrap_or_default()),
+            (_, body) => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .content_type("application/json")
+                .send(body.unwrap_or_default()),
+        };
+        // A control plane killed mid-request answers nothing: status 0.
+        let Ok(mut response) = sent else {
+            return (0, Vec::new());
+        };
         let status = response.status().as_u16();
         let body = response
             .body_mut()

@@ -8,6 +8,7 @@
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
 //! - `logs`: live logs of multi-node jobs, exactly once, and logs larger than a response.
+//! - `safety`: a large upload in bounded memory; a crash after a burst of submits.
 
 mod check;
 mod compat;
@@ -16,6 +17,7 @@ mod dry_run;
 mod harness;
 mod local_mode;
 mod logs;
+mod safety;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -27,7 +27,8 @@ use tracing::warn;
 pub use view::{EventView, JobView, TaskView};
 
 use crate::agent_protocol::{
-    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_CHUNK_BYTES, Report, WorkAnswer, WorkQuery,
+    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS, Report, WorkAnswer,
+    WorkQuery,
 };
 use crate::control::logs::{self, LogCursor, LogPiece};
 use crate::control::{self, Context, HandlerError, SubmitError, SubmitRequest, agent, uploads};
@@ -573,6 +574,12 @@ async fn agent_logs(
     Json(chunk): Json<LogChunk>,
 ) -> ApiResult<StatusCode> {
     state.agent(&headers, job)?;
+    if chunk.seq >= MAX_LOG_CHUNKS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a stream of output holds at most {MAX_LOG_CHUNKS} chunks"),
+        ));
+    }
     if chunk.data.len() > MAX_LOG_CHUNK_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use super::uploads::{self, Uploads};
 use super::{Context, HandlerError, advance, logs};
 use crate::agent_protocol::{
-    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_URLS, MountSource, NodeMount, NodeTask, Report,
-    Work, WorkAnswer,
+    LogChunk, LogUrls, LogUrlsRequest, MAX_LOG_CHUNKS, MAX_LOG_URLS, MountSource, NodeMount,
+    NodeTask, Report, Work, WorkAnswer,
 };
 use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, NodeFact};
 use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase, attempt_of_cluster};
@@ -246,7 +246,8 @@ pub async fn log_urls(
     let mut urls = Vec::new();
     if node.wanted {
         let count = u64::from(request.count.min(MAX_LOG_URLS));
-        for seq in request.first_seq..request.first_seq.saturating_add(count) {
+        let end = request.first_seq.saturating_add(count).min(MAX_LOG_CHUNKS);
+        for seq in request.first_seq..end {
             let key = logs::chunk_key(job_id, &node.at, request.phase, rank, seq);
             match ctx.blobs.upload_url(&key, LOG_URL_LIFETIME, None).await? {
                 Some(target) => urls.push(target.url),

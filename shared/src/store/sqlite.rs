@@ -199,6 +199,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             )
         })?;
     }
+    // Only its user may read it (job specs hold secrets): the file is made 0600 before SQLite
+    // opens it, and SQLite gives its WAL and shared-memory files the same mode.
+    restrict(path)?;
     let err = |e: rusqlite::Error| sql_error("open", e);
     let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
@@ -235,6 +238,28 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     tx.commit().map_err(err)?;
     Ok(conn)
+}
+
+/// Creates the file if missing and makes it (and existing WAL and shared-memory files)
+/// readable and writable by its owner only.
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let fail =
+        |e: std::io::Error| StoreError::backend("open", false, format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// A busy or locked database is worth retrying; anything else is not.
@@ -346,7 +371,10 @@ fn query_jobs(
 #[async_trait]
 impl JobReader for SqliteStore {
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
-        let key = to_sql_int(id, "job id", id)?;
+        // No job has an id SQLite cannot hold.
+        let Ok(key) = i64::try_from(id) else {
+            return Err(StoreError::NotFound { job_id: id });
+        };
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
         let mut jobs = self
             .call("get_job", move |conn| {
@@ -401,7 +429,9 @@ impl JobReader for SqliteStore {
     }
 
     async fn list_events(&self, job_id: JobId) -> Result<Vec<ControllerEvent>, StoreError> {
-        let key = to_sql_int(job_id, "job id", job_id)?;
+        let Ok(key) = i64::try_from(job_id) else {
+            return Ok(Vec::new());
+        };
         self.call("list_events", move |conn| {
             let err = |e| sql_error("list_events", e);
             let mut stmt = conn

@@ -139,6 +139,27 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn the_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // A file left world-readable (by an older version, say) is tightened at open.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.next_job_id().await.unwrap();
+        for suffix in ["", "-wal"] {
+            let file = dir.path().join(format!("state.db{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+        assert!(matches!(
+            store.get_job(u64::MAX).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let f = fixture().await;
         raw(&f.store)
@@ -363,7 +384,8 @@ mod dynamo {
         f.cleanup().await;
     }
 
-    /// The access patterns hit the indexes, not scans: the sweep's index holds only live jobs.
+    /// The access patterns hit the indexes, not scans: the sweep's index holds only the jobs
+    /// it must look at (live, or ended but not cleaned up).
     #[tokio::test]
     async fn the_active_index_is_sparse() {
         let f = fixture().await;
@@ -387,10 +409,14 @@ mod dynamo {
             shared::job::JobEvent::CancelRequested,
             job.submitted_at,
         );
-        store
+        let cancelled = store
             .update_job(&cancelled.next, job.fence())
             .await
             .unwrap();
+        assert_eq!(count().await, 1, "ended, but not cleaned up yet");
+        let mut cleaned = cancelled.clone();
+        cleaned.cleaned_at = Some(job.submitted_at);
+        store.update_job(&cleaned, cancelled.fence()).await.unwrap();
         assert_eq!(count().await, 0);
         f.cleanup().await;
     }

@@ -132,12 +132,21 @@ pub async fn list_active_is_the_unfinished_jobs<S: JobStore>(store: &S) {
         failure: LaunchFailure::Auth,
         message: "bad credentials".into(),
     };
-    advance(store, &c, failed).await; // → FAILED_PRECHECKS
+    let c = advance(store, &c, failed).await; // → FAILED_PRECHECKS
+    // Ended jobs stay until their cleanup has run.
+    assert_eq!(ids(&store.list_active().await.unwrap()), [1, 2, 3, 4]);
+    let a = store.get_job(a.id).await.unwrap();
+    for ended in [a, c] {
+        let mut cleaned = ended.clone();
+        cleaned.cleaned_at = Some(at(90));
+        let stored = store.update_job(&cleaned, ended.fence()).await.unwrap();
+        assert_eq!(store.get_job(ended.id).await.unwrap(), stored);
+    }
     let active = store.list_active().await.unwrap();
     assert_eq!(
         ids(&active),
         [b.id, d.id],
-        "oldest first, finished ones gone"
+        "oldest first, finished and cleaned ones gone"
     );
     assert_eq!(active[0], b);
 
@@ -196,6 +205,14 @@ pub async fn transitions_bump_the_version<S: JobStore>(store: &S) {
     }
     assert_eq!(current.status(), JobStatus::Succeeded);
     assert_eq!(current.version, 5);
+    assert_eq!(
+        ids(&store.list_active().await.unwrap()),
+        [job.id],
+        "until its cleanup runs"
+    );
+    let mut cleaned = current.clone();
+    cleaned.cleaned_at = Some(at(120));
+    store.update_job(&cleaned, current.fence()).await.unwrap();
     assert!(store.list_active().await.unwrap().is_empty());
 }
 

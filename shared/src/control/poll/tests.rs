@@ -212,3 +212,42 @@ fn the_sweep_closes_each_gap_once() {
         a finished job: nothing                              -
     "#]]);
 }
+
+/// A launch decided after the sweep read its jobs is not in the sweep's `wanted`: the job,
+/// read again, keeps its cluster; a real orphan still goes.
+#[tokio::test]
+async fn a_cluster_launched_after_the_jobs_were_read_is_not_an_orphan() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use crate::cloud::Cloud;
+    use crate::testing::TestPlane;
+
+    let mut plane = TestPlane::new().await;
+    let task = "name: t\nresources:\n  infra: aws/us-east-1\nrun: x\n";
+    let fresh = plane.submit("alice", task).await;
+    let fresh_cluster = fresh.tasks[0].cluster.clone().unwrap();
+    let ended = plane.submit("alice", task).await;
+    crate::control::advance(&plane.ctx, ended.id, JobEvent::CancelRequested)
+        .await
+        .unwrap();
+    plane.deliver().await;
+    // A launch of the ended job whose answer came after its cleanup.
+    let orphan = plane.stray_cluster(&ended, 7).await;
+
+    // What the sweep saw: the clouds listed after its (stale) read of the jobs, which had
+    // neither cluster.
+    let clusters: BTreeMap<String, ClusterState> = plane
+        .cloud
+        .clusters()
+        .into_iter()
+        .map(|c| (c.cluster.clone(), c))
+        .collect();
+    let listed = BTreeSet::from([(Cloud::Aws, "us-east-1".to_owned())]);
+    let terminated = super::tear_down_orphans(&plane.ctx, &clusters, &listed, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(terminated, 1);
+    let running = plane.cloud.running();
+    assert!(running.contains(&fresh_cluster), "{running:?}");
+    assert!(!running.contains(&orphan), "{running:?}");
+}
