@@ -1,6 +1,6 @@
 //! Fuzz targets (bolero): short random runs in every `cargo test`, long coverage-guided runs
-//! with `cargo bolero test -p agent --test agent fuzz::<target> -T 1h` (nightly, see the
-//! README's Limits).
+//! with `cargo bolero test fuzz::<target> -p agent --toolchain nightly` (see the README's
+//! Limits).
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};

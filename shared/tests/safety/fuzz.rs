@@ -1,6 +1,6 @@
 //! Fuzz targets (bolero): short random runs in every `cargo test`, long coverage-guided runs
-//! with `cargo bolero test -p shared --test safety fuzz::<target> -T 1h` (nightly, see the
-//! README's Limits). Each checks that hostile input never panics, never hangs, and never
+//! with `cargo bolero test fuzz::<target> -p shared --features test-util --toolchain nightly`
+//! (see the README's Limits). Each checks that hostile input never panics, never hangs, and never
 //! reaches a 5xx.
 
 use std::time::{Duration, Instant};

@@ -98,3 +98,21 @@ async fn a_rank_beyond_the_tasks_nodes_is_refused() {
     plane.deliver().await;
     assert_eq!(plane.job(job.id).await.status(), JobStatus::FailedSetup);
 }
+
+#[tokio::test]
+async fn a_stream_has_a_bounded_number_of_chunks() {
+    use shared::agent_protocol::MAX_LOG_CHUNKS;
+    let mut plane = TestPlane::new().await;
+    let router = router(&plane);
+    let job = plane.submit("alice", TASK).await;
+    let cluster = job.tasks[0].cluster.clone().unwrap();
+    let tok = token(&plane, job.id);
+    let base = format!("/agent/v1/jobs/{}/clusters/{cluster}/nodes/0", job.id);
+    let chunk = json!({ "phase": "run", "seq": MAX_LOG_CHUNKS, "data": "x" });
+    let (status, answer) =
+        post_json(&router, As::Agent(&tok), &format!("{base}/logs"), &chunk).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let chunk = json!({ "phase": "run", "seq": 0, "data": "x".repeat(600 * 1024) });
+    let (status, _) = post_json(&router, As::Agent(&tok), &format!("{base}/logs"), &chunk).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
