@@ -164,22 +164,27 @@ impl Home {
             }
             assert!(
                 Instant::now() < deadline,
-                "job {id} did not reach {wanted:?} in {timeout:?}; it is {}\ncontroller log:\n{}",
+                "job {id} did not reach {wanted:?} in {timeout:?}; it is {}\n{}",
                 job["status"],
-                text(
-                    &self
-                        .run(&[
-                            "jobs",
-                            "logs",
-                            "--controller",
-                            "--no-follow",
-                            &id.to_string()
-                        ])
-                        .stdout
-                )
+                self.diagnosis(id)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What a failed wait prints: the job's controller log, the queue, and the end of the
+    /// control plane's own log (a race shows there, not in the job's lines).
+    fn diagnosis(&self, id: u64) -> String {
+        let queue = text(&self.run(&["jobs", "queue", "-a"]).stdout);
+        let server =
+            std::fs::read_to_string(self.path().join("api/server.log")).unwrap_or_default();
+        let tail: Vec<&str> = server.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "controller log:\n{}\nqueue:\n{queue}\nserver log (last 60 lines):\n{}",
+            self.controller_log(id),
+            tail.join("\n")
+        )
     }
 
     /// The job's user log, as `jobs logs --no-follow` prints it.

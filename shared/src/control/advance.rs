@@ -13,8 +13,8 @@
 
 use tracing::{debug, info, warn};
 
-use super::{Context, HandlerError, agent};
-use crate::facts::{CapacityEvent, ClusterFact, ClusterRef};
+use super::{Context, HandlerError, agent, capacity};
+use crate::facts::{CapacityEvent, ClusterRef};
 use crate::job::{
     Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster, step,
 };
@@ -158,21 +158,19 @@ pub(super) async fn launch(
         disk_size_gb: resources.and_then(|r| r.disk_size_gb),
         candidate,
     };
-    let zone = zone_key(&cluster_spec.candidate);
+    let zone = capacity::zone_key(&cluster_spec.candidate);
     let now = ctx.clock.now();
-    let capacity = ctx.store.zone_capacity(&zone).await?;
+    let known = ctx.store.zone_capacity(&zone).await?;
     let event = match ctx.provider(cluster_spec.candidate.cloud) {
         // A zone a launch found full a moment ago, and where none of our clusters has been
         // torn down since, is not asked again: a burst of jobs waits without a failed call
         // each, and is woken when a cluster there is torn down.
-        Some(_) if capacity.known_full(now, CAPACITY_KNOWLEDGE) => JobEvent::LaunchFailed {
+        Some(_) if known.known_full(now, capacity::KNOWLEDGE) => JobEvent::LaunchFailed {
             cluster: cluster.to_owned(),
             failure: LaunchFailure::KnownFull,
             message: format!(
                 "{zone} was full {} s ago and nothing was freed there since (not asked again)",
-                capacity
-                    .exhausted_at
-                    .map_or(0, |at| now.since(at).as_secs())
+                known.exhausted_at.map_or(0, |at| now.since(at).as_secs())
             ),
         },
         None => JobEvent::LaunchFailed {
@@ -264,30 +262,20 @@ pub(super) async fn terminate(
         }
     }
     if all_gone {
-        // Its nodes will say nothing more: log readers stop waiting for their output. What
-        // was launched there (before this teardown) is capacity freed.
-        let mut freed = 0;
+        // Its nodes will say nothing more: log readers stop waiting for their output, and
+        // what it held is capacity freed.
         if let Some(attempt) = attempt_of_cluster(cluster, job.id) {
             let at = ClusterRef {
                 cluster: cluster.to_owned(),
                 task,
                 attempt,
             };
-            freed = ctx
-                .store
-                .cluster_facts(job.id, cluster)
-                .await?
-                .filter(|f| !f.terminated)
-                .map_or(0, |f| f.nodes.len());
-            ctx.store
-                .record_cluster(job.id, &at, ClusterFact::Terminated)
-                .await?;
+            capacity::cluster_gone(ctx, job, &at).await?;
         }
-        let state = &job.tasks[task];
         let line = ControllerEvent {
             at: ctx.clock.now(),
             task,
-            status: state.status,
+            status: job.tasks[task].status,
             message: format!("Cleanup: cluster {cluster} is torn down."),
         };
         ctx.store.append_events(job.id, &[line]).await?;
@@ -299,64 +287,6 @@ pub(super) async fn terminate(
                 },
             )
             .await?;
-        let candidate = match (state.cluster.as_deref(), state.candidate) {
-            (Some(c), Some(i)) if c == cluster => job.candidates[task].get(i),
-            _ => None,
-        };
-        if let (Some(candidate), true) = (candidate, freed > 0) {
-            wake_waiting(ctx, job.id, candidate, freed).await?;
-        }
-    }
-    Ok(())
-}
-
-/// How long a launch's "no capacity" in a zone is trusted (others than us free capacity too).
-const CAPACITY_KNOWLEDGE: std::time::Duration = std::time::Duration::from_mins(2);
-
-/// The key of a candidate's zone in the capacity knowledge.
-fn zone_key(candidate: &crate::optimizer::Candidate) -> String {
-    format!("{}/{}", candidate.cloud.id(), candidate.zone)
-}
-
-/// `nodes` nodes were freed in `candidate`'s zone: wake the jobs waiting out a no-capacity
-/// backoff that could use that zone, oldest first, as many as the nodes can serve (at least
-/// one node each), rather than all of them at once to fight over it.
-async fn wake_waiting(
-    ctx: &Context,
-    freed_by: JobId,
-    candidate: &crate::optimizer::Candidate,
-    nodes: usize,
-) -> Result<(), HandlerError> {
-    let zone = zone_key(candidate);
-    ctx.store
-        .record_capacity(&zone, CapacityEvent::Freed(ctx.clock.now()))
-        .await?;
-    let mut waiting: Vec<JobRecord> = ctx
-        .store
-        .list_active()
-        .await?
-        .into_iter()
-        .filter(|w| {
-            w.id != freed_by
-                && w.next_attempt_at.is_some()
-                && !w.is_terminal()
-                && w.candidates[w.current_task]
-                    .iter()
-                    .any(|c| zone_key(c) == zone)
-        })
-        .collect();
-    waiting.sort_by_key(|w| (w.tasks[w.current_task].submitted_at, w.id));
-    let mut left = nodes;
-    for job in waiting {
-        let needs = job.task_spec(job.current_task).num_nodes as usize;
-        if needs > left {
-            continue;
-        }
-        left -= needs;
-        ctx.bus.publish(job.id, JobEvent::CapacityFreed).await?;
-        if left == 0 {
-            break;
-        }
     }
     Ok(())
 }

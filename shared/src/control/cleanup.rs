@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::{Context, HandlerError, uploads};
 use crate::cloud::Cloud;
-use crate::facts::{ClusterFact, ClusterRef};
+use crate::facts::ClusterRef;
 use crate::job::{ControllerEvent, JobId};
 use crate::provider::ClusterHealth;
 
@@ -80,7 +80,8 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         });
     }
     {
-        // No node of the job is left to write: log readers stop waiting for their output.
+        // No node of the job is left to write: log readers stop waiting for their output,
+        // and a cluster this finds gone first (its teardown raced this) frees its capacity.
         for facts in ctx.store.job_facts(job_id).await? {
             if !facts.terminated {
                 let at = ClusterRef {
@@ -88,9 +89,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
                     task: facts.task,
                     attempt: facts.attempt,
                 };
-                ctx.store
-                    .record_cluster(job_id, &at, ClusterFact::Terminated)
-                    .await?;
+                super::capacity::cluster_gone(ctx, &job, &at).await?;
             }
         }
     }

@@ -27,6 +27,7 @@
 mod advance;
 pub mod agent;
 mod bus;
+mod capacity;
 mod cleanup;
 #[cfg(feature = "aws")]
 mod eventbridge;

@@ -65,3 +65,43 @@ async fn freed_capacity_wakes_the_oldest_waiting_job_only() {
         "the woken job's launch was not refused"
     );
 }
+
+/// The teardown that ends a cluster and the cleanup that finds it gone race (the cleanup
+/// can run first, once the sweep sees the machines gone): whichever records it first frees
+/// the capacity, so the waiting job is woken either way.
+#[tokio::test]
+async fn a_cluster_the_cleanup_finds_gone_first_still_wakes_the_waiting_job() {
+    let mut plane = TestPlane::new().await;
+    for zone in ["us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"] {
+        plane.cloud.set_capacity(zone, 0);
+    }
+    plane.cloud.set_capacity("us-east-1a", 1);
+    let first = plane.submit("alice", TASK).await;
+    let cluster = first.tasks[0].cluster.clone().expect("launched");
+    let waiting = plane.submit("alice", TASK).await;
+    assert!(waiting.next_attempt_at.is_some(), "the second job waits");
+
+    // The cancel's teardown call fails; the machines go anyway, and the job ends on the
+    // cloud's word before any teardown recorded the cluster gone.
+    plane.cloud.fail_terminates(1);
+    shared::control::advance(&plane.ctx, first.id, shared::job::JobEvent::CancelRequested)
+        .await
+        .unwrap();
+    plane.cloud.preempt(&cluster);
+    shared::control::advance(
+        &plane.ctx,
+        first.id,
+        shared::job::JobEvent::ClusterTerminated { cluster },
+    )
+    .await
+    .unwrap();
+    plane.deliver().await;
+
+    assert_eq!(plane.job(first.id).await.status(), JobStatus::Cancelled);
+    let woken = plane.job(waiting.id).await;
+    assert!(
+        woken.next_attempt_at.is_none() && woken.tasks[0].cluster.is_some(),
+        "the waiting job launched at once: {:?}",
+        woken.tasks[0]
+    );
+}
