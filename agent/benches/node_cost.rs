@@ -231,6 +231,7 @@ impl Sim {
                 secret: Secret::new(b"bench".to_vec()),
                 enabled_clouds: vec![Cloud::Aws],
                 heartbeat_timeout: Duration::from_mins(3),
+                ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: CADENCE,

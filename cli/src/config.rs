@@ -5,11 +5,13 @@
 //!   slots: {zone-a: 4, zone-b: 4}    # nodes each local zone runs at once
 //! control_plane:
 //!   heartbeat_timeout_secs: 30       # a running cluster silent this long is lost
+//!   ready_timeout_secs: 600          # a launch not ready this long moves to the next candidate
 //!   poll_interval_ms: 1000           # how often the sweep runs
 //! ```
 //!
-//! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS` and `STRATUS_POLL_INTERVAL_MS`
-//! override the file.
+//! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS`, `STRATUS_READY_TIMEOUT_SECS` and
+//! `STRATUS_POLL_INTERVAL_MS` override the file. A task's `config.<cloud>.provision_timeout`
+//! overrides the ready timeout for that task.
 
 use std::path::Path;
 
@@ -30,6 +32,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ControlPlane {
     pub heartbeat_timeout_secs: Option<u64>,
+    pub ready_timeout_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
 }
 
@@ -51,6 +54,12 @@ impl Config {
         env_number("STRATUS_HEARTBEAT_TIMEOUT_SECS")
             .or(self.control_plane.heartbeat_timeout_secs)
             .unwrap_or(30)
+    }
+
+    pub fn ready_timeout_secs(&self) -> u64 {
+        env_number("STRATUS_READY_TIMEOUT_SECS")
+            .or(self.control_plane.ready_timeout_secs)
+            .unwrap_or(shared::control::DEFAULT_READY_TIMEOUT.as_secs())
     }
 
     pub fn poll_interval_ms(&self) -> u64 {

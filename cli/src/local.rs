@@ -308,6 +308,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         secret: Secret::new(secret_file(&home.join("secret"), 32)?),
         enabled_clouds: providers.keys().copied().collect(),
         heartbeat_timeout: Duration::from_secs(config.heartbeat_timeout_secs()),
+        ready_timeout: Duration::from_secs(config.ready_timeout_secs()),
         local_buckets: Some(home.join("buckets")),
         started_at: clock.now(),
         agent_cadence: shared::agent_protocol::AgentCadence::LOCAL,

@@ -181,6 +181,10 @@ pub async fn context_from(
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(180),
             ),
+            ready_timeout: std::env::var("STRATUS_READY_TIMEOUT_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(control::DEFAULT_READY_TIMEOUT, Duration::from_secs),
             local_buckets: None,
             // Lambda has no uptime to wait out: a cold start is not a control plane that was
             // down, and the agents' heartbeats are kept in the table.

@@ -120,6 +120,7 @@ async fn sweep(jobs: usize) {
             secret: Secret::new(b"bench".to_vec()),
             enabled_clouds: vec![Cloud::Aws],
             heartbeat_timeout: Duration::from_mins(3),
+            ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
             local_buckets: None,
             started_at: shared::clock::Timestamp::EPOCH,
             agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,

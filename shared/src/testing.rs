@@ -240,6 +240,7 @@ impl TestPlane {
                 secret: Secret::new(b"test".to_vec()),
                 enabled_clouds: vec![Cloud::Aws],
                 heartbeat_timeout: Duration::from_mins(3),
+                ready_timeout: crate::control::DEFAULT_READY_TIMEOUT,
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: crate::agent_protocol::AgentCadence::CLOUD,

@@ -211,6 +211,7 @@ pub(super) async fn launch(
                     ProviderError::Quota { .. } => LaunchFailure::Quota,
                     ProviderError::Auth { .. } => LaunchFailure::Auth,
                     ProviderError::Invalid { .. } => LaunchFailure::Invalid,
+                    ProviderError::Unavailable { .. } => LaunchFailure::Unavailable,
                     // Throttling and transient errors move on to the next candidate too; the
                     // walk comes back around after the backoff.
                     ProviderError::NoCapacity { .. }

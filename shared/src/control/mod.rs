@@ -70,6 +70,10 @@ pub struct Settings {
     pub enabled_clouds: Vec<Cloud>,
     /// A running cluster whose nodes have not polled for this long is lost.
     pub heartbeat_timeout: Duration,
+    /// A launched cluster whose nodes are not all ready this long after the launch is torn
+    /// down and the next candidate tried (a task's `config.<cloud>.provision_timeout`
+    /// overrides it).
+    pub ready_timeout: Duration,
     /// Local cloud only: the folder that stands in for buckets (`<root>/<store>/<bucket>`).
     pub local_buckets: Option<std::path::PathBuf>,
     /// When this control plane started: heartbeats are judged only once it has been up for
@@ -79,6 +83,10 @@ pub struct Settings {
     /// `heartbeat_timeout`).
     pub agent_cadence: crate::agent_protocol::AgentCadence,
 }
+
+/// The default [`Settings::ready_timeout`]: a stock image boots and fetches the agent in one
+/// to two minutes; big images (GPU drivers) take longer and should say so per task.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_mins(10);
 
 /// Everything a handler needs: the ports and the settings.
 #[derive(Clone)]

@@ -28,6 +28,7 @@ use crate::cloud::Cloud;
 use crate::facts::ClusterFacts;
 use crate::job::{JobEvent, JobRecord, JobStatus, Phase};
 use crate::provider::{ClusterHealth, ClusterState};
+use crate::spec;
 
 /// A launch decided this recently may still be in flight: it is not re-driven yet.
 const REDRIVE_AFTER: Duration = Duration::from_secs(30);
@@ -71,6 +72,7 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
         .collect();
     let limits = Limits {
         heartbeat_timeout: ctx.settings.heartbeat_timeout,
+        ready_timeout: ctx.settings.ready_timeout,
         started_at: ctx.settings.started_at,
     };
     // Jobs are independent: sweep them a batch at a time, so that 10,000 active jobs take
@@ -284,6 +286,9 @@ pub struct World<'a> {
 pub struct Limits {
     /// A running cluster whose nodes have been silent this long is lost.
     pub heartbeat_timeout: Duration,
+    /// A launched cluster not all ready this long after its launch failed to launch (unless
+    /// the task's `config.<cloud>.provision_timeout` says otherwise).
+    pub ready_timeout: Duration,
     /// When this control plane started: silence is judged only once it has been up for the
     /// timeout.
     pub started_at: Timestamp,
@@ -344,39 +349,7 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
     let event = |e: JobEvent| Found::Event(e);
     match task.status {
         JobStatus::Starting | JobStatus::Recovering => {
-            let launched = task.launch.as_ref().is_some_and(|w| w.launched);
-            match (launched, world.cluster) {
-                (false, None) => {
-                    let in_flight = task
-                        .launch
-                        .as_ref()
-                        .and_then(|w| w.since)
-                        .is_some_and(|since| now.since(since) < REDRIVE_AFTER);
-                    task.candidate
-                        .filter(|_| !in_flight)
-                        .map(|candidate| Found::Relaunch {
-                            task: t,
-                            cluster,
-                            candidate,
-                        })
-                        .into_iter()
-                        .collect()
-                }
-                (_, Some(_)) if lost.is_none() => {
-                    let mut found = Vec::new();
-                    if !launched {
-                        found.push(event(JobEvent::ClusterLaunched {
-                            cluster: cluster.clone(),
-                        }));
-                    }
-                    if world.facts.is_some_and(|f| f.ready() >= nodes) {
-                        found.push(event(JobEvent::NodeReady { cluster }));
-                    }
-                    found
-                }
-                (true, _) => lost.map(event).into_iter().collect(),
-                (false, Some(_)) => vec![],
-            }
+            launching(job, world, limits, now, cluster, lost)
         }
         JobStatus::Running => {
             if let Some(lost) = lost {
@@ -407,6 +380,117 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
         },
         _ => vec![],
     }
+}
+
+/// What the sweep does about a task being launched: re-drive a launch the cloud never saw,
+/// pass on the launch and readiness events that were lost, and fail a launch whose nodes are
+/// not ready in time.
+fn launching(
+    job: &JobRecord,
+    world: &World<'_>,
+    limits: &Limits,
+    now: Timestamp,
+    cluster: String,
+    lost: Option<JobEvent>,
+) -> Vec<Found> {
+    let t = job.current_task;
+    let task = &job.tasks[t];
+    let nodes = job.task_spec(t).num_nodes as usize;
+    let event = |e: JobEvent| Found::Event(e);
+    let launched = task.launch.as_ref().is_some_and(|w| w.launched);
+    match (launched, world.cluster) {
+        (false, None) => {
+            let in_flight = task
+                .launch
+                .as_ref()
+                .and_then(|w| w.since)
+                .is_some_and(|since| now.since(since) < REDRIVE_AFTER);
+            task.candidate
+                .filter(|_| !in_flight)
+                .map(|candidate| Found::Relaunch {
+                    task: t,
+                    cluster,
+                    candidate,
+                })
+                .into_iter()
+                .collect()
+        }
+        (_, Some(state)) if lost.is_none() => {
+            let mut found = Vec::new();
+            if !launched {
+                found.push(event(JobEvent::ClusterLaunched {
+                    cluster: cluster.clone(),
+                }));
+            }
+            if world.facts.is_some_and(|f| f.ready() >= nodes) {
+                found.push(event(JobEvent::NodeReady { cluster }));
+            } else if let Some(failed) = never_ready(job, state, world.facts, limits, now) {
+                found.push(event(failed));
+            }
+            found
+        }
+        (true, _) => lost.map(event).into_iter().collect(),
+        (false, Some(_)) => vec![],
+    }
+}
+
+/// A `LaunchFailed` for a cluster whose nodes are not all ready within the ready timeout,
+/// saying which nodes are missing and what the cloud says of the machines.
+fn never_ready(
+    job: &JobRecord,
+    state: &ClusterState,
+    facts: Option<&ClusterFacts>,
+    limits: &Limits,
+    now: Timestamp,
+) -> Option<JobEvent> {
+    let t = job.current_task;
+    let task = &job.tasks[t];
+    let since = task.launch.as_ref()?.since?;
+    let candidate = task.candidate.and_then(|i| job.candidates[t].get(i))?;
+    let timeout =
+        spec::config::provision_timeout(job.task_spec(t).config.as_ref(), candidate.cloud)
+            .unwrap_or(limits.ready_timeout);
+    if now.since(since) <= timeout {
+        return None;
+    }
+    let nodes = job.task_spec(t).num_nodes;
+    let (mut silent, mut preparing) = (Vec::new(), Vec::new());
+    for rank in 0..nodes {
+        match facts.and_then(|f| f.ranks.get(&rank)) {
+            Some(node) if node.ready => {}
+            Some(_) => preparing.push(rank.to_string()),
+            None => silent.push(rank.to_string()),
+        }
+    }
+    let mut missing = Vec::new();
+    if !silent.is_empty() {
+        missing.push(format!(
+            "node(s) {} never reached the API (the agent did not start: check the image can \
+             run it, that the machines can reach the API over HTTPS, and their boot log)",
+            silent.join(", ")
+        ));
+    }
+    if !preparing.is_empty() {
+        missing.push(format!(
+            "node(s) {} reached the API but did not finish preparing (workdir, file mounts)",
+            preparing.join(", ")
+        ));
+    }
+    let machines = match state.health {
+        ClusterHealth::Pending => "still starting",
+        _ => "running",
+    };
+    Some(JobEvent::LaunchFailed {
+        cluster: task.cluster.clone()?,
+        failure: crate::job::LaunchFailure::NeverReady,
+        message: format!(
+            "{} of {nodes} node(s) ready {} s after the launch (provision timeout {} s); {}; the cloud says the machines are {machines}",
+            nodes as usize - silent.len() - preparing.len(),
+            now.since(since).as_secs(),
+            timeout.as_secs(),
+            missing.join("; ")
+        ),
+    })
 }
 
 /// A `TaskExited` the node facts support (its event may have been lost in a crash).

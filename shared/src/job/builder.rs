@@ -250,6 +250,14 @@ impl JobRecord {
         self
     }
 
+    /// Candidates of this round whose region could not host the launch.
+    pub fn unavailable(mut self, candidates: &[usize]) -> Self {
+        if let Some(walk) = self.current_mut().launch.as_mut() {
+            walk.unavailable = candidates.to_vec();
+        }
+        self
+    }
+
     /// Launch rounds in a row that already found no capacity.
     pub fn rounds(mut self, n: u32) -> Self {
         self.current_mut().no_capacity_rounds = n;
@@ -315,6 +323,7 @@ impl JobRecord {
             tried: vec![0],
             launched: false,
             since,
+            unavailable: Vec::new(),
         });
         self.rename_clusters();
         self

@@ -117,6 +117,10 @@ pub struct LaunchWalk {
     /// the first where the cloud's idempotency token is not honoured, as on emulators).
     #[serde(default)]
     pub since: Option<Timestamp>,
+    /// Candidates of this round whose region cannot host the launch: when every candidate is
+    /// one, waiting will not help and the job fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<usize>,
 }
 
 /// Why a launch failed, as far as the state machine cares.
@@ -134,6 +138,13 @@ pub enum LaunchFailure {
     Auth,
     /// The request is invalid (bad image, bad instance type, ...): no candidate will work.
     Invalid,
+    /// The cloud started the machines but their nodes were not all ready within the
+    /// provision timeout (an agent that never started, no way out to the API): torn down,
+    /// and the next candidate is tried.
+    NeverReady,
+    /// This candidate's region cannot host the launch (no default VPC, no subnet in the
+    /// zone, an image it does not have): try the next one.
+    Unavailable,
 }
 
 impl fmt::Display for LaunchFailure {
@@ -144,6 +155,8 @@ impl fmt::Display for LaunchFailure {
             LaunchFailure::Quota => "quota exceeded",
             LaunchFailure::Auth => "not authorized",
             LaunchFailure::Invalid => "invalid request",
+            LaunchFailure::NeverReady => "not ready in time",
+            LaunchFailure::Unavailable => "region unavailable",
         })
     }
 }

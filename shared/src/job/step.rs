@@ -164,8 +164,18 @@ impl Machine {
             // The launch may have half run: whatever it started goes.
             self.terminate(cluster);
         }
+        if failure == LaunchFailure::Unavailable {
+            let candidate = self.task().candidate;
+            if let (Some(walk), Some(i)) = (self.task_mut().launch.as_mut(), candidate) {
+                walk.unavailable.push(i);
+            }
+        }
         match failure {
-            LaunchFailure::NoCapacity | LaunchFailure::Quota | LaunchFailure::KnownFull => {
+            LaunchFailure::NoCapacity
+            | LaunchFailure::Quota
+            | LaunchFailure::KnownFull
+            | LaunchFailure::NeverReady
+            | LaunchFailure::Unavailable => {
                 let on = self.candidate_label();
                 self.emit(format!(
                     "Launch of {cluster} on {on} failed ({failure}): {message}"
@@ -418,6 +428,7 @@ impl Machine {
             tried: Vec::new(),
             launched: false,
             since: None,
+            unavailable: Vec::new(),
         });
         self.launch_next();
     }
@@ -433,6 +444,17 @@ impl Machine {
             return;
         };
         let Some(index) = walk.order.iter().copied().find(|i| !walk.tried.contains(i)) else {
+            let hopeless = walk.order.iter().all(|i| walk.unavailable.contains(i));
+            if hopeless {
+                self.fail(
+                    JobStatus::FailedPrechecks,
+                    format!(
+                        "None of the {total} candidates' regions can host this task (see the launch lines above): \
+                         name a VPC or subnet for those regions in the stack's network settings, or choose other regions."
+                    ),
+                );
+                return;
+            }
             self.back_off();
             return;
         };

@@ -34,7 +34,7 @@ mod ec2;
 mod gce;
 mod local;
 #[cfg(feature = "aws")]
-pub use ec2::{Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data};
+pub use ec2::{Ec2Network, Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data};
 #[cfg(feature = "gcp")]
 pub use gce::{
     GceConnection, GceCredentials, GceProvider, GceSettings, agent_env_from_startup_script,
@@ -142,6 +142,10 @@ pub enum ProviderError {
     /// The request itself is wrong (bad image, unknown instance type): fix the task.
     #[error("invalid request: {message}")]
     Invalid { message: String },
+    /// This region (or zone) cannot host the launch whatever the capacity: no default VPC, no
+    /// subnet in the zone, an image or instance type it does not have. Try the next candidate.
+    #[error("unavailable here: {message}")]
+    Unavailable { message: String },
     /// Rate limited: back off and call again.
     #[error("throttled: {message}")]
     Throttled { message: String },
@@ -174,6 +178,9 @@ impl ProviderError {
                 message: prefix(message),
             },
             ProviderError::Invalid { message } => ProviderError::Invalid {
+                message: prefix(message),
+            },
+            ProviderError::Unavailable { message } => ProviderError::Unavailable {
                 message: prefix(message),
             },
             ProviderError::Throttled { message } => ProviderError::Throttled {

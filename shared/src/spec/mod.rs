@@ -11,8 +11,10 @@
 //! - `overrides`: `--env`, `--gpus`, `--infra`, ... applied on top of the file.
 //! - `locate`: YAML path → line and column.
 //! - `error`: [`SpecError`] and [`Warning`].
+//! - `config`: the task's `config:` keys Stratus applies (`<cloud>.provision_timeout`).
 //! - `limits`: the bounds a task file must keep (size, nesting, aliases, nodes, variables).
 
+pub mod config;
 mod error;
 pub mod limits;
 mod locate;
@@ -53,7 +55,7 @@ pub struct Task {
     pub setup: Option<String>,
     pub run: Option<String>,
     pub resources: ResourceSpec,
-    /// The task-level `config:` overrides, kept as given.
+    /// The task-level `config:` overrides, kept as given (see `config` for what applies).
     pub config: Option<serde_json::Value>,
 }
 

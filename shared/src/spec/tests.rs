@@ -669,3 +669,54 @@ fn limits_are_named_and_refused_fast() {
             .contains("at most 1024 KiB")
     );
 }
+
+#[test]
+fn config_provision_timeouts_apply_and_the_rest_is_kept() {
+    check(
+        "run: x\nconfig:\n  aws:\n    provision_timeout: 900\n  gcp:\n    provision_timeout: 600\n",
+        expect![[r#"
+            job stratus-job
+            task stratus-job nodes=1 | 
+        "#]],
+    );
+    check(
+        "run: x\nconfig:\n  aws:\n    provision_timeout: 900\n    labels: {a: b}\n  kubernetes:\n    provision_timeout: 60\n",
+        expect![[r#"
+            job stratus-job
+            task stratus-job nodes=1 | 
+            warning config: kept but not applied: aws.labels, kubernetes (Stratus applies only <cloud>.provision_timeout)
+        "#]],
+    );
+    check(
+        "run: x\nconfig:\n  gcp:\n    provision_timeout: 5\n",
+        expect![[r#"
+            error line 4, column 5: config.gcp.provision_timeout: expected whole seconds from 10 to 86400 (how long a launch may take until every node is ready), got 5
+        "#]],
+    );
+    check(
+        "run: x\nconfig:\n  aws:\n    provision_timeout: ten minutes\n",
+        expect![[r#"
+            error line 4, column 5: config.aws.provision_timeout: expected whole seconds from 10 to 86400 (how long a launch may take until every node is ready), got "ten minutes"
+        "#]],
+    );
+    check(
+        "run: x\nconfig: [aws]\n",
+        expect![[r#"
+        error line 2, column 1: config: expected a mapping of SkyPilot config keys, e.g. `config: {aws: {provision_timeout: 900}}`
+    "#]],
+    );
+    let loaded = load(
+        "run: x\nconfig:\n  aws:\n    provision_timeout: 900\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    let config = loaded.pipeline.tasks[0].config.as_ref();
+    assert_eq!(
+        super::config::provision_timeout(config, crate::cloud::Cloud::Aws),
+        Some(std::time::Duration::from_mins(15))
+    );
+    assert_eq!(
+        super::config::provision_timeout(config, crate::cloud::Cloud::Gcp),
+        None
+    );
+}

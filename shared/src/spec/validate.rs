@@ -457,6 +457,9 @@ fn task(
         .config
         .map(|v| serde_json::to_value(v).map_err(|e| SpecError::new("config", e.to_string())))
         .transpose()?;
+    if let Some(config) = &config {
+        super::config::check(config, warnings)?;
+    }
 
     Ok(Task {
         name,
@@ -532,11 +535,6 @@ fn warn_ignored(yaml: &TaskYaml, warnings: &mut Vec<Warning>) {
             yaml.metadata.is_some(),
             "_metadata",
             "ignored: internal SkyPilot field",
-        ),
-        (
-            yaml.config.is_some(),
-            "config",
-            "kept but not applied: Stratus has no SkyPilot config keys to override",
         ),
     ];
     for (present, path, message) in ignored {

@@ -516,14 +516,16 @@ async fn injected_errors_are_classified_and_create_nothing() {
     let endpoint = endpoint();
     let cases = [
         (500, "InsufficientInstanceCapacity", "no_capacity"),
-        (400, "Unsupported", "no_capacity"),
+        (400, "Unsupported", "unavailable"),
+        (400, "VPCIdNotSpecified", "unavailable"),
         (400, "SpotMaxPriceTooLow", "no_capacity"),
         (400, "VcpuLimitExceeded", "quota"),
         (400, "MaxSpotInstanceCountExceeded", "quota"),
         (503, "RequestLimitExceeded", "throttled"),
         (401, "AuthFailure", "auth"),
         (403, "UnauthorizedOperation", "auth"),
-        (400, "InvalidAMIID.NotFound", "invalid"),
+        (400, "InvalidAMIID.NotFound", "unavailable"),
+        (400, "InvalidAMIID.Malformed", "invalid"),
     ];
     let mut runs = Vec::new();
     for (status, code, want) in cases {
@@ -540,6 +542,7 @@ async fn injected_errors_are_classified_and_create_nothing() {
             ProviderError::Quota { .. } => "quota",
             ProviderError::Auth { .. } => "auth",
             ProviderError::Invalid { .. } => "invalid",
+            ProviderError::Unavailable { .. } => "unavailable",
             ProviderError::Throttled { .. } => "throttled",
             ProviderError::Other { .. } => "other",
         };
@@ -570,4 +573,123 @@ async fn a_launch_elsewhere_than_aws_is_invalid() {
         Err(ProviderError::Invalid { .. })
     ));
     assert_eq!(f.provider.cloud(), Cloud::Aws);
+}
+
+/// A region without a default VPC cannot host a launch: `Unavailable` (the walk moves on),
+/// with both fixes in the message. (No other test uses sa-east-1: its VPC is deleted here.)
+#[tokio::test]
+async fn a_region_without_a_default_vpc_is_unavailable_with_the_fix() {
+    let f = Fixture::new().await;
+    let ec2 = f.ec2_in("sa-east-1");
+    let default = Filter::builder().name("is-default").values("true").build();
+    for vpc in ec2
+        .describe_vpcs()
+        .filters(default)
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+    {
+        let vpc = vpc.vpc_id().unwrap();
+        let in_vpc = Filter::builder().name("vpc-id").values(vpc).build();
+        for subnet in ec2
+            .describe_subnets()
+            .filters(in_vpc)
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+        {
+            ec2.delete_subnet()
+                .subnet_id(subnet.subnet_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        ec2.delete_vpc().vpc_id(vpc).send().await.unwrap();
+    }
+    let err = f
+        .provider
+        .launch(&spec(&unique("novpc"), "sa-east-1a", 1, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no default VPC") && text.contains("create-default-vpc"),
+        "{text}"
+    );
+}
+
+/// A region's network settings place the nodes in its subnet of the zone, with the Stratus
+/// security group made in that VPC; a zone where none of its subnets is cannot host the
+/// launch. (No other test uses ca-central-1.)
+#[tokio::test]
+async fn a_named_subnet_places_the_nodes_and_a_zone_without_one_is_unavailable() {
+    let f = Fixture::new().await;
+    let ec2 = f.ec2_in("ca-central-1");
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.42.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.42.1.0/24")
+        .availability_zone("ca-central-1a")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let mut settings = Ec2Settings::new(AGENT_URL);
+    settings.networks = shared::provider::Ec2Network::parse_all(&format!(
+        r#"{{"ca-central-1": {{"subnet_ids": ["{subnet}"]}}}}"#
+    ))
+    .unwrap();
+    let provider = Ec2Provider::new(&config(&f.endpoint).await, settings);
+
+    let cluster = unique("subnet");
+    provider
+        .launch(&spec(&cluster, "ca-central-1a", 1, false))
+        .await
+        .unwrap();
+    let instances = f.instances("ca-central-1", &cluster).await;
+    assert_eq!(instances[0].subnet_id(), Some(subnet.as_str()));
+    assert_eq!(instances[0].vpc_id(), Some(vpc.as_str()));
+    let group = instances[0].security_groups()[0].group_id().unwrap();
+    let groups = ec2
+        .describe_security_groups()
+        .group_ids(group)
+        .send()
+        .await
+        .unwrap();
+    let group = &groups.security_groups()[0];
+    assert_eq!(group.vpc_id(), Some(vpc.as_str()));
+    assert_eq!(
+        group.group_name(),
+        Some(Ec2Settings::DEFAULT_SECURITY_GROUP)
+    );
+
+    let err = provider
+        .launch(&spec(&unique("subnet"), "ca-central-1b", 1, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "no subnet among {subnet} is in zone ca-central-1b"
+        )),
+        "{err}"
+    );
 }

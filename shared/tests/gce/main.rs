@@ -114,6 +114,7 @@ fn kind(e: &ProviderError) -> &'static str {
         ProviderError::Quota { .. } => "quota",
         ProviderError::Auth { .. } => "auth",
         ProviderError::Invalid { .. } => "invalid",
+        ProviderError::Unavailable { .. } => "unavailable",
         ProviderError::Throttled { .. } => "throttled",
         ProviderError::Other { .. } => "other",
     }
@@ -644,6 +645,7 @@ impl ControlPlane {
                 secret: Secret::new(b"gce-tests".to_vec()),
                 enabled_clouds: vec![Cloud::Gcp],
                 heartbeat_timeout: Duration::from_mins(3),
+                ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,

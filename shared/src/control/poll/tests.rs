@@ -18,6 +18,7 @@ const NOW: Timestamp = Timestamp::from_secs(1_700_000_600);
 
 const LIMITS: Limits = Limits {
     heartbeat_timeout: Duration::from_secs(30),
+    ready_timeout: Duration::from_mins(15),
     started_at: T0,
 };
 
@@ -28,6 +29,8 @@ struct Saw {
     health: Option<ClusterHealth>,
     unlisted: bool,
     ready: usize,
+    /// The last this many ranks never said anything.
+    silent: u32,
     exits: Vec<(Phase, i32)>,
     seen: Option<Timestamp>,
     started_at: Option<Timestamp>,
@@ -50,6 +53,10 @@ fn health(health: ClusterHealth) -> Saw {
 impl Saw {
     fn ready(mut self, n: usize) -> Self {
         self.ready = n;
+        self
+    }
+    fn silent(mut self, n: u32) -> Self {
+        self.silent = n;
         self
     }
     fn exits(mut self, phase: Phase, codes: &[i32]) -> Self {
@@ -95,7 +102,7 @@ fn check(rows: &[(&str, JobRecord, Saw)], expect: &Expect) {
             attempt: job.tasks[job.current_task].attempt,
         });
         let ranks = job.task_spec(job.current_task).num_nodes;
-        for rank in 0..ranks {
+        for rank in 0..ranks - saw.silent {
             let mut node = NodeFacts {
                 ready: (rank as usize) < saw.ready,
                 seen: saw.seen,
@@ -137,6 +144,9 @@ fn check(rows: &[(&str, JobRecord, Saw)], expect: &Expect) {
 fn describe(event: &JobEvent) -> String {
     match event {
         JobEvent::TaskExited { phase, codes, .. } => format!("TaskExited {phase} {codes:?}"),
+        JobEvent::LaunchFailed {
+            failure, message, ..
+        } => format!("LaunchFailed ({failure}): {message}"),
         other => {
             let json = serde_json::to_value(other).unwrap();
             json["type"].as_str().unwrap().to_owned()
@@ -146,6 +156,18 @@ fn describe(event: &JobEvent) -> String {
 
 fn job() -> JobRecord {
     JobRecord::test()
+}
+
+/// `at` ago from [`NOW`].
+fn ago(at: Duration) -> Timestamp {
+    Timestamp::from_millis(NOW.as_millis() - at.as_millis() as i64)
+}
+
+/// The job with the task's `config:` saying `provision_timeout` for AWS.
+fn provision_timeout(mut job: JobRecord, secs: u64) -> JobRecord {
+    job.pipeline.tasks[0].config =
+        Some(serde_json::json!({ "aws": { "provision_timeout": secs } }));
+    job
 }
 
 #[rustfmt::skip]
@@ -166,6 +188,9 @@ fn the_sweep_closes_each_gap_once() {
         ("a cluster the answer of which was lost", job().starting(), health(ClusterHealth::Pending)),
         ("every node ready: the lost NodeReady", job().starting().launched(), up().ready(1)),
         ("one of two nodes ready: wait", job().nodes(2).starting().launched(), up().ready(1)),
+        ("not all ready within the ready timeout", job().nodes(3).submitted(ago(mins(16))).starting().launched(), up().ready(1).silent(1)),
+        ("still booting past the task's provision_timeout", provision_timeout(job(), 300).starting().launched(), health(ClusterHealth::Pending).silent(1)),
+        ("all ready just past the timeout: ready wins", job().submitted(ago(mins(16))).starting().launched(), up().ready(1)),
         ("launched, then vanished", job().starting().launched(), Saw::default()),
         ("launched, then preempted", job().recovering().launched(), health(preempted.clone())),
         ("running, preempted", job().running(), health(preempted)),
@@ -194,6 +219,9 @@ fn the_sweep_closes_each_gap_once() {
         a cluster the answer of which was lost               cluster_launched
         every node ready: the lost NodeReady                 node_ready
         one of two nodes ready: wait                         -
+        not all ready within the ready timeout               LaunchFailed (not ready in time): 1 of 3 node(s) ready 960 s after the launch (provision timeout 900 s); node(s) 2 never reached the API (the agent did not start: check the image can run it, that the machines can reach the API over HTTPS, and their boot log); node(s) 1 reached the API but did not finish preparing (workdir, file mounts); the cloud says the machines are running
+        still booting past the task's provision_timeout      LaunchFailed (not ready in time): 0 of 1 node(s) ready 600 s after the launch (provision timeout 300 s); node(s) 0 never reached the API (the agent did not start: check the image can run it, that the machines can reach the API over HTTPS, and their boot log); the cloud says the machines are still starting
+        all ready just past the timeout: ready wins          node_ready
         launched, then vanished                              heartbeat_lost
         launched, then preempted                             preempted
         running, preempted                                   preempted

@@ -147,6 +147,10 @@ fn launching() {
             row("no capacity: next candidate", job().starting(), &[no_capacity("train-1-1")]),
             row("quota: next candidate", job().starting().attempt(2).tried(&[0, 1]), &[failed("train-1-2", LaunchFailure::Quota)]),
             row("known full: next candidate, nothing to tear down", job().starting(), &[failed("train-1-1", LaunchFailure::KnownFull)]),
+            row("never ready: torn down, next candidate", job().starting().launched(), &[failed("train-1-1", LaunchFailure::NeverReady)]),
+            row("region unavailable: next candidate", job().starting(), &[failed("train-1-1", LaunchFailure::Unavailable)]),
+            row("every candidate's region unavailable: FAILED_PRECHECKS", job().starting().attempt(4).tried(&[0, 1, 2, 3]).unavailable(&[0, 1, 2]), &[failed("train-1-4", LaunchFailure::Unavailable)]),
+            row("some unavailable, the rest full: back off", job().starting().attempt(4).tried(&[0, 1, 2, 3]).unavailable(&[0, 1]), &[no_capacity("train-1-4")]),
             row("all tried: back off in PENDING (60 s ±40%)", job().starting().attempt(4).tried(&[0, 1, 2, 3]), &[no_capacity("train-1-4")]),
             row("third round: longer backoff (154 s ±40%)", job().starting().attempt(4).tried(&[0, 1, 2, 3]).rounds(2), &[no_capacity("train-1-4")]),
             row("backoff over: walk again, cheapest first", job().in_backoff(secs(0), 1).attempt(4), &[BackoffElapsed]),
@@ -169,6 +173,10 @@ fn launching() {
             no capacity: next candidate                    STARTING → STARTING | terminate train-1-1, launch train-1-2@aws/us-east-1/us-east-1b
             quota: next candidate                          STARTING → STARTING | terminate train-1-2, launch train-1-3@aws/us-west-2/us-west-2a
             known full: next candidate, nothing to tear down STARTING → STARTING | launch train-1-2@aws/us-east-1/us-east-1b
+            never ready: torn down, next candidate         STARTING → STARTING | terminate train-1-1, launch train-1-2@aws/us-east-1/us-east-1b
+            region unavailable: next candidate             STARTING → STARTING | terminate train-1-1, launch train-1-2@aws/us-east-1/us-east-1b
+            every candidate's region unavailable: FAILED_PRECHECKS STARTING → FAILED_PRECHECKS | terminate train-1-4
+            some unavailable, the rest full: back off      STARTING → PENDING | terminate train-1-4, requeue 52.4s
             all tried: back off in PENDING (60 s ±40%)     STARTING → PENDING | terminate train-1-4, requeue 52.4s
             third round: longer backoff (154 s ±40%)       STARTING → PENDING | terminate train-1-4, requeue 149.0s
             backoff over: walk again, cheapest first       PENDING → STARTING | launch train-1-5@aws/us-east-1/us-east-1a

@@ -31,8 +31,12 @@ impl Error for ApiError {}
 ///
 /// - Capacity (try the next candidate): `InsufficientInstanceCapacity`,
 ///   `InsufficientHostCapacity`, `InsufficientCapacity`, `InsufficientReservedInstanceCapacity`,
-///   `InsufficientFreeAddressesInSubnet`, `SpotMaxPriceTooLow`, `Unsupported` (e.g. the type is
-///   not offered in that zone).
+///   `InsufficientFreeAddressesInSubnet`, `SpotMaxPriceTooLow`.
+/// - Unavailable (this region or zone cannot host it; try the next candidate): `Unsupported`
+///   (e.g. the type is not offered in that zone), `VPCIdNotSpecified` (no default VPC),
+///   `InvalidSubnet*`, `InvalidVpcID.*`, `InvalidGroup.NotFound`, `InvalidAMIID.NotFound` and
+///   `InvalidAMIID.Unavailable` (AMIs are regional), `ParameterNotFound` (SSM: no such AMI
+///   parameter in the region).
 /// - Quota (try the next candidate): `MaxSpotInstanceCountExceeded`, `InstanceLimitExceeded`,
 ///   `VcpuLimitExceeded` and every other `*LimitExceeded` but `RequestLimitExceeded`.
 /// - Throttled (back off): `RequestLimitExceeded`, `Throttling`, `ThrottlingException`,
@@ -40,10 +44,10 @@ impl Error for ApiError {}
 /// - Auth (no candidate on this cloud will work): `AuthFailure`, `UnauthorizedOperation`,
 ///   `OptInRequired`, `Blocked`, `InvalidClientTokenId`, `SignatureDoesNotMatch`,
 ///   `ExpiredToken`, `AccessDenied`, `AccessDeniedException`, `UnrecognizedClientException`.
-/// - Invalid (fix the task or the settings): `InvalidAMIID.*`, `InvalidParameter*`,
-///   `InvalidInstanceType`, `InvalidBlockDeviceMapping`, `InvalidUserData.*`,
-///   `IdempotentParameterMismatch` (the cluster name was used with other arguments),
-///   `ParameterNotFound` (SSM: no such AMI parameter).
+/// - Invalid (fix the task or the settings): other `InvalidAMIID.*` (a malformed id),
+///   `InvalidParameter*`, `InvalidInstanceType`, `InvalidBlockDeviceMapping`,
+///   `InvalidUserData.*`, `IdempotentParameterMismatch` (the cluster name was used with other
+///   arguments).
 /// - Anything else is [`ProviderError::Other`] (retry later).
 pub(crate) fn classify(code: &str, message: &str) -> ProviderError {
     let api = ApiError {
@@ -57,8 +61,16 @@ pub(crate) fn classify(code: &str, message: &str) -> ProviderError {
         | "InsufficientCapacity"
         | "InsufficientReservedInstanceCapacity"
         | "InsufficientFreeAddressesInSubnet"
-        | "SpotMaxPriceTooLow"
-        | "Unsupported" => ProviderError::NoCapacity { message },
+        | "SpotMaxPriceTooLow" => ProviderError::NoCapacity { message },
+        "Unsupported"
+        | "VPCIdNotSpecified"
+        | "InvalidGroup.NotFound"
+        | "InvalidAMIID.NotFound"
+        | "InvalidAMIID.Unavailable"
+        | "ParameterNotFound" => ProviderError::Unavailable { message },
+        c if c.starts_with("InvalidSubnet") || c.starts_with("InvalidVpcID.") => {
+            ProviderError::Unavailable { message }
+        }
         "RequestLimitExceeded"
         | "Throttling"
         | "ThrottlingException"
@@ -77,10 +89,9 @@ pub(crate) fn classify(code: &str, message: &str) -> ProviderError {
         | "AccessDenied"
         | "AccessDeniedException"
         | "UnrecognizedClientException" => ProviderError::Auth { message },
-        "InvalidInstanceType"
-        | "InvalidBlockDeviceMapping"
-        | "IdempotentParameterMismatch"
-        | "ParameterNotFound" => ProviderError::Invalid { message },
+        "InvalidInstanceType" | "InvalidBlockDeviceMapping" | "IdempotentParameterMismatch" => {
+            ProviderError::Invalid { message }
+        }
         c if c.starts_with("InvalidAMIID.")
             || c.starts_with("InvalidParameter")
             || c.starts_with("InvalidUserData.") =>

@@ -8,9 +8,13 @@
 //! 2. The image: `image_id` when it is an `ami-...`; otherwise the latest Amazon Linux 2023
 //!    from the public SSM parameter [`Ec2Settings::ami_parameter`] (a `docker:` image also
 //!    boots that AMI for now: running the container is the agent's job, not built yet).
-//! 3. The security group [`Ec2Settings::security_group_name`] in the default VPC, made once
-//!    per region and shared by every cluster: all traffic from members of the group, no other
-//!    inbound rule (no SSH, no key pair: the agent pulls its work), the default egress.
+//! 3. Where the nodes go: the default VPC's subnet of the zone, unless the region has an
+//!    [`Ec2Network`] naming a VPC or subnets (then their subnet in the zone; none there is
+//!    [`ProviderError::Unavailable`], as is a region with no default VPC, so the walk moves on
+//!    with the reason). The security groups: the network's own, else
+//!    [`Ec2Settings::security_group_name`] in that VPC, made once per region and shared by
+//!    every cluster: all traffic from members of the group, no other inbound rule (no SSH, no
+//!    key pair: the agent pulls its work), the default egress.
 //! 4. One `RunInstances`: `MinCount = MaxCount = num_nodes`, the candidate's instance type
 //!    and zone, `ClientToken` = the cluster name (or its hash past 64 characters),
 //!    `InstanceMarketOptions` (one-time spot, terminate on interruption) for spot, `IMDSv2`
@@ -133,6 +137,72 @@ pub struct Ec2Settings {
     /// An IAM instance profile for the nodes (a name, or an `arn:`); none by default (the agent
     /// needs no AWS credentials).
     pub instance_profile: Option<String>,
+    /// Per region, where the nodes go when not in the default VPC (see [`Ec2Network`]).
+    pub networks: BTreeMap<String, Ec2Network>,
+}
+
+/// Where one region's nodes go, instead of the default VPC's subnet of the zone and the
+/// Stratus security group. Written as JSON per region, e.g.
+/// `{"us-west-2": {"subnet_ids": ["subnet-0a1", "subnet-0b2"]}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2Network {
+    /// A VPC: the nodes go in its subnet of the candidate's zone, and the Stratus security
+    /// group is made in it.
+    #[serde(default)]
+    pub vpc_id: Option<String>,
+    /// Subnets: the nodes go in the one of the candidate's zone (a zone without one cannot
+    /// host the launch, and the next candidate is tried).
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// Security groups for the nodes instead of the Stratus group. They must let a cluster's
+    /// nodes reach each other and the nodes reach the Stratus API (HTTPS out).
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+}
+
+impl Ec2Network {
+    /// Reads the per-region networks from JSON (`{"<region>": {...}}`); the error names the
+    /// region and the field.
+    pub fn parse_all(json: &str) -> Result<BTreeMap<String, Ec2Network>, String> {
+        if json.trim().is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let networks: BTreeMap<String, Ec2Network> = serde_json::from_str(json).map_err(|e| {
+            format!(
+                "{e}: expected {{\"<region>\": {{\"vpc_id\": \"vpc-...\", \"subnet_ids\": [\"subnet-...\"], \"security_group_ids\": [\"sg-...\"]}}}} (every field optional)"
+            )
+        })?;
+        for (region, network) in &networks {
+            let bad = |field: &str, id: &str, prefix: &str| {
+                Err(format!("{region}.{field}: '{id}' is not a {prefix}... id"))
+            };
+            if let Some(vpc) = &network.vpc_id
+                && !vpc.starts_with("vpc-")
+            {
+                return bad("vpc_id", vpc, "vpc-");
+            }
+            if let Some(id) = network
+                .subnet_ids
+                .iter()
+                .find(|i| !i.starts_with("subnet-"))
+            {
+                return bad("subnet_ids", id, "subnet-");
+            }
+            if let Some(id) = network
+                .security_group_ids
+                .iter()
+                .find(|i| !i.starts_with("sg-"))
+            {
+                return bad("security_group_ids", id, "sg-");
+            }
+        }
+        Ok(networks)
+    }
+
+    fn names_placement(&self) -> bool {
+        self.vpc_id.is_some() || !self.subnet_ids.is_empty()
+    }
 }
 
 impl Ec2Settings {
@@ -147,6 +217,7 @@ impl Ec2Settings {
             security_group_name: Self::DEFAULT_SECURITY_GROUP.to_owned(),
             ami_parameter: Self::DEFAULT_AMI_PARAMETER.to_owned(),
             instance_profile: None,
+            networks: BTreeMap::new(),
         }
     }
 }
@@ -160,6 +231,7 @@ impl fmt::Debug for Ec2Settings {
             .field("security_group_name", &self.security_group_name)
             .field("ami_parameter", &self.ami_parameter)
             .field("instance_profile", &self.instance_profile)
+            .field("networks", &self.networks)
             .finish()
     }
 }
@@ -241,12 +313,20 @@ impl Ec2Provider {
         }
 
         let image = self.image(&regional, spec).await?;
-        let group = if let Some(id) = regional.security_group {
-            id
-        } else {
-            let id = ensure_security_group(client, &c.region, &self.settings).await?;
-            self.remember_security_group(&c.region, Some(id.clone()));
-            id
+        let network = self.settings.networks.get(&c.region);
+        let subnet = match network.filter(|n| n.names_placement()) {
+            Some(network) => Some(subnet_in_zone(client, &c.region, &c.zone, network).await?),
+            None => None,
+        };
+        let groups = match (network, regional.security_group) {
+            (Some(n), _) if !n.security_group_ids.is_empty() => n.security_group_ids.clone(),
+            (_, Some(id)) => vec![id],
+            (_, None) => {
+                let vpc = subnet.as_ref().map(|(_, vpc)| vpc.as_str());
+                let id = ensure_security_group(client, &c.region, vpc, &self.settings).await?;
+                self.remember_security_group(&c.region, Some(id.clone()));
+                vec![id]
+            }
         };
         let root_device = match spec.disk_size_gb {
             Some(_) => Some(root_device_name(client, &c.region, &image).await?),
@@ -267,7 +347,8 @@ impl Ec2Provider {
             .max_count(i32::try_from(spec.num_nodes).unwrap_or(i32::MAX))
             .client_token(client_token(&spec.cluster))
             .placement(Placement::builder().availability_zone(&c.zone).build())
-            .security_group_ids(&group)
+            .set_security_group_ids(Some(groups))
+            .set_subnet_id(subnet.map(|(id, _)| id))
             .user_data(base64_encode(user_data(spec, &self.settings).as_bytes()))
             .metadata_options(
                 InstanceMetadataOptionsRequest::builder()
@@ -512,29 +593,64 @@ async fn find_cluster(
     Ok(instances)
 }
 
-/// The id of the cluster security group in `region`'s default VPC, made (with its one
-/// inbound rule: everything from the group itself) if missing. Safe to race: a duplicate
-/// group or rule counts as made.
+/// The subnet (and its VPC) of `network` in `zone`: one of its `subnet_ids`, else one of its
+/// VPC's. None there means the zone cannot host the launch.
+async fn subnet_in_zone(
+    client: &Client,
+    region: &str,
+    zone: &str,
+    network: &Ec2Network,
+) -> Result<(String, String), ProviderError> {
+    let mut request = client
+        .describe_subnets()
+        .filters(filter("availability-zone", [zone]));
+    let (what, filter) = if network.subnet_ids.is_empty() {
+        let vpc = network.vpc_id.clone().unwrap_or_default();
+        (format!("of {vpc}"), filter("vpc-id", [vpc.as_str()]))
+    } else {
+        (
+            format!("among {}", network.subnet_ids.join(", ")),
+            filter("subnet-id", network.subnet_ids.iter().map(String::as_str)),
+        )
+    };
+    request = request.filters(filter);
+    let subnets = request
+        .send()
+        .await
+        .map_err(|e| api_error(&format!("EC2 DescribeSubnets in {region}"), e))?;
+    let mut found: Vec<(String, String)> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| Some((s.subnet_id()?.to_owned(), s.vpc_id()?.to_owned())))
+        .collect();
+    // The same subnet whichever call asks: launches of one region land alike.
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Unavailable {
+            message: format!(
+                "EC2: no subnet {what} is in zone {zone} (add one of that zone to the region's \
+             network settings, or leave the zone out)"
+            ),
+        })
+}
+
+/// The id of the cluster security group in `vpc` (by default `region`'s default VPC), made
+/// (with its one inbound rule: everything from the group itself) if missing. Safe to race: a
+/// duplicate group or rule counts as made.
 async fn ensure_security_group(
     client: &Client,
     region: &str,
+    vpc: Option<&str>,
     settings: &Ec2Settings,
 ) -> Result<String, ProviderError> {
     let name = &settings.security_group_name;
-    let vpcs = client
-        .describe_vpcs()
-        .filters(filter("is-default", ["true"]))
-        .send()
-        .await
-        .map_err(|e| api_error(&format!("EC2 DescribeVpcs in {region}"), e))?;
-    let Some(vpc) = vpcs.vpcs().iter().find_map(|v| v.vpc_id()) else {
-        return Err(ProviderError::Invalid {
-            message: format!(
-                "EC2: region {region} has no default VPC (create one with `aws ec2 \
-                 create-default-vpc --region {region}`)"
-            ),
-        });
+    let vpc = match vpc {
+        Some(vpc) => vpc.to_owned(),
+        None => default_vpc(client, region).await?,
     };
+    let vpc = vpc.as_str();
     let group = if let Some(group) = find_group(client, region, vpc, name).await? {
         group
     } else {
@@ -604,6 +720,27 @@ async fn ensure_security_group(
         }
     }
     Ok(id)
+}
+
+/// The default VPC of `region`; none is [`ProviderError::Unavailable`], with the fixes.
+async fn default_vpc(client: &Client, region: &str) -> Result<String, ProviderError> {
+    let vpcs = client
+        .describe_vpcs()
+        .filters(filter("is-default", ["true"]))
+        .send()
+        .await
+        .map_err(|e| api_error(&format!("EC2 DescribeVpcs in {region}"), e))?;
+    vpcs.vpcs()
+        .iter()
+        .find_map(|v| v.vpc_id())
+        .map(str::to_owned)
+        .ok_or_else(|| ProviderError::Unavailable {
+            message: format!(
+                "EC2: region {region} has no default VPC (create one with `aws ec2 \
+                 create-default-vpc --region {region}`, or name a VPC or subnets for \
+                 {region} in the stack's Ec2Networks parameter)"
+            ),
+        })
 }
 
 async fn find_group(

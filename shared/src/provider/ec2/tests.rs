@@ -55,6 +55,7 @@ fn classify_error_codes() {
         ProviderError::Quota { .. } => "quota",
         ProviderError::Auth { .. } => "auth",
         ProviderError::Invalid { .. } => "invalid",
+        ProviderError::Unavailable { .. } => "unavailable",
         ProviderError::Throttled { .. } => "throttled",
         ProviderError::Other { .. } => "other",
     };
@@ -64,7 +65,11 @@ fn classify_error_codes() {
         ("InsufficientCapacity", "no_capacity"),
         ("InsufficientFreeAddressesInSubnet", "no_capacity"),
         ("SpotMaxPriceTooLow", "no_capacity"),
-        ("Unsupported", "no_capacity"),
+        ("Unsupported", "unavailable"),
+        ("VPCIdNotSpecified", "unavailable"),
+        ("InvalidSubnetID.NotFound", "unavailable"),
+        ("InvalidSubnet", "unavailable"),
+        ("InvalidVpcID.NotFound", "unavailable"),
         ("MaxSpotInstanceCountExceeded", "quota"),
         ("InstanceLimitExceeded", "quota"),
         ("VcpuLimitExceeded", "quota"),
@@ -80,15 +85,16 @@ fn classify_error_codes() {
         ("SignatureDoesNotMatch", "auth"),
         ("ExpiredToken", "auth"),
         ("AccessDeniedException", "auth"),
-        ("InvalidAMIID.NotFound", "invalid"),
+        ("InvalidAMIID.NotFound", "unavailable"),
+        ("InvalidAMIID.Unavailable", "unavailable"),
         ("InvalidAMIID.Malformed", "invalid"),
         ("InvalidParameterValue", "invalid"),
         ("InvalidParameterCombination", "invalid"),
         ("InvalidInstanceType", "invalid"),
         ("IdempotentParameterMismatch", "invalid"),
-        ("ParameterNotFound", "invalid"),
+        ("ParameterNotFound", "unavailable"),
         ("InternalError", "other"),
-        ("InvalidGroup.NotFound", "other"),
+        ("InvalidGroup.NotFound", "unavailable"),
         ("ServiceUnavailable", "other"),
     ];
     for (code, want) in table {
@@ -429,4 +435,38 @@ fn cluster_states_group_by_cluster_tag() {
             ),
         ]
     );
+}
+
+#[test]
+fn network_settings_name_the_region_and_field_at_fault() {
+    use super::Ec2Network;
+    let ok = Ec2Network::parse_all(
+        r#"{"us-west-2": {"subnet_ids": ["subnet-1"], "security_group_ids": ["sg-1"]}, "eu-west-1": {"vpc_id": "vpc-9"}}"#,
+    )
+    .unwrap();
+    assert_eq!(ok["us-west-2"].subnet_ids, ["subnet-1"]);
+    assert_eq!(ok["eu-west-1"].vpc_id.as_deref(), Some("vpc-9"));
+    assert!(Ec2Network::parse_all("  ").unwrap().is_empty());
+    for (json, want) in [
+        (
+            r#"{"us-west-2": {"subnet_ids": ["sg-1"]}}"#,
+            "us-west-2.subnet_ids: 'sg-1' is not a subnet-... id",
+        ),
+        (
+            r#"{"us-west-2": {"vpc_id": "default"}}"#,
+            "us-west-2.vpc_id: 'default' is not a vpc-... id",
+        ),
+        (
+            r#"{"us-west-2": {"security_group_ids": ["web"]}}"#,
+            "us-west-2.security_group_ids: 'web' is not a sg-... id",
+        ),
+        (
+            r#"{"us-west-2": {"subnet": "subnet-1"}}"#,
+            "unknown field `subnet`",
+        ),
+        ("[1]", "expected {\"<region>\""),
+    ] {
+        let err = Ec2Network::parse_all(json).unwrap_err();
+        assert!(err.contains(want), "{json}: {err}");
+    }
 }

@@ -89,6 +89,20 @@ const INVALID: &[&str] = &[
     "NOT_FOUND",
 ];
 
+/// Not-found codes: of a zone's or region's resource, the place cannot host the launch.
+const NOT_FOUND: &[&str] = &["notFound", "RESOURCE_NOT_FOUND", "NOT_FOUND"];
+/// Path segments of resources that exist per region or zone (an image or a project does
+/// not): a launch that finds one missing moves on to the next candidate.
+const REGIONAL: &[&str] = &[
+    "/networks/",
+    "/subnetworks/",
+    "/machineTypes/",
+    "/acceleratorTypes/",
+    "/diskTypes/",
+    "/zones/",
+    "/regions/",
+];
+
 /// What a Compute error means for the launch walk, first match wins:
 ///
 /// | codes (reason, canonical status or operation error code) | → |
@@ -97,6 +111,7 @@ const INVALID: &[&str] = &[
 /// | `QUOTA_EXCEEDED`, `quotaExceeded` | `Quota` |
 /// | `rateLimitExceeded`, `userRateLimitExceeded`, `RATE_LIMIT_EXCEEDED`, `RESOURCE_OPERATION_RATE_EXCEEDED` | `Throttled` |
 /// | `authError`, `required`, `forbidden`, `insufficientPermissions`, `accessNotConfigured`, `SERVICE_DISABLED`, `ACCESS_TOKEN_SCOPE_INSUFFICIENT`, `IAM_PERMISSION_DENIED`, `UNAUTHENTICATED`, `PERMISSION_DENIED` | `Auth` |
+/// | a not-found (`notFound`, `RESOURCE_NOT_FOUND`, `NOT_FOUND`, HTTP 404) of a network, subnetwork, machine, accelerator or disk type, zone or region | `Unavailable` |
 /// | `invalid`, `badRequest`, `invalidParameter`, `notFound`, `RESOURCE_NOT_FOUND`, `INVALID_FIELD_VALUE`, `INVALID_ARGUMENT`, `NOT_FOUND` | `Invalid` |
 /// | no known code: HTTP 429 | `Throttled` |
 /// | HTTP 401, 403 | `Auth` |
@@ -124,6 +139,10 @@ pub(crate) fn classify(http: Option<u16>, codes: &[&str], message: &str) -> Prov
     }
     if has(AUTH) {
         return ProviderError::Auth { message: text };
+    }
+    let not_found = has(NOT_FOUND) || (codes.is_empty() && http == Some(404));
+    if not_found && REGIONAL.iter().any(|r| message.contains(r)) {
+        return ProviderError::Unavailable { message: text };
     }
     if has(INVALID) {
         return ProviderError::Invalid { message: text };

@@ -216,6 +216,14 @@ pub(crate) fn instance_body(
         .set_type(attached_disk::Type::Persistent)
         .set_initialize_params(init);
     let mut nic = NetworkInterface::new().set_network(settings.network.clone());
+    if let Some(subnetwork) = settings.subnetworks.get(&c.region) {
+        // A custom-mode network has no subnetwork to pick by itself.
+        nic = nic.set_subnetwork(if subnetwork.contains('/') {
+            subnetwork.clone()
+        } else {
+            format!("regions/{}/subnetworks/{subnetwork}", c.region)
+        });
+    }
     if settings.external_ip {
         // The agent reaches the API (and downloads itself) over the internet; without an
         // external address the network needs Cloud NAT.

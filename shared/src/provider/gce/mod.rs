@@ -146,6 +146,10 @@ pub struct GceSettings {
     pub external_ip: bool,
     /// The boot disk type (`zones/<zone>/diskTypes/<this>`).
     pub boot_disk_type: String,
+    /// Per region, the subnetwork of `network` the nodes go in (a name, or a
+    /// `regions/<r>/subnetworks/<name>` path); an auto-mode network needs none. A region
+    /// whose subnetwork does not exist cannot host the launch (the walk moves on).
+    pub subnetworks: BTreeMap<String, String>,
 }
 
 impl GceSettings {
@@ -161,6 +165,7 @@ impl GceSettings {
             network: Self::DEFAULT_NETWORK.to_owned(),
             external_ip: true,
             boot_disk_type: Self::DEFAULT_BOOT_DISK_TYPE.to_owned(),
+            subnetworks: BTreeMap::new(),
         }
     }
 }
@@ -175,6 +180,7 @@ impl fmt::Debug for GceSettings {
             .field("network", &self.network)
             .field("external_ip", &self.external_ip)
             .field("boot_disk_type", &self.boot_disk_type)
+            .field("subnetworks", &self.subnetworks)
             .finish()
     }
 }

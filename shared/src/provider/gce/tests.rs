@@ -64,6 +64,7 @@ fn kind(e: &ProviderError) -> &'static str {
         ProviderError::Quota { .. } => "quota",
         ProviderError::Auth { .. } => "auth",
         ProviderError::Invalid { .. } => "invalid",
+        ProviderError::Unavailable { .. } => "unavailable",
         ProviderError::Throttled { .. } => "throttled",
         ProviderError::Other { .. } => "other",
     }
@@ -123,6 +124,29 @@ fn classify_error_codes() {
         let err = classify(*http, codes, "the message");
         assert_eq!(kind(&err), *want, "{http:?} {codes:?}");
         assert_eq!(err.is_retryable(), matches!(*want, "throttled" | "other"));
+    }
+    // A place that lacks a network, subnetwork or machine type cannot host the launch; a
+    // missing image is missing everywhere.
+    for (message, want) in [
+        (
+            "The resource 'projects/p/global/networks/stratus' was not found",
+            "unavailable",
+        ),
+        (
+            "The resource 'projects/p/regions/asia-east1/subnetworks/jobs' was not found",
+            "unavailable",
+        ),
+        (
+            "The resource 'projects/p/zones/us-central1-f/machineTypes/a3-highgpu-8g' was not found",
+            "unavailable",
+        ),
+        (
+            "The resource 'projects/debian-cloud/global/images/family/debian-99' was not found",
+            "invalid",
+        ),
+    ] {
+        let err = classify(Some(404), &["NOT_FOUND", "notFound"], message);
+        assert_eq!(kind(&err), want, "{message}");
     }
     expect![[r#"no capacity: ZONE_RESOURCE_POOL_EXHAUSTED: The zone 'projects/p/zones/us-central1-a' does not have enough resources"#]]
     .assert_eq(
