@@ -235,6 +235,8 @@ impl Sim {
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: CADENCE,
+                agent_binary: None,
+                cloud_notes: std::collections::BTreeMap::new(),
             },
         };
         let nodes = (0..scenario.nodes)

@@ -171,6 +171,11 @@ impl Client {
         self.get("/api/v1/health")
     }
 
+    /// The URLs clouds push notices to (admins only).
+    pub fn hooks(&self) -> anyhow::Result<serde_json::Value> {
+        self.get("/api/v1/hooks")
+    }
+
     pub fn submit(&self, request: &SubmitRequest) -> anyhow::Result<JobView> {
         self.post("/api/v1/jobs", request)
     }

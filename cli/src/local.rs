@@ -312,6 +312,8 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         local_buckets: Some(home.join("buckets")),
         started_at: clock.now(),
         agent_cadence: shared::agent_protocol::AgentCadence::LOCAL,
+        agent_binary: None,
+        cloud_notes: std::collections::BTreeMap::new(),
     };
     let ctx = Context {
         store: Arc::new(store),

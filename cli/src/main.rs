@@ -46,7 +46,8 @@ enum Command {
     /// Managed jobs: launch, queue, logs, cancel.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Show which clouds are enabled (credentials found) and how to enable the others.
+    /// Show which clouds are enabled (credentials found) and how to enable the others; logged
+    /// in to a deployed stack (`stratus api login`), which clouds the stack can use.
     Check,
     /// Open the dashboard: managed jobs, tasks, controller events and logs in a browser.
     Dashboard(dashboard::DashboardArgs),
@@ -80,6 +81,15 @@ enum ApiCommand {
     /// Run the local control plane in the foreground.
     #[command(hide = true)]
     Serve,
+    /// Print the URLs clouds push notices to (admins): GCE preemption notices reach a deployed
+    /// stack through a log sink, a Pub/Sub topic and a push subscription to this URL.
+    #[command(after_help = "Example (GCP preemption notices, see infra/README.md):
+  stratus api hooks
+  gcloud pubsub topics create stratus-preemptions
+  gcloud logging sinks create stratus-preemptions pubsub.googleapis.com/projects/<p>/topics/stratus-preemptions \\
+    --log-filter='protoPayload.methodName=\"compute.instances.preempted\"'
+  gcloud pubsub subscriptions create stratus-preemptions --topic=stratus-preemptions --push-endpoint='<URL>'")]
+    Hooks,
     /// Use a deployed Stratus (the `ApiUrl` output of the SAM stack) instead of the local
     /// control plane. Requests are signed with your AWS credentials (SigV4).
     #[command(
@@ -172,6 +182,13 @@ fn api(command: &ApiCommand) -> Result<u8, Failure> {
                 health["version"].as_str().unwrap_or("?")
             );
         }
+        ApiCommand::Hooks => {
+            let hooks = local::ensure(&home)?.hooks()?;
+            println!(
+                "GCP preemption notices (push subscription endpoint):\n  {}",
+                hooks["gcp_preemptions"].as_str().unwrap_or("?")
+            );
+        }
         ApiCommand::Logout => {
             if remote::forget(&home)? {
                 println!("Logged out; the CLI uses the local control plane again.");
@@ -253,7 +270,7 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::Queue(args)) => jobs::queue(&args),
         Command::Jobs(JobsCommand::Logs(args)) => jobs::logs(&args),
         Command::Jobs(JobsCommand::Cancel(args)) => jobs::cancel(&args),
-        Command::Check => Ok(check::run()),
+        Command::Check => check::run().map_err(Failure::from),
         Command::Dashboard(args) => dashboard::run(&args),
         Command::Api(command) => api(&command),
         Command::Local(LocalCommand::Preempt { job_id }) => preempt(job_id),

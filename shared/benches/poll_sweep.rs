@@ -124,6 +124,8 @@ async fn sweep(jobs: usize) {
             local_buckets: None,
             started_at: shared::clock::Timestamp::EPOCH,
             agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
+            agent_binary: None,
+            cloud_notes: std::collections::BTreeMap::new(),
         },
     };
     let started = Instant::now();

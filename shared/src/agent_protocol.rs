@@ -118,6 +118,15 @@ pub const MAX_LOG_CHUNKS: u64 = 1_000_000;
 /// The output a node keeps of one phase unless told otherwise (`env::LOG_QUOTA_BYTES`).
 pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
+/// Where a machine downloads the node agent at boot, with the job's token: the API answers
+/// with a redirect to a freshly signed URL of the binary (or the binary itself).
+pub fn agent_binary_path(job_id: u64) -> String {
+    format!("/agent/v1/jobs/{job_id}/agent")
+}
+
+/// How long the signed URL of the agent binary lives: a download starts at once.
+pub const AGENT_URL_LIFETIME: std::time::Duration = std::time::Duration::from_mins(15);
+
 /// Most presigned log URLs one `logs/urls` request returns.
 pub const MAX_LOG_URLS: u32 = 128;
 

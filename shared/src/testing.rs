@@ -244,6 +244,8 @@ impl TestPlane {
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: crate::agent_protocol::AgentCadence::CLOUD,
+                agent_binary: None,
+                cloud_notes: std::collections::BTreeMap::new(),
             },
         };
         TestPlane {

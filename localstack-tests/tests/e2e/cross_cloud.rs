@@ -1,7 +1,10 @@
-//! Multi-cloud recovery on the local control plane's stack (SQLite, a blob folder, the
-//! in-process bus and its loops) with the fake Compute API and the AWS emulator as clouds: a
-//! job whose cheapest candidate is on GCP runs there, GCP takes the VM back and then has no
-//! capacity anywhere, and recovery moves along the ranked list to AWS.
+//! Multi-cloud recovery with the fake Compute API and the AWS emulator as clouds, both wired by
+//! the functions' own context builder from a stack's environment (GCP through Workload
+//! Identity Federation from the functions' AWS role, against a fake Google STS): a job whose
+//! cheapest candidate is on GCP runs there, GCP takes the VM back and then has no capacity
+//! anywhere, and recovery moves along the ranked list to AWS. Once on the deployed stack
+//! (DynamoDB, S3, EventBridge), once on the local control plane's (SQLite, a blob folder, the
+//! in-process bus).
 
 use std::time::Duration;
 
@@ -14,14 +17,43 @@ use crate::harness::{Options, World};
 const TASK: &str = "name: xc\nresources:\n  use_spot: true\n  any_of:\n    - infra: gcp\n      instance_type: e2-standard-2\n    - infra: aws\n      instance_type: m6i.large\nrun: |\n  echo \"running on $SKYPILOT_CLUSTER_INFO\"\n  sleep 3\n  echo finished\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws() {
+async fn on_the_deployed_stack_preempted_on_gcp_the_job_recovers_on_aws() {
+    preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_local_plane_preempted_on_gcp_the_job_recovers_on_aws() {
+    preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(true).await;
+}
+
+async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(local_plane: bool) {
     let world = World::new(Options {
         gce: true,
-        local_plane: true,
+        local_plane,
         ..Options::default()
     })
     .await;
     let fake = world.gce.clone().unwrap();
+    // What `stratus check` shows for a deployed stack.
+    let url = format!("{}/api/v1/health", world.api_url);
+    let health: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        health["clouds"],
+        serde_json::json!(["aws", "gcp"]),
+        "{health}"
+    );
+    let note = health["cloud_notes"]["gcp"].as_str().unwrap_or_default();
+    assert!(note.contains("Workload Identity Federation"), "{health}");
     let id = world.submit(TASK).await;
     let job = world
         .wait_status(id, &[JobStatus::Running], Duration::from_secs(90))
@@ -85,4 +117,8 @@ async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws() {
     );
     assert!(output.contains("finished"), "{output}");
     fake.assert_valid();
+    // Every Compute call carried a token the STS issued for the functions' AWS role.
+    let identity = world.identity.as_ref().unwrap();
+    assert!(identity.granted() >= 1, "no token exchange");
+    assert_eq!(identity.refused(), Vec::<String>::new());
 }

@@ -23,8 +23,8 @@ use shared::control::Context;
 use shared::control::{LocalBus, run_local_loops};
 use shared::job::{JobId, JobRecord, JobStatus};
 use shared::provider::{
-    Ec2Provider, Ec2Settings, GceConnection, GceProvider, GceSettings, Provider,
-    agent_env_from_startup_script, agent_env_from_user_data, decode_user_data,
+    Ec2Provider, Ec2Settings, Provider, agent_env_from_startup_script, agent_env_from_user_data,
+    decode_user_data,
 };
 use shared::store::{DynamoStore, SqliteStore};
 
@@ -131,6 +131,8 @@ pub struct World {
     pub sweeping: Arc<std::sync::atomic::AtomicBool>,
     /// The fake Compute API, when the options asked for GCP.
     pub gce: Option<Arc<FakeCompute>>,
+    /// The fake Google STS (and AWS metadata service) GCP credentials come from.
+    pub identity: Option<crate::fake::identity::FakeIdentity>,
     /// The fault-injecting proxy EC2 calls go through, when the options asked for one.
     pub proxy: Option<crate::proxy::Proxy>,
     pub sdk: SdkConfig,
@@ -151,6 +153,11 @@ pub struct Options {
     /// Also launch on GCP, against a fake Compute API (validating every request against
     /// Google's discovery document).
     pub gce: bool,
+    /// Regions whose machines run but never start their agent (a broken image, no route to
+    /// the API): their clusters never report.
+    pub silent_regions: Vec<&'static str>,
+    /// The control plane's ready timeout (`STRATUS_READY_TIMEOUT_SECS`).
+    pub ready_timeout_secs: Option<u64>,
     /// Run the local control plane's stack (SQLite, a blob folder, the in-process bus and its
     /// loops) instead of the AWS one, with the same emulated clouds.
     pub local_plane: bool,
@@ -281,6 +288,17 @@ impl World {
             .await
             .unwrap();
 
+        // GCP as a deployed stack enables it: a project and a Workload Identity Federation
+        // configuration in the functions' environment; the fake Compute API takes only the
+        // tokens the fake Google STS issued for the functions' AWS role.
+        let (gce, identity) = if options.gce {
+            let fake = Arc::new(FakeCompute::start(&FakeCompute::discovery_path()).await);
+            let identity = crate::fake::identity::FakeIdentity::start().await;
+            fake.require_token(&identity.token);
+            (Some(fake), Some(identity))
+        } else {
+            (None, None)
+        };
         let env = functions::Env {
             table: name.clone(),
             bucket: name.clone(),
@@ -291,7 +309,20 @@ impl World {
             api_url_param: param,
             secret_arn,
             agent_key: "agent/stratus-agent".into(),
-            admins: vec![],
+            ready_timeout_secs: options.ready_timeout_secs,
+            gcp: gce
+                .as_ref()
+                .zip(identity.as_ref())
+                .map(|(fake, identity)| functions::GcpEnv {
+                    project: "stratus-e2e".into(),
+                    credentials: functions::GcpCredentialSource::Federation(
+                        identity.credential_config().to_string(),
+                    ),
+                    endpoint: Some(fake.url.clone()),
+                    network: None,
+                    subnetworks: std::collections::BTreeMap::new(),
+                }),
+            ..functions::Env::default()
         };
         let mut ctx = functions::context_from(&env, &sdk, functions::Function::Recover)
             .await
@@ -303,30 +334,19 @@ impl World {
             let started = crate::proxy::start(&emulator.url, Some(fault)).await;
             let ec2: Arc<dyn Provider> = Arc::new(Ec2Provider::new(
                 &sdk.to_builder().endpoint_url(&started.url).build(),
-                Ec2Settings::new("http://127.0.0.1/agent"),
+                Ec2Settings::new(),
             ));
             ctx.providers.insert(shared::cloud::Cloud::Aws, ec2);
             proxy = Some(started);
         }
 
-        let gce = if options.gce {
-            let fake = Arc::new(FakeCompute::start(&FakeCompute::discovery_path()).await);
-            let provider = GceProvider::new(
-                "stratus-e2e",
-                GceSettings::new("http://127.0.0.1/agent"),
-                GceConnection::emulator(&fake.url),
-            )
-            .await
-            .unwrap()
-            .with_catalog(&shared::catalog::Catalog::embedded());
-            ctx.providers
-                .insert(shared::cloud::Cloud::Gcp, Arc::new(provider));
-            ctx.settings.enabled_clouds.push(shared::cloud::Cloud::Gcp);
-            Some(fake)
-        } else {
-            None
-        };
-
+        if options.gce {
+            assert!(
+                ctx.providers.contains_key(&shared::cloud::Cloud::Gcp),
+                "GCP is not enabled: {:?}",
+                ctx.settings.cloud_notes
+            );
+        }
         let nodes = tempfile::tempdir().unwrap();
         let mut tasks = Vec::new();
         let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -393,6 +413,7 @@ impl World {
             sdk.clone(),
             machines.clone(),
             nodes.path().to_path_buf(),
+            options.silent_regions.clone(),
         )));
         if let Some(fake) = gce.clone() {
             tasks.push(tokio::spawn(boot_gce_machines(
@@ -406,6 +427,7 @@ impl World {
             metered,
             sweeping,
             gce,
+            identity,
             proxy,
             sdk,
             env,
@@ -422,15 +444,57 @@ impl World {
         &self.emulator.url
     }
 
-    /// Submits `yaml` through the `submit` function's handler.
+    /// Submits `yaml` the way the CLI does: `POST /api/v1/jobs` (what API Gateway routes to
+    /// the `submit` function).
     pub async fn submit(&self, yaml: &str) -> JobId {
-        let answer = functions::on_submit(
-            &self.ctx,
-            json!({ "owner": OWNER, "request": { "yaml": yaml } }),
-        )
+        self.submit_request(json!({ "yaml": yaml })).await
+    }
+
+    /// Submits a whole request body (`yaml`, `uploads`, ...); returns the job's id.
+    pub async fn submit_request(&self, body: Value) -> JobId {
+        let url = format!("{}/api/v1/jobs", self.api_url);
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut response = ureq::post(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .header("content-type", "application/json")
+                .send(body.to_string())
+                .unwrap();
+            let status = response.status();
+            let text = response.body_mut().read_to_string().unwrap();
+            assert!(status.is_success(), "submit: {status} {text}");
+            serde_json::from_str::<Value>(&text).unwrap()
+        })
         .await
         .unwrap();
-        answer["job_id"].as_u64().unwrap()
+        answer["id"]
+            .as_u64()
+            .or_else(|| answer["job_id"].as_u64())
+            .unwrap_or_else(|| panic!("no job id in {answer}"))
+    }
+
+    /// Deletes `region`'s default VPC (and its subnets), as some accounts have none.
+    pub async fn delete_default_vpc(&self, region: &str) {
+        let ec2 = ec2_client(&self.sdk, region);
+        let vpcs = ec2
+            .describe_vpcs()
+            .filters(filter("is-default", "true"))
+            .send()
+            .await
+            .unwrap();
+        for vpc in vpcs.vpcs().iter().filter_map(|v| v.vpc_id()) {
+            let subnets = ec2
+                .describe_subnets()
+                .filters(filter("vpc-id", vpc))
+                .send()
+                .await
+                .unwrap();
+            for subnet in subnets.subnets().iter().filter_map(|s| s.subnet_id()) {
+                ec2.delete_subnet().subnet_id(subnet).send().await.unwrap();
+            }
+            ec2.delete_vpc().vpc_id(vpc).send().await.unwrap();
+        }
     }
 
     pub async fn job(&self, id: JobId) -> JobRecord {
@@ -527,6 +591,13 @@ impl Drop for World {
     }
 }
 
+fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(name)
+        .values(value)
+        .build()
+}
+
 pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::config::Builder::from(sdk)
@@ -591,11 +662,16 @@ async fn schedule(ctx: Context, sweeping: Arc<std::sync::atomic::AtomicBool>) {
     }
 }
 
-/// The machines: a real agent per running instance, killed when the instance is gone.
-async fn boot_machines(sdk: SdkConfig, machines: Machines, nodes: PathBuf) {
+/// The machines: a real agent per running instance, shut down when the instance is gone.
+async fn boot_machines(
+    sdk: SdkConfig,
+    machines: Machines,
+    nodes: PathBuf,
+    silent: Vec<&'static str>,
+) {
     let agent = env!("CARGO_BIN_EXE_e2e-agent");
     loop {
-        for region in REGIONS {
+        for region in REGIONS.into_iter().filter(|r| !silent.contains(r)) {
             let ec2 = ec2_client(&sdk, region);
             let Ok(out) = ec2
                 .describe_instances()
@@ -655,10 +731,9 @@ async fn boot_machines(sdk: SdkConfig, machines: Machines, nodes: PathBuf) {
                     }
                 } else if !running
                     && known
-                    && let Some(mut child) = machines.lock().unwrap().remove(&id)
+                    && let Some(child) = machines.lock().unwrap().remove(&id)
                 {
-                    kill_group(&child);
-                    let _ = child.wait();
+                    shut_down(child);
                 }
             }
         }
@@ -733,13 +808,35 @@ async fn boot_gce_machines(fake: Arc<FakeCompute>, machines: Machines, nodes: Pa
             .cloned()
             .collect();
         for id in gone {
-            if let Some(mut child) = machines.lock().unwrap().remove(&id) {
-                kill_group(&child);
-                let _ = child.wait();
+            if let Some(child) = machines.lock().unwrap().remove(&id) {
+                shut_down(child);
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// How long a machine going away gives its processes between SIGTERM and the end (EC2 and
+/// GCE shut the OS down; systemd gives services 90 s, shortened here).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A machine shutting down: its agent gets SIGTERM (and passes it on to the job), and whatever
+/// is left of the machine's processes is killed after [`SHUTDOWN_GRACE`].
+fn shut_down(mut child: Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kill_group(&child);
+        let _ = child.wait();
+    });
 }
 
 fn kill_group(child: &Child) {

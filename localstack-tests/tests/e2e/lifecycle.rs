@@ -223,7 +223,7 @@ async fn throttled_launches_back_off_and_never_double() {
     .await;
     let provider = shared::provider::Ec2Provider::new(
         &world.sdk.to_builder().endpoint_url(&proxy.url).build(),
-        shared::provider::Ec2Settings::new("http://127.0.0.1/agent"),
+        shared::provider::Ec2Settings::new(),
     );
     let spec = shared::provider::ClusterSpec {
         job_id: 77,
@@ -325,9 +325,34 @@ async fn the_real_function_binaries_answer_through_the_lambda_runtime_api() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
 
-    let id = world
-        .submit("name: binaries\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: echo via lambda\n")
-        .await;
+    // `submit` as API Gateway invokes it for `POST /api/v1/jobs`, with the caller it verified.
+    let caller = "arn:aws:sts::123456789012:assumed-role/Researcher/alice";
+    let body = json!({ "yaml": "name: binaries\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: echo via lambda\n" });
+    let answer = lambda::invoke(
+        "submit",
+        &vars,
+        http_event("POST", "/api/v1/jobs", caller, &body),
+    )
+    .await
+    .expect("submit answers");
+    assert_eq!(answer["statusCode"], 201, "{answer}");
+    let view: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    let id = view["id"].as_u64().unwrap();
+    assert_eq!(
+        world.job(id).await.owner,
+        caller,
+        "the owner is the verified caller"
+    );
+    // A body that is not a task is the caller's error, and stores nothing.
+    let answer = lambda::invoke(
+        "submit",
+        &vars,
+        http_event("POST", "/api/v1/jobs", caller, &json!({ "yaml": "run: [" })),
+    )
+    .await
+    .expect("submit answers");
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+
     let answer = lambda::invoke(
         "poll",
         &vars,
@@ -426,16 +451,12 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
         "the archive is in the bucket"
     );
 
-    let answer = functions::on_submit(
-        &world.ctx,
-        json!({ "owner": crate::harness::OWNER, "request": {
+    let id = world
+        .submit_request(json!({
             "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
             "uploads": { "./project": key }
-        } }),
-    )
-    .await
-    .unwrap();
-    let id = answer["job_id"].as_u64().unwrap();
+        }))
+        .await;
     let job = world.wait_status(id, &ENDED, LONG).await;
     assert_eq!(
         job.status(),
@@ -456,4 +477,40 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// An API Gateway HTTP API (payload 2.0) event with IAM auth, as the `api` and `submit`
+/// functions receive it.
+fn http_event(
+    method: &str,
+    path: &str,
+    caller: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": { "content-type": "application/json", "host": "api.example" },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.example",
+            "domainPrefix": "api",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
+                      "sourceIp": "127.0.0.1", "userAgent": "stratus" },
+            "requestId": "request-1",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "03/Dec/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+            "authorizer": { "iam": {
+                "accessKey": "ASIAEXAMPLE", "accountId": "123456789012", "callerId": "AROAEXAMPLE:alice",
+                "principalOrgId": null, "userArn": caller, "userId": "AROAEXAMPLE:alice"
+            } }
+        },
+        "body": body.to_string(),
+        "isBase64Encoded": false
+    })
 }

@@ -21,4 +21,6 @@ mod fake;
 mod harness;
 mod lambda;
 mod lifecycle;
+mod placement;
 mod proxy;
+mod warning;

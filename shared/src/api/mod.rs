@@ -11,6 +11,7 @@
 //! - `dashboard`: the Jobs page and job pages, static assets embedded in the binary.
 
 pub mod dashboard;
+pub mod hooks;
 pub mod view;
 
 use std::sync::Arc;
@@ -84,6 +85,15 @@ struct ApiState {
     auth: Arc<dyn Authenticator>,
 }
 
+/// Job creation alone: what the `submit` function serves (API Gateway routes
+/// `POST /api/v1/jobs` to it, everything else to the whole API in the `api` function).
+pub fn submit_router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
+    let state = Arc::new(ApiState { ctx, auth });
+    Router::new()
+        .route("/api/v1/jobs", post(submit_job))
+        .with_state(state)
+}
+
 /// The whole API.
 pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
     let state = Arc::new(ApiState { ctx, auth });
@@ -116,6 +126,9 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
             post(agent_log_urls),
         )
         .route("/agent/v1/jobs/{job}/blobs/{*key}", get(agent_blob))
+        .route("/agent/v1/jobs/{job}/agent", get(agent_binary))
+        .route("/api/v1/hooks", get(hooks::list))
+        .route(hooks::GCP_PREEMPTIONS_PATH, post(hooks::gcp_preemptions))
         .merge(dashboard::routes())
         .with_state(state)
 }
@@ -242,7 +255,15 @@ async fn health(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         .iter()
         .map(|c| c.id())
         .collect();
-    Json(serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION"), "clouds": clouds }))
+    // What `stratus check` prints for a deployed stack: where each cloud's credentials come
+    // from, or why it is off.
+    let notes = &state.ctx.settings.cloud_notes;
+    Json(serde_json::json!({
+        "ok": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "clouds": clouds,
+        "cloud_notes": notes.iter().map(|(c, n)| (c.id(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+    }))
 }
 
 async fn submit_job(
@@ -624,4 +645,44 @@ async fn agent_blob(
             ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"))
         })?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}
+
+/// The node agent binary, for a machine of the job booting: a redirect to a URL of the
+/// binary signed now (so however late the machine boots, the URL is fresh), or the binary
+/// itself where the store has no such URLs.
+async fn agent_binary(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(job): Path<JobId>,
+) -> ApiResult<Response> {
+    state.agent(&headers, job)?;
+    let Some(key) = state.ctx.settings.agent_binary.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this control plane serves no agent binary (its machines run the agent in place)",
+        ));
+    };
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the agent binary is not at '{key}' in the deployment bucket: run scripts/deploy \
+                 (it builds and uploads it)"
+            ),
+        )
+    };
+    let blobs = &state.ctx.blobs;
+    if let Some(url) = blobs
+        .download_url(key, crate::agent_protocol::AGENT_URL_LIFETIME)
+        .await?
+    {
+        // A presigned URL does not say whether the object is there: look (the body is not
+        // read), so that a missing binary is a clear 404 here rather than S3's 403 on the node.
+        if blobs.get_at_most(key, 0).await?.is_none() {
+            return Err(missing());
+        }
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
+    }
+    let bytes = blobs.get(key).await?.ok_or_else(missing)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

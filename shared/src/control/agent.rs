@@ -272,12 +272,27 @@ async fn node_task(
     let spec = job.task_spec(task);
     let state = &job.tasks[task];
     let candidate = state.candidate.and_then(|i| job.candidates[task].get(i));
-    let nodes: Vec<NodeInfo> = ctx
+    let mut nodes: Vec<NodeInfo> = ctx
         .store
         .cluster_facts(job.id, cluster)
         .await?
         .map(|facts| facts.nodes)
         .unwrap_or_default();
+    let incomplete = nodes.len() < spec.num_nodes as usize || nodes.iter().any(|n| n.ip.is_empty());
+    let attempt = attempt_of_cluster(cluster, job.id);
+    if let (true, Some(candidate), Some(attempt)) = (incomplete, candidate, attempt) {
+        // A launch that answered before its machines had addresses (GCE inserts still
+        // running): every node is up now, so the cloud knows them all.
+        if let Some(found) = addresses(ctx, candidate, cluster).await {
+            let at = ClusterRef {
+                cluster: cluster.to_owned(),
+                task,
+                attempt,
+            };
+            record_nodes(ctx, job.id, &at, &found).await?;
+            nodes = found;
+        }
+    }
     let ips: Vec<String> = if nodes.is_empty() {
         (0..spec.num_nodes)
             .map(|r| format!("127.0.0.{}", r + 1))
@@ -385,4 +400,24 @@ fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Opti
         destination: mount.destination.clone(),
         source,
     })
+}
+
+/// The nodes of `cluster` as its cloud lists them now, if it lists all of them with addresses.
+async fn addresses(
+    ctx: &Context,
+    candidate: &crate::optimizer::Candidate,
+    cluster: &str,
+) -> Option<Vec<NodeInfo>> {
+    let provider = ctx.providers.get(&candidate.cloud)?;
+    match provider.describe_region(&candidate.region).await {
+        Ok(states) => {
+            let mut nodes = states.into_iter().find(|s| s.cluster == cluster)?.nodes;
+            nodes.sort_by_key(|n| n.rank);
+            (!nodes.is_empty() && nodes.iter().all(|n| !n.ip.is_empty())).then_some(nodes)
+        }
+        Err(e) => {
+            tracing::warn!(cluster, error = %e, "cannot list the cluster's addresses; using what the launch recorded");
+            None
+        }
+    }
 }

@@ -32,6 +32,7 @@ mod cleanup;
 #[cfg(feature = "aws")]
 mod eventbridge;
 pub mod logs;
+mod notice;
 mod poll;
 mod submit;
 mod token;
@@ -49,6 +50,7 @@ pub use eventbridge::{
     EVENT_SOURCE, EventBridgeBus, EventBridgeConfig, JOB_ENDED_DETAIL_TYPE, JOB_EVENT_DETAIL_TYPE,
     ended_job_from_event, envelope_from_event,
 };
+pub use notice::preemption_notice;
 pub use poll::poll;
 pub use submit::{SubmitError, SubmitRequest, submit};
 pub use token::Secret;
@@ -82,6 +84,13 @@ pub struct Settings {
     /// How often the nodes it launches talk to it (must leave several heartbeats within
     /// `heartbeat_timeout`).
     pub agent_cadence: crate::agent_protocol::AgentCadence,
+    /// The blob key of the node agent binary that cloud machines download at boot (through
+    /// the API, `agent_protocol::agent_binary_path`); `None` where no machine downloads it
+    /// (the local cloud runs the agent in place).
+    pub agent_binary: Option<String>,
+    /// What `stratus check` says of each cloud: where an enabled one's credentials come
+    /// from, or why one is not enabled.
+    pub cloud_notes: BTreeMap<Cloud, String>,
 }
 
 /// The default [`Settings::ready_timeout`]: a stock image boots and fetches the agent in one
@@ -135,4 +144,8 @@ pub enum HandlerError {
         cluster: String,
         rank: u32,
     },
+    /// A cloud could not be asked (e.g. the region's listing for a preemption notice); the
+    /// sweep covers what it would have found.
+    #[error(transparent)]
+    Cloud(#[from] crate::provider::ProviderError),
 }

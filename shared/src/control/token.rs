@@ -37,11 +37,41 @@ impl Secret {
     pub fn verify_agent(&self, job_id: JobId, token: &str) -> bool {
         hex::decode(token).is_ok_and(|bytes| self.mac("agent", job_id).verify_slice(&bytes).is_ok())
     }
+
+    fn hook_mac(&self, hook: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any size");
+        mac.update(b"hook\0");
+        mac.update(hook.as_bytes());
+        mac
+    }
+
+    /// The token a cloud's push subscription presents to the hook named `hook` (e.g.
+    /// `gcp-preemptions`): derived from the secret, so nothing is stored, and a different
+    /// purpose from any agent token.
+    pub fn hook_token(&self, hook: &str) -> String {
+        hex::encode(self.hook_mac(hook).finalize().into_bytes())
+    }
+
+    /// Whether `token` is `hook`'s token (constant-time).
+    pub fn verify_hook(&self, hook: &str, token: &str) -> bool {
+        hex::decode(token).is_ok_and(|bytes| self.hook_mac(hook).verify_slice(&bytes).is_ok())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hook_tokens_are_per_hook_and_never_an_agent_token() {
+        let secret = Secret::new(b"k".to_vec());
+        let token = secret.hook_token("gcp-preemptions");
+        assert!(secret.verify_hook("gcp-preemptions", &token));
+        assert!(!secret.verify_hook("other", &token));
+        assert!(!secret.verify_hook("gcp-preemptions", "zz"));
+        assert!(!Secret::new(b"other".to_vec()).verify_hook("gcp-preemptions", &token));
+        assert!((0..100).all(|job| !secret.verify_agent(job, &token)));
+    }
 
     #[test]
     fn tokens_are_per_job() {

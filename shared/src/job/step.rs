@@ -182,7 +182,18 @@ impl Machine {
                 ));
                 self.launch_next();
             }
-            LaunchFailure::Auth | LaunchFailure::Invalid => {
+            LaunchFailure::Auth => {
+                // The cloud refuses our credentials: none of its candidates will launch, but
+                // the other clouds' may (SkyPilot blocks the cloud and fails over).
+                let skipped = self.block_cloud();
+                let on = self.candidate_label();
+                self.emit(format!(
+                    "Launch of {cluster} on {on} failed ({failure}): {message}; skipping \
+                     {skipped} other candidate(s) on that cloud."
+                ));
+                self.launch_next();
+            }
+            LaunchFailure::Invalid => {
                 self.fail(
                     JobStatus::FailedPrechecks,
                     format!("Launch of {cluster} failed ({failure}): {message}"),
@@ -434,6 +445,41 @@ impl Machine {
     }
 
     /// Launches the next candidate not yet tried, or backs off when none is left.
+    /// Marks every candidate of the current candidate's cloud as tried and unable to serve
+    /// (this round, and so the job fails if nothing else can). Returns how many others there
+    /// were.
+    fn block_cloud(&mut self) -> usize {
+        let current = self.job.current_task;
+        let Some(cloud) = self
+            .task()
+            .candidate
+            .and_then(|i| self.job.candidates[current].get(i))
+            .map(|c| c.cloud)
+        else {
+            return 0;
+        };
+        let same: Vec<usize> = self.job.candidates[current]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.cloud == cloud)
+            .map(|(i, _)| i)
+            .collect();
+        let Some(walk) = self.task_mut().launch.as_mut() else {
+            return 0;
+        };
+        let mut others = 0;
+        for i in same {
+            if !walk.tried.contains(&i) {
+                walk.tried.push(i);
+                others += 1;
+            }
+            if !walk.unavailable.contains(&i) {
+                walk.unavailable.push(i);
+            }
+        }
+        others
+    }
+
     fn launch_next(&mut self) {
         let current = self.job.current_task;
         let job_id = self.job.id;
@@ -449,8 +495,9 @@ impl Machine {
                 self.fail(
                     JobStatus::FailedPrechecks,
                     format!(
-                        "None of the {total} candidates' regions can host this task (see the launch lines above): \
-                         name a VPC or subnet for those regions in the stack's network settings, or choose other regions."
+                        "None of the {total} candidates can be launched (see the launch lines above): their \
+                         clouds refuse the credentials (`stratus check`) or their regions cannot host this task \
+                         (name a VPC or subnet for those regions in the stack's network settings, or choose other regions)."
                     ),
                 );
                 return;

@@ -8,13 +8,19 @@ use std::collections::BTreeMap;
 use crate::agent_protocol::env;
 
 /// The end of a boot script, after its `export STRATUS_...` lines: the agent's environment
-/// file, the download from `agent_url`, and the start. `outlives` says what the unit must
-/// outlive (`cloud-init`, `the startup-script run`).
-pub(crate) fn start_agent(agent_url: &str, outlives: &str) -> String {
+/// file, the download of the agent from the API ([`crate::agent_protocol::agent_binary_path`],
+/// with the job's token; the API answers with a freshly signed URL, so the download works
+/// however late the machine boots), and the start. `outlives` says what the unit must outlive
+/// (`cloud-init`, `the startup-script run`).
+pub(crate) fn start_agent(outlives: &str) -> String {
     format!(
         r#"# The agent's environment, for the unit below (readable by root only: it holds the token).
 for name in ${{!STRATUS_@}}; do printf 'export %s=%q\n' "$name" "${{!name}}"; done >/opt/stratus/agent.env
-curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -o /opt/stratus/bin/stratus-agent.part {url}
+# The token goes in by standard input (printf is a builtin), never on a command line; curl does
+# not send it on to the signed URL the API redirects to.
+printf 'Authorization: Bearer %s\n' "$STRATUS_AGENT_TOKEN" |
+  curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -H @- -o /opt/stratus/bin/stratus-agent.part \
+    "$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent"
 chmod 0755 /opt/stratus/bin/stratus-agent.part
 mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
 start='export HOME=/root && . /opt/stratus/agent.env && cd "${node_dir}" && exec /opt/stratus/bin/stratus-agent'
@@ -26,7 +32,6 @@ else
 fi
 "#,
         node_dir = env::NODE_DIR,
-        url = shell_quote(agent_url),
     )
 }
 
@@ -72,6 +77,21 @@ pub(crate) fn shell_unquote(word: &str) -> Option<String> {
         rest = rest.strip_prefix(r"\'")?;
         out.push('\'');
     }
+}
+
+/// Fails the test when `script` is not valid bash (a syntax error would otherwise only show on
+/// a real machine's console).
+#[cfg(test)]
+pub(crate) fn assert_parses_as_bash(script: &str) {
+    let out = std::process::Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[cfg(test)]

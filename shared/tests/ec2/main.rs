@@ -28,8 +28,6 @@ use shared::provider::{
 
 use self::proxy::Fault;
 
-const AGENT_URL: &str = "http://127.0.0.1:9/stratus-agent";
-
 fn endpoint() -> String {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
@@ -74,7 +72,7 @@ impl Fixture {
 
     /// The provider talks to `via` (a proxy, or the emulator); reads go to the emulator.
     async fn at(endpoint: &str, via: &str) -> Self {
-        let provider = Ec2Provider::new(&config(via).await, Ec2Settings::new(AGENT_URL));
+        let provider = Ec2Provider::new(&config(via).await, Ec2Settings::new());
         let ec2 = aws_sdk_ec2::Client::new(&config(endpoint).await);
         Self {
             provider,
@@ -307,7 +305,11 @@ async fn assert_boot_script(f: &Fixture, i: &Instance, cluster: &str) {
         .unwrap();
     let script = decode_user_data(attribute.user_data().unwrap().value().unwrap()).unwrap();
     assert!(script.starts_with("#!/bin/bash\n"), "{script}");
-    assert!(script.contains(&format!("'{AGENT_URL}'")), "{script}");
+    // The agent comes through the API's agent route, with the job's token.
+    assert!(
+        script.contains("\"$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent\""),
+        "{script}"
+    );
     assert!(script.contains("meta-data/ami-launch-index"), "{script}");
     let env = agent_env_from_user_data(&script);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -652,7 +654,7 @@ async fn a_named_subnet_places_the_nodes_and_a_zone_without_one_is_unavailable()
         .subnet_id()
         .unwrap()
         .to_owned();
-    let mut settings = Ec2Settings::new(AGENT_URL);
+    let mut settings = Ec2Settings::new();
     settings.networks = shared::provider::Ec2Network::parse_all(&format!(
         r#"{{"ca-central-1": {{"subnet_ids": ["{subnet}"]}}}}"#
     ))

@@ -33,7 +33,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use self::fake::{Exhaustion, FakeCompute, Fault};
 
 const PROJECT: &str = "test-project";
-const AGENT_URL: &str = "http://127.0.0.1:9/stratus-agent";
 
 struct Fixture {
     fake: FakeCompute,
@@ -64,7 +63,7 @@ impl Fixture {
 async fn provider(fake: &FakeCompute) -> GceProvider {
     GceProvider::new(
         PROJECT,
-        GceSettings::new(AGENT_URL),
+        GceSettings::new(),
         GceConnection::emulator(&fake.url),
     )
     .await
@@ -210,7 +209,10 @@ async fn launch_a_spot_gpu_cluster() {
     assert_eq!(env["STRATUS_AGENT_TOKEN"], "job-token");
     assert_eq!(env["STRATUS_CLUSTER"], "spot-42-1");
     assert_eq!(env["STRATUS_NODE_RANK"], "1");
-    assert!(script.contains(AGENT_URL), "{script}");
+    assert!(
+        script.contains("\"$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent\""),
+        "{script}"
+    );
     assert_eq!(metadata(&instance, "stratus-rank").as_deref(), Some("1"));
 
     assert_eq!(
@@ -649,6 +651,8 @@ impl ControlPlane {
                 local_buckets: None,
                 started_at: Timestamp::EPOCH,
                 agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
+                agent_binary: None,
+                cloud_notes: std::collections::BTreeMap::new(),
             },
         };
         Self {

@@ -157,7 +157,9 @@ fn launching() {
             row("backoff not over yet: no-op", job().in_backoff(secs(10), 1), &[BackoffElapsed]),
             row("capacity freed: walk again before the wait ends", job().in_backoff(secs(10), 1), &[CapacityFreed]),
             row("capacity freed, not waiting: no-op", job().running(), &[CapacityFreed]),
-            row("bad credentials: FAILED_PRECHECKS", job().starting(), &[failed("train-1-1", LaunchFailure::Auth)]),
+            row("bad credentials: skip that cloud, next cloud", job().starting(), &[failed("train-1-1", LaunchFailure::Auth)]),
+            row("bad credentials on the last cloud: FAILED_PRECHECKS", job().starting().attempt(4).tried(&[0, 1, 2, 3]).unavailable(&[0, 1, 2]), &[failed("train-1-4", LaunchFailure::Auth)]),
+            row("bad credentials, others were full: back off", job().starting().attempt(4).tried(&[0, 1, 2, 3]), &[failed("train-1-4", LaunchFailure::Auth)]),
             row("invalid request: FAILED_PRECHECKS", job().starting(), &[failed("train-1-1", LaunchFailure::Invalid)]),
             row("no candidates at all: FAILED_PRECHECKS", job().with_candidates(&[]), &[Submitted]),
             row("failure of an abandoned launch: no-op", job().starting().attempt(2), &[no_capacity("train-1-1")]),
@@ -183,7 +185,9 @@ fn launching() {
             backoff not over yet: no-op                    PENDING → PENDING
             capacity freed: walk again before the wait ends PENDING → STARTING | launch train-1-2@aws/us-east-1/us-east-1a
             capacity freed, not waiting: no-op             RUNNING → RUNNING
-            bad credentials: FAILED_PRECHECKS              STARTING → FAILED_PRECHECKS | terminate train-1-1
+            bad credentials: skip that cloud, next cloud   STARTING → STARTING | terminate train-1-1, launch train-1-2@gcp/us-central1/us-central1-a
+            bad credentials on the last cloud: FAILED_PRECHECKS STARTING → FAILED_PRECHECKS | terminate train-1-4
+            bad credentials, others were full: back off    STARTING → PENDING | terminate train-1-4, requeue 52.4s
             invalid request: FAILED_PRECHECKS              STARTING → FAILED_PRECHECKS | terminate train-1-1
             no candidates at all: FAILED_PRECHECKS         PENDING → FAILED_PRECHECKS
             failure of an abandoned launch: no-op          STARTING → STARTING
@@ -278,7 +282,7 @@ fn pipelines() {
             row("task 0 succeeds: task 1 starts", pipe(3).running(), &[exited("train-0-1-1", Phase::Run, &[0])]),
             row("last task succeeds: job SUCCEEDED", pipe(2).at_task(1).running(), &[exited("train-1-1-1", Phase::Run, &[0])]),
             row("task fails: later tasks CANCELLED", pipe(4).at_task(1).running(), &[exited("train-1-1-1", Phase::Setup, &[1])]),
-            row("prechecks fail: later tasks CANCELLED", pipe(3).starting(), &[failed("train-0-1-1", LaunchFailure::Auth)]),
+            row("prechecks fail: later tasks CANCELLED", pipe(3).starting(), &[failed("train-0-1-1", LaunchFailure::Invalid)]),
             row("failing task retries first", pipe(3).max_restarts(1).running(), &[exited("train-0-1-1", Phase::Run, &[1])]),
             row("recovery applies to the current task only", pipe(2).at_task(1).running(), &[preempted("train-1-1-1")]),
         ],

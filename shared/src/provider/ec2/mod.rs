@@ -20,7 +20,7 @@
 //!    `InstanceMarketOptions` (one-time spot, terminate on interruption) for spot, `IMDSv2`
 //!    required, the root volume sized to `disk_size_gb` when set (deleted with the instance),
 //!    the optional [`Ec2Settings::instance_profile`], and the boot script of `user_data()`
-//!    (download the agent from [`Ec2Settings::agent_url`], start it with the agent variables;
+//!    (download the agent from the API with the job's token, start it with the agent variables;
 //!    the rank is the instance's `AmiLaunchIndex`).
 //!
 //! Instances and their volumes are tagged at creation (in the same call): `stratus-job-id`,
@@ -50,9 +50,6 @@
 //! # Caveats
 //! - The agent token is in the user data, which anyone allowed
 //!   `ec2:DescribeInstanceAttribute` in the account can read. It is valid for one job only.
-//! - `agent_url` is fixed per provider: a presigned URL expires (at the latest with the
-//!   credentials that signed it), so whoever builds the provider must build it again before
-//!   then (a Lambda's execution environment lives for hours at most).
 //! - Terminated instances stay listed for about an hour; after that a cluster whose
 //!   instances are all gone is no longer in `describe_region` (the poll treats it as
 //!   vanished).
@@ -80,7 +77,6 @@ mod user_data;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -125,11 +121,8 @@ const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "sh
 const TERMINABLE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 /// How the EC2 provider sets up nodes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ec2Settings {
-    /// The URL each node downloads the `stratus-agent` binary from (HTTPS, e.g. a presigned
-    /// S3 URL in the deployment bucket; `http` for tests).
-    pub agent_url: String,
     /// The per-region security group every cluster's nodes share.
     pub security_group_name: String,
     /// The public SSM parameter naming the default AMI.
@@ -210,10 +203,9 @@ impl Ec2Settings {
     pub const DEFAULT_AMI_PARAMETER: &str =
         "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
-    /// The defaults, downloading the agent from `agent_url`.
-    pub fn new(agent_url: impl Into<String>) -> Self {
+    /// The defaults.
+    pub fn new() -> Self {
         Self {
-            agent_url: agent_url.into(),
             security_group_name: Self::DEFAULT_SECURITY_GROUP.to_owned(),
             ami_parameter: Self::DEFAULT_AMI_PARAMETER.to_owned(),
             instance_profile: None,
@@ -222,17 +214,9 @@ impl Ec2Settings {
     }
 }
 
-impl fmt::Debug for Ec2Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A presigned URL's query string is a credential of sorts: leave it out.
-        let url = self.agent_url.split('?').next().unwrap_or_default();
-        f.debug_struct("Ec2Settings")
-            .field("agent_url", &url)
-            .field("security_group_name", &self.security_group_name)
-            .field("ami_parameter", &self.ami_parameter)
-            .field("instance_profile", &self.instance_profile)
-            .field("networks", &self.networks)
-            .finish()
+impl Default for Ec2Settings {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -349,7 +333,7 @@ impl Ec2Provider {
             .placement(Placement::builder().availability_zone(&c.zone).build())
             .set_security_group_ids(Some(groups))
             .set_subnet_id(subnet.map(|(id, _)| id))
-            .user_data(base64_encode(user_data(spec, &self.settings).as_bytes()))
+            .user_data(base64_encode(user_data(spec).as_bytes()))
             .metadata_options(
                 InstanceMetadataOptionsRequest::builder()
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)

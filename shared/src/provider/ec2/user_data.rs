@@ -1,8 +1,8 @@
 //! The boot script every node runs (EC2 user data), and reading it back.
 //!
 //! The script exports the `agent_protocol::env` variables as single-quoted `export K='V'`
-//! lines, adds the rank from IMDS (`ami-launch-index`, `IMDSv2`), downloads the agent from
-//! [`Ec2Settings::agent_url`] and starts it as a transient systemd unit (`stratus-agent`), so
+//! lines, adds the rank from IMDS (`ami-launch-index`, `IMDSv2`), downloads the agent from the
+//! API with the job's token and starts it as a transient systemd unit (`stratus-agent`), so
 //! that it outlives cloud-init; without systemd it falls back to `nohup`.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::Ec2Settings;
 use crate::agent_protocol::env;
 use crate::provider::boot::shell_quote;
 use crate::provider::{ClusterSpec, boot};
@@ -22,7 +21,7 @@ const CLIENT_TOKEN_MAX: usize = 64;
 
 /// The boot script of every node of `spec` (before base64): the same for every node, which
 /// learns its rank from IMDS.
-pub fn user_data(spec: &ClusterSpec, settings: &Ec2Settings) -> String {
+pub fn user_data(spec: &ClusterSpec) -> String {
     let mut vars = vec![
         (env::API_URL, spec.agent.api_url.clone()),
         (env::TOKEN, spec.agent.token.clone()),
@@ -53,7 +52,7 @@ mkdir -p /opt/stratus/bin "${node_dir}"
 "#,
         node_dir = env::NODE_DIR,
     );
-    script.push_str(&boot::start_agent(&settings.agent_url, "cloud-init"));
+    script.push_str(&boot::start_agent("cloud-init"));
     script
 }
 

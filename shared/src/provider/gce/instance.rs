@@ -234,7 +234,7 @@ pub(crate) fn instance_body(
     let metadata = Metadata::new().set_items([
         metadata::Items::new()
             .set_key(STARTUP_SCRIPT)
-            .set_value(startup_script(spec, rank, settings)),
+            .set_value(startup_script(spec, rank)),
         metadata::Items::new()
             .set_key(RANK_METADATA)
             .set_value(rank.to_string()),

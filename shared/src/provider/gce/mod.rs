@@ -15,9 +15,13 @@
 //!    deleted on preemption; never restarted automatically), the default network with an
 //!    ephemeral external address, and no service account (the agent needs no Google
 //!    credentials: it talks to the Stratus API with its per-job token).
-//! 3. Each insert's zone operation is waited for (`zoneOperations.wait`): GCE accepts an
-//!    insert with HTTP 200 and reports `ZONE_RESOURCE_POOL_EXHAUSTED` or `QUOTA_EXCEEDED` in
-//!    the finished operation, so an operation's error is classified like a call's.
+//! 3. Each insert's zone operation is waited for (`zoneOperations.wait`) for at most
+//!    [`GceSettings::launch_wait`]: GCE accepts an insert with HTTP 200 and reports
+//!    `ZONE_RESOURCE_POOL_EXHAUSTED` or `QUOTA_EXCEEDED` in the finished operation, usually
+//!    within seconds, so an operation's error is classified like a call's. Operations still
+//!    running then are left to run: the launch answers with the nodes listed so far, and the
+//!    sweep follows the rest (a node whose insert failed never appears: the cluster is Failed,
+//!    or missing, and the walk moves on).
 //! 4. If any node fails, the nodes of the cluster already made are torn down (best effort)
 //!    before the error is returned: a cluster is all or nothing, as on EC2.
 //!
@@ -57,9 +61,6 @@
 //!   `image_id` (e.g. a Deep Learning VM image family).
 //! - The boot disk type is [`GceSettings::boot_disk_type`] (`pd-balanced`), which every
 //!   machine family in the catalog accepts.
-//! - `zoneOperations.wait` returns after at most about two minutes even if the operation is
-//!   not done; the launch waits for at most [`OPERATION_DEADLINE`] in all, then fails with a
-//!   retryable error (a retry finds the nodes by label and waits again).
 //! - A cluster whose every node was deleted by preemption is known only from the operation's
 //!   instance name, so it is reported only when the name has the plain `<cluster>-<rank>`
 //!   form and the cluster name `job::cluster_name`'s `<task>-<job>-<attempt>` form.
@@ -121,10 +122,9 @@ pub(crate) mod labels {
     pub const TERMINATING: &str = "terminating";
 }
 
-/// The longest a launch waits for its insert operations.
-pub const OPERATION_DEADLINE: Duration = Duration::from_mins(4);
-/// The longest `terminate` waits for its label operations before deleting anyway.
-const LABEL_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest `terminate` waits for its label operations before deleting anyway (a teardown
+/// runs in functions with short timeouts too).
+const LABEL_DEADLINE: Duration = Duration::from_secs(10);
 /// Instances per `instances.list` page (GCE's maximum).
 const PAGE_SIZE: u32 = 500;
 /// Statuses of an instance already on its way out: `terminate` leaves them alone (a
@@ -132,11 +132,8 @@ const PAGE_SIZE: u32 = 500;
 const LEAVING: [&str; 2] = ["STOPPING", "DEPROVISIONING"];
 
 /// How the GCE provider sets up nodes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GceSettings {
-    /// The URL each node downloads the `stratus-agent` binary from (HTTPS, e.g. a signed URL;
-    /// `http` for tests).
-    pub agent_url: String,
     /// The boot image when the task names none: an image or image family path.
     pub default_image_family: String,
     /// The VPC network of every node's one interface.
@@ -146,6 +143,9 @@ pub struct GceSettings {
     pub external_ip: bool,
     /// The boot disk type (`zones/<zone>/diskTypes/<this>`).
     pub boot_disk_type: String,
+    /// How long a launch waits for its insert operations before answering (capacity errors
+    /// usually arrive within it); the sweep follows operations still running.
+    pub launch_wait: Duration,
     /// Per region, the subnetwork of `network` the nodes go in (a name, or a
     /// `regions/<r>/subnetworks/<name>` path); an auto-mode network needs none. A region
     /// whose subnetwork does not exist cannot host the launch (the walk moves on).
@@ -156,43 +156,84 @@ impl GceSettings {
     pub const DEFAULT_IMAGE_FAMILY: &str = "projects/debian-cloud/global/images/family/debian-12";
     pub const DEFAULT_NETWORK: &str = "global/networks/default";
     pub const DEFAULT_BOOT_DISK_TYPE: &str = "pd-balanced";
+    /// Short enough for a launch from the API function (29 s in all).
+    pub const DEFAULT_LAUNCH_WAIT: Duration = Duration::from_secs(15);
 
-    /// The defaults, downloading the agent from `agent_url`.
-    pub fn new(agent_url: impl Into<String>) -> Self {
+    /// The defaults.
+    pub fn new() -> Self {
         Self {
-            agent_url: agent_url.into(),
             default_image_family: Self::DEFAULT_IMAGE_FAMILY.to_owned(),
             network: Self::DEFAULT_NETWORK.to_owned(),
             external_ip: true,
             boot_disk_type: Self::DEFAULT_BOOT_DISK_TYPE.to_owned(),
+            launch_wait: Self::DEFAULT_LAUNCH_WAIT,
             subnetworks: BTreeMap::new(),
         }
     }
 }
 
-impl fmt::Debug for GceSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A signed URL's query string is a credential of sorts: leave it out.
-        let url = self.agent_url.split('?').next().unwrap_or_default();
-        f.debug_struct("GceSettings")
-            .field("agent_url", &url)
-            .field("default_image_family", &self.default_image_family)
-            .field("network", &self.network)
-            .field("external_ip", &self.external_ip)
-            .field("boot_disk_type", &self.boot_disk_type)
-            .field("subnetworks", &self.subnetworks)
-            .finish()
+impl Default for GceSettings {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 /// Which credentials the client sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum GceCredentials {
     /// Google's application default credentials: `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
     /// `application_default_credentials.json`, or the metadata server on Google Cloud.
     ApplicationDefault,
+    /// A credentials document: a Workload Identity Federation configuration
+    /// (`"type": "external_account"`, e.g. from `gcloud iam workload-identity-pools
+    /// create-cred-config --aws`: short-lived tokens for the caller's AWS role, no secret
+    /// stored) or a service-account key (`"type": "service_account"`).
+    Json(serde_json::Value),
     /// None (a fake Compute API in tests).
     Anonymous,
+}
+
+impl fmt::Debug for GceCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GceCredentials::ApplicationDefault => f.write_str("ApplicationDefault"),
+            // A service-account key holds a private key: name the kind, never the contents.
+            GceCredentials::Json(doc) => write!(f, "Json({})", doc["type"]),
+            GceCredentials::Anonymous => f.write_str("Anonymous"),
+        }
+    }
+}
+
+impl GceCredentials {
+    /// The client credentials these stand for (`None`: application default).
+    fn build(&self) -> Result<Option<google_cloud_auth::credentials::Credentials>, ProviderError> {
+        use google_cloud_auth::credentials::{anonymous, external_account, service_account};
+        let refused = |kind: &str, e: &dyn std::fmt::Display| ProviderError::Auth {
+            message: format!("GCE: the {kind} credentials cannot be used: {e}"),
+        };
+        match self {
+            GceCredentials::ApplicationDefault => Ok(None),
+            GceCredentials::Anonymous => Ok(Some(anonymous::Builder::new().build())),
+            GceCredentials::Json(doc) => match doc["type"].as_str() {
+                Some("external_account") => external_account::Builder::new(doc.clone())
+                    .build()
+                    .map(Some)
+                    .map_err(|e| refused("Workload Identity Federation", &e)),
+                Some("service_account") => service_account::Builder::new(doc.clone())
+                    .build()
+                    .map(Some)
+                    .map_err(|e| refused("service-account key", &e)),
+                other => Err(ProviderError::Auth {
+                    message: format!(
+                        "GCE: credentials of type {} are not supported here: give a Workload \
+                         Identity Federation configuration (\"type\": \"external_account\") or a \
+                         service-account key (\"type\": \"service_account\")",
+                        other.map_or_else(|| "(none)".to_owned(), |t| format!("'{t}'"))
+                    ),
+                }),
+            },
+        }
+    }
 }
 
 /// Where and how the provider reaches the Compute API.
@@ -225,6 +266,14 @@ impl GceConnection {
             backoff: Duration::from_millis(10),
         }
     }
+}
+
+/// Why [`GceProvider::wait`] returned without a finished operation.
+enum OperationWait {
+    /// Not done by the deadline (its name).
+    Pending(String),
+    /// Waiting for it failed.
+    Failed(ProviderError),
 }
 
 /// The Google Cloud's [`Provider`]: Compute Engine VMs in one project.
@@ -297,10 +346,9 @@ impl GceProvider {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
         }
-        if connection.credentials == GceCredentials::Anonymous {
-            let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
-            instances = instances.with_credentials(anonymous.clone());
-            operations = operations.with_credentials(anonymous);
+        if let Some(credentials) = connection.credentials.build()? {
+            instances = instances.with_credentials(credentials.clone());
+            operations = operations.with_credentials(credentials);
         }
         Ok(Self {
             project: project.into(),
@@ -404,11 +452,19 @@ impl GceProvider {
                 Err(e) => return Err(self.abandon(spec, api_error(&what, e)).await),
             }
         }
-        let deadline = Instant::now() + OPERATION_DEADLINE;
+        // Capacity and quota errors usually end an insert's operation within seconds: wait a
+        // little for them, then let the operations run on. One still running is followed by
+        // the sweep (`describe_region`: a node whose insert failed never appears, and the
+        // cluster is judged Failed or missing), so a launch fits a function's timeout.
+        let deadline = Instant::now() + self.settings.launch_wait;
         for op in operations {
             let done = match self.wait(zone, op, deadline).await {
                 Ok(done) => done,
-                Err(e) => return Err(self.abandon(spec, e).await),
+                Err(OperationWait::Pending(name)) => {
+                    debug!(operation = %name, "insert still running; the sweep follows it");
+                    continue;
+                }
+                Err(OperationWait::Failed(e)) => return Err(self.abandon(spec, e).await),
             };
             if let Some(e) = operation_error(&what, &done) {
                 return Err(self.abandon(spec, e).await);
@@ -439,35 +495,45 @@ impl GceProvider {
         err
     }
 
-    /// `op` once it is done, waiting with `zoneOperations.wait` until `deadline`.
+    /// `op` once it is done, waiting with `zoneOperations.wait` until `deadline` (each wait
+    /// asks for no more than the time left).
     async fn wait(
         &self,
         zone: &str,
         mut op: Operation,
         deadline: Instant,
-    ) -> Result<Operation, ProviderError> {
+    ) -> Result<Operation, OperationWait> {
         loop {
             if op.status == Some(operation::Status::Done) {
                 return Ok(op);
             }
             let name = op.name.clone().unwrap_or_default();
-            if Instant::now() >= deadline {
-                return Err(ProviderError::Other {
-                    context: format!("GCE: operation {name} in {zone} is not done yet"),
-                    source: "operation timeout".into(),
-                });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(OperationWait::Pending(name));
             }
-            op = self
+            let waited = self
                 .operations
                 .wait()
                 .set_project(&self.project)
                 .set_zone(zone)
                 .set_operation(&name)
-                .send()
-                .await
-                .map_err(|e| api_error(&format!("GCE zoneOperations.wait {name} in {zone}"), e))?;
+                .send();
+            op = match tokio::time::timeout(left, waited).await {
+                Ok(answer) => answer.map_err(|e| {
+                    OperationWait::Failed(api_error(
+                        &format!("GCE zoneOperations.wait {name} in {zone}"),
+                        e,
+                    ))
+                })?,
+                Err(_) => return Err(OperationWait::Pending(name)),
+            };
             if op.status != Some(operation::Status::Done) {
-                tokio::time::sleep(self.backoff).await;
+                tokio::time::sleep(
+                    self.backoff
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
             }
         }
     }
@@ -602,8 +668,14 @@ impl GceProvider {
         }
         let deadline = Instant::now() + LABEL_DEADLINE;
         for op in label_ops {
-            if let Err(e) = self.wait(zone, op, deadline).await {
-                debug!(error = %e, "label operation not done; deleting anyway");
+            match self.wait(zone, op, deadline).await {
+                Ok(_) => {}
+                Err(OperationWait::Pending(name)) => {
+                    debug!(operation = %name, "label operation not done; deleting anyway");
+                }
+                Err(OperationWait::Failed(e)) => {
+                    debug!(error = %e, "label operation failed; deleting anyway");
+                }
             }
         }
         let mut deleted = Vec::new();

@@ -3,7 +3,7 @@
 //!
 //! The script exports the `agent_protocol::env` variables as single-quoted `export K='V'`
 //! lines (the rank included: each node has a script of its own, as each is its own
-//! `instances.insert`), downloads the agent from [`GceSettings::agent_url`] and starts it as a
+//! `instances.insert`), downloads the agent from the API with the job's token and starts it as a
 //! transient systemd unit (`stratus-agent`); without systemd it falls back to `nohup`. GCE runs
 //! startup scripts on every boot, so a restarted VM starts its agent again.
 
@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::GceSettings;
 use crate::agent_protocol::env;
 use crate::provider::boot::shell_quote;
 use crate::provider::{ClusterSpec, boot};
@@ -23,7 +22,7 @@ pub const NODE_DIR: &str = "/opt/stratus/node";
 const NAME_MAX: usize = 63;
 
 /// The startup script of node `rank` of `spec`.
-pub fn startup_script(spec: &ClusterSpec, rank: u32, settings: &GceSettings) -> String {
+pub fn startup_script(spec: &ClusterSpec, rank: u32) -> String {
     let mut vars = vec![
         (env::API_URL, spec.agent.api_url.clone()),
         (env::TOKEN, spec.agent.token.clone()),
@@ -48,10 +47,7 @@ mkdir -p /opt/stratus/bin "${node_dir}"
 "#,
         node_dir = env::NODE_DIR,
     );
-    script.push_str(&boot::start_agent(
-        &settings.agent_url,
-        "the startup-script run",
-    ));
+    script.push_str(&boot::start_agent("the startup-script run"));
     script
 }
 

@@ -26,6 +26,7 @@
 #![allow(dead_code)] // each test binary that includes the fake uses a part of it
 
 mod discovery;
+pub mod identity;
 mod pattern;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -173,6 +174,8 @@ struct FakeState {
     requests: Vec<Recorded>,
     failures: Vec<String>,
     next_id: u64,
+    /// The bearer token every request must carry (see [`FakeCompute::require_token`]).
+    required_token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -239,6 +242,12 @@ impl FakeCompute {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// From now on, every request must carry `Authorization: Bearer <token>` (as Google's
+    /// API requires a token its STS issued); others get 401 and count as failures.
+    pub fn require_token(&self, token: &str) {
+        self.state().required_token = Some(token.to_owned());
     }
 
     /// The discovery document's revision.
@@ -466,9 +475,22 @@ async fn handle(
     verb: Method,
     uri: Uri,
     Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    let required = shared.state.lock().unwrap().required_token.clone();
+    if let Some(token) = required {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            let why = format!("{verb} {path}: no valid bearer token");
+            shared.state.lock().unwrap().failures.push(why.clone());
+            return error(401, "UNAUTHENTICATED", "authError", &why);
+        }
+    }
     let body: Option<Value> = if body.is_empty() {
         None
     } else {

@@ -1,0 +1,203 @@
+//! Recovery on the warning: the EC2 Spot interruption warning (two minutes before the
+//! reclaim) reaches the `poll` function, which requests the replacement cluster at once, while
+//! the old machine still runs; the old machine's shutdown gives the job its SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::job::JobStatus;
+
+use crate::harness::{Options, World};
+
+const TASK: &str = "name: warned\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\n  use_spot: true\nrun: |\n  trap 'echo \"got SIGTERM\"; exit 143' TERM\n  echo started\n  for i in $(seq 1 30); do sleep 0.5; done\n  echo finished\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_warning_requests_the_replacement_at_once_and_the_job_gets_sigterm() {
+    let world = World::new(Options::default()).await;
+    let id = world.submit(TASK).await;
+    world
+        .wait_status(id, &[JobStatus::Running], Duration::from_secs(90))
+        .await;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !world.logs(id).await.contains("started") {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old = world.instances("us-east-1", id).await;
+    assert_eq!(old.len(), 1);
+    let instance = old[0].instance_id().unwrap().to_owned();
+    let old_cluster = world.job(id).await.tasks[0].cluster.clone().unwrap();
+
+    // What EventBridge delivers to `poll` (the template's Ec2 rule) two minutes ahead.
+    let warning = json!({
+        "version": "0",
+        "id": "warning-1",
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")],
+        "detail": { "instance-id": instance, "instance-action": "terminate" }
+    });
+    let warned = Instant::now();
+    let answer = functions::on_poll(&world.ctx, warning.clone())
+        .await
+        .unwrap();
+    let elapsed = warned.elapsed();
+    assert_eq!(answer["job_id"], id, "{answer}");
+    let job = world.job(id).await;
+    let new_cluster = job.tasks[0].cluster.clone().unwrap();
+    assert_ne!(
+        new_cluster, old_cluster,
+        "a replacement cluster is under way"
+    );
+    let replacement: Vec<_> = world
+        .instances("us-east-1", id)
+        .await
+        .into_iter()
+        .filter(|i| i.instance_id() != Some(instance.as_str()))
+        .collect();
+    assert_eq!(replacement.len(), 1, "the replacement was requested");
+    println!(
+        "warning → replacement RunInstances answered: {} ms",
+        elapsed.as_millis()
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the replacement took {elapsed:?}"
+    );
+
+    // The same warning delivered again changes nothing.
+    functions::on_poll(&world.ctx, warning).await.unwrap();
+    assert_eq!(
+        world.job(id).await.tasks[0].cluster.as_ref(),
+        Some(&new_cluster)
+    );
+
+    let job = world
+        .wait_status(
+            id,
+            &[JobStatus::Succeeded, JobStatus::Failed],
+            Duration::from_mins(2),
+        )
+        .await;
+    let log = world.controller_log(id).await;
+    assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+    assert_eq!(job.recoveries(), 1, "{log}");
+    let output = world.logs(id).await;
+    assert!(
+        output.contains("got SIGTERM"),
+        "the job was not told:\n{output}"
+    );
+    assert!(output.contains("finished"), "{output}");
+}
+
+const GCP_TASK: &str = "name: gnotice\nresources:\n  use_spot: true\n  any_of:\n    - infra: gcp\n      instance_type: e2-standard-2\n    - infra: aws\n      instance_type: m6i.large\nrun: |\n  echo \"running on $SKYPILOT_CLUSTER_INFO\"\n  sleep 2\n  echo finished\n";
+
+/// POSTs `body` to the API at `path`; returns the status.
+async fn post(world: &World, path: &str, body: String) -> u16 {
+    let url = format!("{}{path}", world.api_url);
+    tokio::task::spawn_blocking(move || {
+        ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gce_preemption_pushed_through_pub_sub_recovers_the_job_at_once() {
+    use base64::Engine as _;
+    let world = World::new(Options {
+        gce: true,
+        ..Options::default()
+    })
+    .await;
+    let fake = world.gce.clone().unwrap();
+    let id = world.submit(GCP_TASK).await;
+    let job = world
+        .wait_status(id, &[JobStatus::Running], Duration::from_secs(90))
+        .await;
+    let first = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
+    assert_eq!(first.cloud, shared::cloud::Cloud::Gcp);
+    let old_cluster = job.tasks[0].cluster.clone().unwrap();
+    // The sweep is paused: only the push can tell the control plane.
+    world
+        .sweeping
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let instance = fake.instances_in(&first.zone)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.preempt(&first.zone, &instance);
+
+    // What a log sink → Pub/Sub topic → push subscription delivers.
+    let entry = json!({
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "methodName": "compute.instances.preempted",
+            "resourceName": format!("projects/stratus-e2e/zones/{}/instances/{instance}", first.zone),
+            "serviceName": "compute.googleapis.com",
+        },
+        "resource": { "type": "gce_instance", "labels": { "zone": first.zone } },
+    });
+    let data = base64::engine::general_purpose::STANDARD.encode(entry.to_string());
+    let push = json!({ "message": { "data": data, "messageId": "1" }, "subscription": "projects/stratus-e2e/subscriptions/stratus-preemptions" }).to_string();
+    let path = "/hooks/v1/gcp/preemptions";
+    assert_eq!(
+        post(&world, &format!("{path}?token=wrong"), push.clone()).await,
+        401
+    );
+    assert_eq!(post(&world, path, "{}".into()).await, 401, "no token");
+    let token = world.ctx.settings.secret.hook_token("gcp-preemptions");
+    assert_eq!(
+        post(&world, &format!("{path}?token={token}"), "not json".into()).await,
+        400
+    );
+    assert_ne!(world.job(id).await.tasks[0].cluster.as_ref(), None);
+    let pushed = Instant::now();
+    assert_eq!(
+        post(&world, &format!("{path}?token={token}"), push.clone()).await,
+        204
+    );
+    let elapsed = pushed.elapsed();
+    let job = world.job(id).await;
+    assert_ne!(
+        job.tasks[0].cluster.as_ref(),
+        Some(&old_cluster),
+        "the replacement is under way"
+    );
+    println!(
+        "GCE preemption push → replacement requested: {} ms",
+        elapsed.as_millis()
+    );
+    // Pub/Sub delivers at least once: again changes nothing.
+    let replacement = job.tasks[0].cluster.clone();
+    assert_eq!(
+        post(&world, &format!("{path}?token={token}"), push).await,
+        204
+    );
+    assert_eq!(world.job(id).await.tasks[0].cluster, replacement);
+
+    world
+        .sweeping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let job = world
+        .wait_status(
+            id,
+            &[JobStatus::Succeeded, JobStatus::Failed],
+            Duration::from_mins(2),
+        )
+        .await;
+    let log = world.controller_log(id).await;
+    assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+    assert_eq!(job.recoveries(), 1, "{log}");
+    assert!(log.contains("was preempted"), "{log}");
+}
