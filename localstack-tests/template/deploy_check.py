@@ -49,6 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
+FORWARDER = ROOT / "infra" / "forwarder.yaml"
+# Where the check deploys the forwarder (any region but the stack's).
+FORWARDER_REGION = "us-west-2"
 DYNAMO_RS = ROOT / "shared" / "src" / "store" / "dynamo" / "mod.rs"
 EVENTBRIDGE_RS = ROOT / "shared" / "src" / "control" / "eventbridge.rs"
 EC2_RS = ROOT / "shared" / "src" / "provider" / "ec2" / "mod.rs"
@@ -136,6 +139,8 @@ GROUPS = {
     "deployed resources, functions and their environment, rules and permissions, SSM URL parameter, outputs",
     "delivery": "events put on the buses reach (or not) the right rules",
     "code contracts": "the rules' detail-types and the cluster tag key are the Rust code's",
+    "forwarder": "infra/forwarder.yaml: the stack's EC2 pattern, sent to the home region's default bus by a role "
+    "that may only do that; deployed in another region",
 }
 
 
@@ -359,6 +364,7 @@ def run(endpoint: str, region: str, check: Checker) -> None:
     check_code_contracts(check)
     source = load_template(TEMPLATE)
     check_sam_source(source, check)
+    check_forwarder(source, endpoint, region, config, check)
 
     suffix = uuid.uuid4().hex[:8]
     artifacts, stack = f"stratus-deploy-check-{suffix}", f"stratus-check-{suffix}"
@@ -386,6 +392,55 @@ def run(endpoint: str, region: str, check: Checker) -> None:
             os.unlink(f.name)  # kept when something failed, to look at
     finally:
         cleanup(client, cfn, stack, artifacts)
+
+
+def check_forwarder(source: dict, endpoint: str, home: str, config, check: Checker) -> None:
+    """infra/forwarder.yaml forwards what the stack's Ec2 rule matches, to the home region's
+    default bus, with a role that may only put events there; and it deploys."""
+    import boto3
+
+    forwarder = load_template(FORWARDER)
+    ec2_rule = source["Resources"]["PollFunction"]["Properties"]["Events"]["Ec2"]["Properties"]["Pattern"]
+    rule = forwarder["Resources"]["Ec2Events"]["Properties"]
+    check.equal(rule["EventPattern"], ec2_rule, "forwarder: its pattern is the stack's Ec2 rule's")
+    target = rule["Targets"][0]
+    home_bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${HomeRegion}:${AWS::AccountId}:event-bus/default"}
+    check.equal(target["Arn"], home_bus, "forwarder: the target is the home region's default bus")
+    statements = forwarder["Resources"]["ForwardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    check.equal(
+        [(s["Action"], s["Resource"]) for s in statements],
+        [("events:PutEvents", home_bus)],
+        "forwarder: its role may only put events on the home bus",
+    )
+    cfn = boto3.client("cloudformation", endpoint_url=endpoint, region_name=FORWARDER_REGION, config=config)
+    events = boto3.client("events", endpoint_url=endpoint, region_name=FORWARDER_REGION, config=config)
+    stack = f"stratus-forwarder-{uuid.uuid4().hex[:8]}"
+    try:
+        cfn.create_stack(
+            StackName=stack,
+            TemplateBody=FORWARDER.read_text(),
+            Parameters=[{"ParameterKey": "HomeRegion", "ParameterValue": home}],
+            Capabilities=["CAPABILITY_IAM"],
+        )
+        status, reason = wait_for_stack(cfn, stack)
+        check.equal(status, "CREATE_COMPLETE", f"forwarder: deploys in {FORWARDER_REGION} ({reason})")
+        arn = next(
+            (o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", []) if o["OutputKey"] == "RuleArn"),
+            "",
+        )
+        name = arn.rsplit("/", 1)[-1]
+        targets = events.list_targets_by_rule(Rule=name)["Targets"] if name else []
+        check.that(
+            len(targets) == 1 and targets[0]["Arn"].endswith(f":events:{home}:" + targets[0]["Arn"].split(":")[4] + ":event-bus/default")
+            and bool(targets[0].get("RoleArn")),
+            f"forwarder: the deployed rule in {FORWARDER_REGION} targets {home}'s default bus with its role",
+            repr(targets),
+        )
+    finally:
+        try:
+            cfn.delete_stack(StackName=stack)
+        except Exception:  # noqa: BLE001 (cleanup of a scratch stack)
+            pass
 
 
 def check_store_design_unchanged(check: Checker) -> None:

@@ -129,8 +129,8 @@ pub async fn list_active_is_the_unfinished_jobs<S: JobStore>(store: &S) {
     let c = advance(store, &c, JobEvent::Submitted).await; // → STARTING
     let failed = JobEvent::LaunchFailed {
         cluster: c.tasks[0].cluster.clone().unwrap(),
-        failure: LaunchFailure::Auth,
-        message: "bad credentials".into(),
+        failure: LaunchFailure::Invalid,
+        message: "bad image".into(),
     };
     let c = advance(store, &c, failed).await; // → FAILED_PRECHECKS
     // Ended jobs stay until their cleanup has run.

@@ -136,7 +136,11 @@ fn user_data_script() {
         mkdir -p /opt/stratus/bin "$STRATUS_NODE_DIR"
         # The agent's environment, for the unit below (readable by root only: it holds the token).
         for name in ${!STRATUS_@}; do printf 'export %s=%q\n' "$name" "${!name}"; done >/opt/stratus/agent.env
-        curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -o /opt/stratus/bin/stratus-agent.part 'https://bucket.s3.amazonaws.com/stratus-agent?X-Amz-Signature=abc&x=1'
+        # The token goes in by standard input (printf is a builtin), never on a command line; curl does
+        # not send it on to the signed URL the API redirects to.
+        printf 'Authorization: Bearer %s\n' "$STRATUS_AGENT_TOKEN" |
+          curl -fsSL --retry 10 --retry-delay 3 --retry-all-errors -H @- -o /opt/stratus/bin/stratus-agent.part \
+            "$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent"
         chmod 0755 /opt/stratus/bin/stratus-agent.part
         mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
         start='export HOME=/root && . /opt/stratus/agent.env && cd "$STRATUS_NODE_DIR" && exec /opt/stratus/bin/stratus-agent'
