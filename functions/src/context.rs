@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use sha2::{Digest as _, Sha256};
 use shared::agent_protocol::AgentCadence;
 use shared::blob::S3BlobStore;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, EventBridgeBus, EventBridgeConfig, Secret};
+use shared::control::{self, AgentBinary, Context, EventBridgeBus, EventBridgeConfig, Secret};
 use shared::provider::{
     Ec2Provider, Ec2Settings, GceConnection, GceCredentials, GceProvider, GceSettings, Provider,
 };
@@ -128,7 +129,11 @@ pub async fn context_from(
             agent_cadence: cadence(env),
             // Booting machines fetch it through the API, which redirects to a URL signed at
             // that moment: no URL baked into a boot script can expire first.
-            agent_binary: Some(env.agent_key.clone()),
+            agent_binary: if function == Function::Api {
+                Some(own_agent_binary()?)
+            } else {
+                None
+            },
             cloud_notes: notes,
         },
     })
@@ -174,6 +179,22 @@ async fn gce_provider(
     let provider = GceProvider::new(&gcp.project, settings, connection).await?;
     Ok((provider, how))
 }
+
+/// The `api` binary is also the node agent (see `bin/api.rs`): machines get this very
+/// executable, published under a key named for its contents, so every deployment serves its
+/// own agent and nothing is uploaded by hand.
+fn own_agent_binary() -> anyhow::Result<AgentBinary> {
+    let exe = std::env::current_exe().context("finding the function's own executable")?;
+    let bytes = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    Ok(AgentBinary {
+        key: format!("{AGENT_PREFIX}stratus-agent-{}", &digest[..16]),
+        source: Some(exe),
+    })
+}
+
+/// Where agent binaries are kept in the bucket (the template lets the functions write there).
+pub const AGENT_PREFIX: &str = "agent/";
 
 /// The cloud cadence, with the heartbeat the template sets (`AgentHeartbeatSecs`).
 fn cadence(env: &Env) -> AgentCadence {

@@ -20,9 +20,6 @@ pub struct Env {
     pub api_url_param: String,
     /// Secrets Manager secret holding the agent-token signing key.
     pub secret_arn: String,
-    /// S3 key of the node agent binary in the bucket (served to booting machines through
-    /// the API's agent route).
-    pub agent_key: String,
     /// Principals that see and cancel everyone's jobs: IAM ARNs; a role's ARN also admits
     /// the sessions of callers who assumed it (`STRATUS_ADMIN_ROLE_ARN`, comma-separated).
     pub admins: Vec<String>,
@@ -116,7 +113,6 @@ impl Env {
             schedule_group: get("STRATUS_SCHEDULE_GROUP").unwrap_or_else(|| "default".into()),
             api_url_param: var("STRATUS_API_URL_PARAM")?,
             secret_arn: var("STRATUS_SECRET_ARN")?,
-            agent_key: get("STRATUS_AGENT_KEY").unwrap_or_else(|| "agent/stratus-agent".into()),
             admins: get("STRATUS_ADMIN_ROLE_ARN")
                 .unwrap_or_default()
                 .split(',')
@@ -226,7 +222,6 @@ mod tests {
         let env = env(&[]).unwrap();
         assert_eq!(env.gcp, None);
         assert_eq!(env.ready_timeout_secs, None);
-        assert_eq!(env.agent_key, "agent/stratus-agent");
         assert!(env.ec2_networks.is_empty());
     }
 

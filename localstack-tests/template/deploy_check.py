@@ -75,7 +75,7 @@ LAUNCHER = {
     "ClusterLaunch", "ClusterTeardown", "GcpCredentialAccess",
 }
 FUNCTIONS = {
-    "ApiFunction": ("api", 29, LAUNCHER),
+    "ApiFunction": ("api", 29, LAUNCHER | {"AgentPublish"}),
     "SubmitFunction": ("submit", 29, {"StateTableAccess", "BlobAccess", "BusPublish", "GcpCredentialAccess"}),
     "PollFunction": ("poll", 300, LAUNCHER),
     "RecoverFunction": ("recover", 120, LAUNCHER),
@@ -94,7 +94,7 @@ ROUTES = {
 CAPABILITIES = set().union(*(caps for _, _, caps in FUNCTIONS.values())) | {"UserAccess"}
 ENV_VARS = [
     "STRATUS_TABLE", "STRATUS_BUCKET", "STRATUS_BUS", "STRATUS_BUS_ARN", "STRATUS_SCHEDULER_ROLE_ARN",
-    "STRATUS_SCHEDULE_GROUP", "STRATUS_API_URL_PARAM", "STRATUS_SECRET_ARN", "STRATUS_AGENT_KEY",
+    "STRATUS_SCHEDULE_GROUP", "STRATUS_API_URL_PARAM", "STRATUS_SECRET_ARN",
     "STRATUS_AGENT_HEARTBEAT_SECS", "STRATUS_HEARTBEAT_TIMEOUT_SECS", "STRATUS_READY_TIMEOUT_SECS",
     "STRATUS_EC2_NETWORKS", "STRATUS_GCP_PROJECT", "STRATUS_GCP_CREDENTIAL_CONFIG",
     "STRATUS_GCP_KEY_SECRET_ARN", "STRATUS_GCP_NETWORK", "STRATUS_GCP_SUBNETWORKS",
@@ -921,7 +921,8 @@ def check_policies(iam, physical: dict, table, bucket, bus_arn, scheduler_arn, c
         ("BlobAccess", [f"arn:aws:s3:::{bucket}/jobs/*", f"arn:aws:s3:::{bucket}/uploads/*"]),
         ("BusPublish", [str(bus_arn)]),
         ("TimerAccess", [str(scheduler_arn), ":schedule/"]),
-        ("ClusterLaunch", [f"arn:aws:s3:::{bucket}/agent/", "parameter/stratus/", "parameter/aws/service/*"]),
+        ("ClusterLaunch", ["parameter/stratus/", "parameter/aws/service/*"]),
+        ("AgentPublish", [f"arn:aws:s3:::{bucket}/agent/*"]),
     ]
     for logical_id, needles in expectations:
         doc = docs.get(logical_id, "")
@@ -973,7 +974,6 @@ def check_environment(
         "STRATUS_BUS_ARN": bus_arn,
         "STRATUS_SCHEDULER_ROLE_ARN": scheduler_arn,
         "STRATUS_API_URL_PARAM": f"/stratus/{stack}/api-url",
-        "STRATUS_AGENT_KEY": "agent/stratus-agent",
         "STRATUS_AGENT_HEARTBEAT_SECS": PARAMETERS["AgentHeartbeatSecs"],
         "STRATUS_HEARTBEAT_TIMEOUT_SECS": "300",
         "RUST_LOG": "info",

@@ -308,7 +308,6 @@ impl World {
             schedule_group: name.clone(),
             api_url_param: param,
             secret_arn,
-            agent_key: "agent/stratus-agent".into(),
             ready_timeout_secs: options.ready_timeout_secs,
             gcp: gce
                 .as_ref()

@@ -379,6 +379,8 @@ async fn the_real_function_binaries_answer_through_the_lambda_runtime_api() {
         world.controller_log(id).await
     );
 
+    the_api_function_serves_itself_as_the_agent(&world, &vars, id).await;
+
     let answer = lambda::invoke(
         "cleanup",
         &vars,
@@ -477,6 +479,64 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A booting machine asks the api function for the agent: the function publishes its own
+/// executable (which is also the agent) and redirects to a URL of it signed now.
+async fn the_api_function_serves_itself_as_the_agent(
+    world: &World,
+    vars: &[(String, String)],
+    id: u64,
+) {
+    let mut event = http_event(
+        "GET",
+        &format!("/agent/v1/jobs/{id}/agent"),
+        "arn:aws:iam::123456789012:user/machine-has-no-iam",
+        &serde_json::Value::Null,
+    );
+    event["headers"]["authorization"] = json!(format!(
+        "Bearer {}",
+        world.ctx.settings.secret.agent_token(id)
+    ));
+    let answer = lambda::invoke("api", vars, event)
+        .await
+        .expect("api answers");
+    assert_eq!(answer["statusCode"], 307, "{answer}");
+    let location = answer["headers"]["location"].as_str().unwrap().to_owned();
+    let binary = tokio::task::spawn_blocking(move || {
+        ureq::get(&location)
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        binary == std::fs::read(lambda::function_binary("api")).unwrap(),
+        "machines get the api function's own executable"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("stratus-agent");
+    std::fs::write(&agent, &binary).unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&agent)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the agent refuses a missing configuration"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with("stratus-agent: ") && said.contains("STRATUS_"),
+        "{said}"
+    );
 }
 
 /// An API Gateway HTTP API (payload 2.0) event with IAM auth, as the `api` and `submit`

@@ -15,6 +15,7 @@
 
 mod cadence;
 mod cross_cloud;
+mod deploy;
 // The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
 #[path = "../../../shared/tests/gce/fake/mod.rs"]
 mod fake;

@@ -649,40 +649,44 @@ async fn agent_blob(
 
 /// The node agent binary, for a machine of the job booting: a redirect to a URL of the
 /// binary signed now (so however late the machine boots, the URL is fresh), or the binary
-/// itself where the store has no such URLs.
+/// itself where the store has no such URLs. A binary not yet in the store is published from
+/// its source file first (the first machine to ask puts it in place).
 async fn agent_binary(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(job): Path<JobId>,
 ) -> ApiResult<Response> {
     state.agent(&headers, job)?;
-    let Some(key) = state.ctx.settings.agent_binary.as_deref() else {
+    let Some(binary) = state.ctx.settings.agent_binary.as_ref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "this control plane serves no agent binary (its machines run the agent in place)",
         ));
     };
-    let missing = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "the agent binary is not at '{key}' in the deployment bucket: run scripts/deploy \
-                 (it builds and uploads it)"
-            ),
-        )
-    };
+    let key = binary.key.as_str();
     let blobs = &state.ctx.blobs;
+    // The object's presence, without reading it.
+    if blobs.get_at_most(key, 0).await?.is_none() {
+        let Some(source) = &binary.source else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("the agent binary is not at '{key}' in the deployment bucket"),
+            ));
+        };
+        blobs.put_file(key, source).await?;
+        tracing::info!(key, source = %source.display(), "published the agent binary");
+    }
     if let Some(url) = blobs
         .download_url(key, crate::agent_protocol::AGENT_URL_LIFETIME)
         .await?
     {
-        // A presigned URL does not say whether the object is there: look (the body is not
-        // read), so that a missing binary is a clear 404 here rather than S3's 403 on the node.
-        if blobs.get_at_most(key, 0).await?.is_none() {
-            return Err(missing());
-        }
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
     }
-    let bytes = blobs.get(key).await?.ok_or_else(missing)?;
+    let bytes = blobs.get(key).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("the agent binary is not at '{key}'"),
+        )
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

@@ -84,13 +84,23 @@ pub struct Settings {
     /// How often the nodes it launches talk to it (must leave several heartbeats within
     /// `heartbeat_timeout`).
     pub agent_cadence: crate::agent_protocol::AgentCadence,
-    /// The blob key of the node agent binary that cloud machines download at boot (through
-    /// the API, `agent_protocol::agent_binary_path`); `None` where no machine downloads it
-    /// (the local cloud runs the agent in place).
-    pub agent_binary: Option<String>,
+    /// The node agent binary cloud machines download at boot (through the API,
+    /// `agent_protocol::agent_binary_path`); `None` where no machine downloads it (the local
+    /// cloud runs the agent in place).
+    pub agent_binary: Option<AgentBinary>,
     /// What `stratus check` says of each cloud: where an enabled one's credentials come
     /// from, or why one is not enabled.
     pub cloud_notes: BTreeMap<Cloud, String>,
+}
+
+/// Where the node agent binary is kept, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentBinary {
+    /// Its blob key.
+    pub key: String,
+    /// A file to publish at `key` when nothing is there yet (the `api` function's own
+    /// executable, which is also the agent): the first machine to ask puts it in place.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// The default [`Settings::ready_timeout`]: a stock image boots and fetches the agent in one
