@@ -237,28 +237,46 @@ impl World {
             .attributes
             .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
             .clone();
-        events
-            .put_rule()
-            .name(&name)
-            .event_bus_name(&name)
-            .event_pattern(json!({ "source": ["stratus"] }).to_string())
-            .send()
-            .await
-            .unwrap();
-        events
-            .put_targets()
-            .rule(&name)
-            .event_bus_name(&name)
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("queue")
-                    .arn(&queue_arn)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+        // The stack's rules, delivering to the queue the harness drains into the handlers: job
+        // events on the Stratus bus, and the template's Ec2 rule on the default bus.
+        let ec2_pattern = json!({
+            "source": ["aws.ec2"],
+            "detail-type": [
+                "EC2 Instance State-change Notification",
+                "EC2 Spot Instance Interruption Warning"
+            ]
+        });
+        for (rule, bus, pattern) in [
+            (
+                name.clone(),
+                name.as_str(),
+                json!({ "source": ["stratus"] }),
+            ),
+            (format!("{name}-ec2"), "default", ec2_pattern),
+        ] {
+            events
+                .put_rule()
+                .name(&rule)
+                .event_bus_name(bus)
+                .event_pattern(pattern.to_string())
+                .send()
+                .await
+                .unwrap();
+            events
+                .put_targets()
+                .rule(&rule)
+                .event_bus_name(bus)
+                .targets(
+                    aws_sdk_eventbridge::types::Target::builder()
+                        .id("queue")
+                        .arn(&queue_arn)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
         aws_sdk_scheduler::Client::new(&sdk)
             .create_schedule_group()
             .name(&name)
@@ -629,6 +647,7 @@ async fn dispatch(ctx: Context, sqs: aws_sdk_sqs::Client, queue_url: String) {
                 Some(shared::control::JOB_ENDED_DETAIL_TYPE) => {
                     functions::on_job_ended(&ctx, event.clone()).await
                 }
+                _ if event["source"] == "aws.ec2" => functions::on_poll(&ctx, event.clone()).await,
                 _ => Ok(Value::Null),
             };
             if let Err(e) = result {

@@ -28,38 +28,51 @@ async fn a_spot_warning_requests_the_replacement_at_once_and_the_job_gets_sigter
     let instance = old[0].instance_id().unwrap().to_owned();
     let old_cluster = world.job(id).await.tasks[0].cluster.clone().unwrap();
 
-    // What EventBridge delivers to `poll` (the template's Ec2 rule) two minutes ahead.
-    let warning = json!({
-        "version": "0",
-        "id": "warning-1",
-        "detail-type": "EC2 Spot Instance Interruption Warning",
-        "source": "aws.ec2",
-        "account": "123456789012",
-        "region": "us-east-1",
-        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")],
-        "detail": { "instance-id": instance, "instance-action": "terminate" }
-    });
+    // EC2 puts the warning on the region's default bus two minutes ahead; the template's Ec2
+    // rule delivers it to `poll` (here: the rule's queue, drained into the handler).
+    let detail = json!({ "instance-id": instance, "instance-action": "terminate" });
+    let warn = || {
+        aws_sdk_eventbridge::Client::new(&world.sdk)
+            .put_events()
+            .entries(
+                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .source("aws.ec2")
+                    .detail_type(functions::handlers::SPOT_WARNING)
+                    .resources(format!(
+                        "arn:aws:ec2:us-east-1:123456789012:instance/{instance}"
+                    ))
+                    .detail(detail.to_string())
+                    .build(),
+            )
+            .send()
+    };
     let warned = Instant::now();
-    let answer = functions::on_poll(&world.ctx, warning.clone())
-        .await
-        .unwrap();
+    let put = warn().await.unwrap();
+    assert_eq!(put.failed_entry_count(), 0, "{put:?}");
+    // Acted on once the replacement's RunInstances has answered: its instance exists.
+    let deadline = warned + Duration::from_secs(30);
+    let replacement = loop {
+        let others: Vec<_> = world
+            .instances("us-east-1", id)
+            .await
+            .into_iter()
+            .filter(|i| i.instance_id() != Some(instance.as_str()))
+            .collect();
+        if !others.is_empty() {
+            break others;
+        }
+        assert!(Instant::now() < deadline, "the warning was not acted on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let elapsed = warned.elapsed();
-    assert_eq!(answer["job_id"], id, "{answer}");
-    let job = world.job(id).await;
-    let new_cluster = job.tasks[0].cluster.clone().unwrap();
+    assert_eq!(replacement.len(), 1, "one replacement");
+    let new_cluster = world.job(id).await.tasks[0].cluster.clone().unwrap();
     assert_ne!(
         new_cluster, old_cluster,
-        "a replacement cluster is under way"
+        "the replacement is the task's cluster"
     );
-    let replacement: Vec<_> = world
-        .instances("us-east-1", id)
-        .await
-        .into_iter()
-        .filter(|i| i.instance_id() != Some(instance.as_str()))
-        .collect();
-    assert_eq!(replacement.len(), 1, "the replacement was requested");
     println!(
-        "warning → replacement RunInstances answered: {} ms",
+        "warning put on the bus → replacement instance launched: {} ms",
         elapsed.as_millis()
     );
     assert!(
@@ -68,7 +81,8 @@ async fn a_spot_warning_requests_the_replacement_at_once_and_the_job_gets_sigter
     );
 
     // The same warning delivered again changes nothing.
-    functions::on_poll(&world.ctx, warning).await.unwrap();
+    warn().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         world.job(id).await.tasks[0].cluster.as_ref(),
         Some(&new_cluster)
@@ -132,9 +146,13 @@ async fn a_gce_preemption_pushed_through_pub_sub_recovers_the_job_at_once() {
     world
         .sweeping
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let instance = fake.instances_in(&first.zone)[0]["name"]
-        .as_str()
-        .unwrap()
+    // The running cluster's machine (an earlier attempt's may still be in the zone).
+    let instances = fake.instances_in(&first.zone);
+    let instance = instances
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .find(|name| name.starts_with(&format!("{old_cluster}-")))
+        .unwrap_or_else(|| panic!("no instance of {old_cluster} in {instances:?}"))
         .to_owned();
     fake.preempt(&first.zone, &instance);
 
@@ -172,7 +190,8 @@ async fn a_gce_preemption_pushed_through_pub_sub_recovers_the_job_at_once() {
     assert_ne!(
         job.tasks[0].cluster.as_ref(),
         Some(&old_cluster),
-        "the replacement is under way"
+        "the replacement is under way:\n{}",
+        world.controller_log(id).await
     );
     println!(
         "GCE preemption push → replacement requested: {} ms",
