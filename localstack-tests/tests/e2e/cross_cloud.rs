@@ -84,15 +84,7 @@ async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(local_pla
         .expect("the GCE instance");
     fake.preempt(&first.zone, instance["name"].as_str().unwrap());
 
-    let job = world
-        .wait_status(
-            id,
-            &[JobStatus::Succeeded, JobStatus::Failed],
-            Duration::from_mins(2),
-        )
-        .await;
-    let log = world.controller_log(id).await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+    let (job, log) = world.wait_succeeded(id).await;
     assert_eq!(job.recoveries(), 1, "{log}");
     let last = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
     assert_eq!(last.cloud, Cloud::Aws, "{log}");

@@ -3,9 +3,6 @@
 //! `stratus check` (what the stack can use), `stratus jobs launch`, `stratus jobs queue`.
 
 use std::process::{Command, Output};
-use std::time::Duration;
-
-use shared::job::JobStatus;
 
 use crate::harness::{Options, World};
 
@@ -81,13 +78,6 @@ async fn login_check_and_launch_against_the_stack() {
         .find(|w| !w.is_empty())
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no job id in {launched}"));
-    let job = world
-        .wait_status(
-            id,
-            &[JobStatus::Succeeded, JobStatus::Failed],
-            Duration::from_mins(2),
-        )
-        .await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{launched}");
+    world.wait_succeeded(id).await;
     assert!(world.logs(id).await.contains("hello from the stack"));
 }

@@ -82,7 +82,7 @@ impl Emulator {
             };
         }
         let server = std::env::var("STRATUS_MOTO_SERVER").unwrap_or_else(|_| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/moto-server");
             root.to_string_lossy().into_owned()
         });
         assert!(
@@ -516,6 +516,24 @@ impl World {
 
     pub async fn job(&self, id: JobId) -> JobRecord {
         self.ctx.store.get_job(id).await.unwrap()
+    }
+
+    /// Waits up to two minutes for the job to end, checks that it SUCCEEDED (else fails with
+    /// its controller log), and returns it with that log.
+    pub async fn wait_succeeded(&self, id: JobId) -> (JobRecord, String) {
+        let ended = [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::FailedSetup,
+            JobStatus::FailedPrechecks,
+            JobStatus::FailedNoResource,
+            JobStatus::FailedController,
+            JobStatus::Cancelled,
+        ];
+        let job = self.wait_status(id, &ended, Duration::from_mins(2)).await;
+        let log = self.controller_log(id).await;
+        assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+        (job, log)
     }
 
     /// Waits until the job's status is one of `wanted`.

@@ -88,15 +88,7 @@ async fn a_spot_warning_requests_the_replacement_at_once_and_the_job_gets_sigter
         Some(&new_cluster)
     );
 
-    let job = world
-        .wait_status(
-            id,
-            &[JobStatus::Succeeded, JobStatus::Failed],
-            Duration::from_mins(2),
-        )
-        .await;
-    let log = world.controller_log(id).await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+    let (job, log) = world.wait_succeeded(id).await;
     assert_eq!(job.recoveries(), 1, "{log}");
     let output = world.logs(id).await;
     assert!(
@@ -208,15 +200,7 @@ async fn a_gce_preemption_pushed_through_pub_sub_recovers_the_job_at_once() {
     world
         .sweeping
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let job = world
-        .wait_status(
-            id,
-            &[JobStatus::Succeeded, JobStatus::Failed],
-            Duration::from_mins(2),
-        )
-        .await;
-    let log = world.controller_log(id).await;
-    assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
+    let (job, log) = world.wait_succeeded(id).await;
     assert_eq!(job.recoveries(), 1, "{log}");
     assert!(log.contains("was preempted"), "{log}");
 }
