@@ -393,22 +393,25 @@ async fn the_real_function_binaries_answer_through_the_lambda_runtime_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end() {
+async fn a_50_mb_workdir_goes_through_s3_by_presigned_urls_to_two_nodes_and_is_deleted_at_the_end()
+{
     let world = World::new(Options::default()).await;
     // What `stratus jobs launch` does with a workdir: pack it, ask where to put it, put it.
+    // 50 MB that do not compress: far over a Lambda response's 6 MB.
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
     ));
     let data = b"rows from the workdir\n";
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder
-        .append_data(&mut header, "data.txt", &data[..])
-        .unwrap();
+    for (name, bytes) in [("data.txt", data.to_vec()), ("big.bin", noise(50 << 20))] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
     let archive = builder.into_inner().unwrap().finish().unwrap();
+    assert!(archive.len() > 50 << 20, "{} bytes", archive.len());
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive));
     let api = world.api_url.clone();
     let (key, url) = tokio::task::spawn_blocking(move || {
@@ -455,10 +458,38 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
 
     let id = world
         .submit_request(json!({
-            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
+            "yaml": "name: wd\nworkdir: ./project\nnum_nodes: 2\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt; wc -c < big.bin\n",
             "uploads": { "./project": key }
         }))
         .await;
+    // A node's download is a redirect to S3, never the archive through the api function.
+    let api = world.api_url.clone();
+    let token = world.ctx.settings.secret.agent_token(id);
+    let blob = format!("{api}/agent/v1/jobs/{id}/blobs/{key}");
+    let redirect = tokio::task::spawn_blocking(move || {
+        let response = ureq::get(&blob)
+            .header("authorization", format!("Bearer {token}"))
+            .config()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(redirect.0, 307, "{redirect:?}");
+    assert!(
+        redirect.1.is_some_and(|l| l.contains("X-Amz-Signature")),
+        "a URL signed for S3"
+    );
     let job = world.wait_status(id, &ENDED, LONG).await;
     assert_eq!(
         job.status(),
@@ -466,9 +497,16 @@ async fn a_workdir_goes_through_s3_by_presigned_urls_and_is_deleted_at_the_end()
         "{}",
         world.controller_log(id).await
     );
-    assert!(
-        world.logs(id).await.contains("rows from the workdir"),
-        "the node unpacked it"
+    let logs = world.logs(id).await;
+    assert_eq!(
+        logs.matches("rows from the workdir").count(),
+        2,
+        "both nodes unpacked it: {logs}"
+    );
+    assert_eq!(
+        logs.matches(&(50u64 << 20).to_string()).count(),
+        2,
+        "both nodes have all 50 MB: {logs}"
     );
     // The cleanup deletes the upload.
     let deadline = std::time::Instant::now() + LONG;
@@ -573,4 +611,18 @@ fn http_event(
         "body": body.to_string(),
         "isBase64Encoded": false
     })
+}
+
+/// `len` bytes that do not compress (xorshift), so an archive of them is as large as they are.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }

@@ -640,6 +640,16 @@ async fn agent_blob(
             format!("no archive '{key}' for job {job}"),
         ));
     }
+    // Object storage serves it (any size, no Lambda payload limit) by a URL signed now; only
+    // a store without such URLs (the local folder) streams it through the API.
+    if let Some(url) = state
+        .ctx
+        .blobs
+        .download_url(&key, crate::agent_protocol::AGENT_URL_LIFETIME)
+        .await?
+    {
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
+    }
     let bytes =
         state.ctx.blobs.get(&key).await?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"))
