@@ -19,8 +19,8 @@ use std::thread;
 use std::time::Duration;
 
 use shared::agent_protocol::{
-    LogChunk, LogUrls, LogUrlsRequest, Report, WorkAnswer, blob_path, log_urls_path, logs_path,
-    report_path, work_path,
+    DataCredentials, LogChunk, LogUrls, LogUrlsRequest, Report, WorkAnswer, blob_path,
+    credentials_path, log_urls_path, logs_path, report_path, work_path,
 };
 use shared::job::Phase;
 use tracing::warn;
@@ -76,6 +76,7 @@ pub struct Api {
     report_url: String,
     logs_url: String,
     log_urls_url: String,
+    credentials_url: String,
 }
 
 /// Time limit of one API call (a `work` poll, a report, a log chunk).
@@ -103,6 +104,7 @@ impl Api {
             report_url: format!("{base}{}", report_path(job, cluster, rank)),
             logs_url: format!("{base}{}", logs_path(job, cluster, rank)),
             log_urls_url: format!("{base}{}", log_urls_path(job, cluster, rank)),
+            credentials_url: format!("{base}{}", credentials_path(job, cluster, rank)),
         }
     }
 
@@ -151,6 +153,24 @@ impl Api {
             403 => Err(ApiError::Expired),
             status => Err(ApiError::Status { status }),
         }
+    }
+
+    /// `GET credentials`: the job's data identity for its bucket mounts.
+    pub fn credentials(&self) -> Result<DataCredentials, ApiError> {
+        let mut response = self
+            .http
+            .get(&self.credentials_url)
+            .header("Authorization", &self.auth)
+            .call()
+            .map_err(ApiError::Transport)?;
+        check(response.status().as_u16())?;
+        let body = response.body_mut().read_to_vec().map_err(ApiError::Body)?;
+        serde_json::from_slice(&body).map_err(ApiError::Json)
+    }
+
+    /// The HTTP client, for requests to object storage (no token is ever added to them).
+    pub fn http(&self) -> &ureq::Agent {
+        &self.http
     }
 
     /// `POST report`.

@@ -13,11 +13,14 @@
 //! - [`api`]: one blocking call per route, [`api::retry`] and [`api::Backoff`].
 //! - [`plan`]: pure: what to do with the `Work` just received, given what was done.
 //! - [`prepare`]: the workdir and mounts, and the archive layout the control plane produces.
+//! - [`bucket`]: S3 bucket mounts with the job's data credentials (downloaded, then written
+//!   back).
 //! - [`phase`]: one phase on its thread: `Started`, the command, its logs, `Exited`.
 //! - [`logs`]: pure: output bytes into `LogChunk`s (UTF-8, at most 200 ms and 32 KiB).
 //! - [`supervise`]: the agent's process group, its commands, signals, and the shutdown.
 
 pub mod api;
+pub mod bucket;
 pub mod config;
 pub mod logs;
 pub mod phase;
@@ -124,7 +127,12 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
         cadence: config.cadence,
         log_quota: config.log_quota,
         live: AtomicBool::new(false),
+        data: bucket::Data::default(),
     });
+    // A stopping agent (SIGTERM as a Spot machine is taken back) writes its bucket mounts
+    // back after its commands are gone: the relaunched job resumes from what they wrote.
+    let stopping = Arc::clone(&node);
+    supervisor.before_exit(Box::new(move || stopping.data.write_back(&stopping.api)));
     info!(
         api_url = %config.api_url,
         node_dir = %config.node_dir.display(),
@@ -155,6 +163,10 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
             quiet = 0;
         }
         progress.busy = current.is_some();
+        if progress.busy {
+            // Each heartbeat writes the bucket mounts back (nothing when nothing changed).
+            node.data.write_back(&node.api);
+        }
         let delay = match node.api.work(progress.latest_started()) {
             Ok(answer) => {
                 backoff.reset();

@@ -88,6 +88,8 @@ pub struct Node {
     pub log_quota: u64,
     /// Someone follows the job's log (the last `work` answer said so).
     pub live: AtomicBool,
+    /// The job's data credentials and the bucket mounts written back.
+    pub data: crate::bucket::Data,
 }
 
 impl Node {
@@ -194,7 +196,7 @@ pub fn spawn(
 fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Result<(), Gone> {
     let prepared = if prepare {
         info!("preparing the node");
-        match prepare::prepare(&node.api, &node.paths, task) {
+        match prepare::prepare(&node.api, &node.data, &node.paths, task) {
             Err(PrepareError::Gone(gone)) => return Err(gone),
             other => other,
         }
@@ -231,6 +233,8 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
             thread::park();
         }
     }
+    // What the command wrote to its bucket mounts is in the buckets before its exit counts.
+    node.data.write_back(&node.api);
     retry("report exited", || {
         node.api.report(&Report::Exited {
             phase,

@@ -42,7 +42,10 @@ use flate2::read::GzDecoder;
 use shared::agent_protocol::{MountSource, NodeMount, NodeTask};
 use tracing::info;
 
+use shared::spec::StorageMode;
+
 use crate::api::{self, Api, Gone};
+use crate::bucket::Data;
 
 /// The exit code reported for a phase whose node could not be prepared (like `env` and
 /// `docker run`, 125 means "the tool failed before the command ran").
@@ -126,12 +129,23 @@ pub enum PrepareError {
         #[source]
         source: io::Error,
     },
+    #[error("{what}")]
+    Bucket {
+        what: String,
+        #[source]
+        source: crate::bucket::BucketError,
+    },
     #[error(transparent)]
     Gone(#[from] Gone),
 }
 
 /// Creates the workdir, unpacks the workdir archive and realizes each mount, in order.
-pub fn prepare(api: &Api, node: &NodePaths, task: &NodeTask) -> Result<(), PrepareError> {
+pub fn prepare(
+    api: &Api,
+    data: &Data,
+    node: &NodePaths,
+    task: &NodeTask,
+) -> Result<(), PrepareError> {
     let workdir = || "workdir".to_owned();
     fs::create_dir_all(&node.workdir).map_err(io_error(workdir(), "create", &node.workdir))?;
     if let Some(key) = &task.workdir_archive {
@@ -145,12 +159,17 @@ pub fn prepare(api: &Api, node: &NodePaths, task: &NodeTask) -> Result<(), Prepa
         info!("unpacked the workdir");
     }
     for mount in &task.mounts {
-        realize(api, node, mount)?;
+        realize(api, data, node, mount)?;
     }
     Ok(())
 }
 
-fn realize(api: &Api, node: &NodePaths, mount: &NodeMount) -> Result<(), PrepareError> {
+fn realize(
+    api: &Api,
+    data: &Data,
+    node: &NodePaths,
+    mount: &NodeMount,
+) -> Result<(), PrepareError> {
     let destination = node.destination(&mount.destination)?;
     // The destination itself may be a symlink only where a MOUNT replaces it with its own.
     let replaced = matches!(mount.source, MountSource::LocalFolder { copy: false, .. });
@@ -180,6 +199,18 @@ fn realize(api: &Api, node: &NodePaths, mount: &NodeMount) -> Result<(), Prepare
                 "copy into",
                 &destination,
             ))?;
+        }
+        MountSource::S3 {
+            bucket,
+            prefix,
+            mode,
+        } => {
+            let write_back = *mode != StorageMode::Copy;
+            data.mount(api, bucket, prefix, &destination, write_back)
+                .map_err(|source| PrepareError::Bucket {
+                    what: what(),
+                    source,
+                })?;
         }
     }
     info!(destination = %mount.destination, "mounted");

@@ -64,6 +64,17 @@ pub struct Supervisor {
     /// Phase threads with output still to send, and the condition shutdown waits on.
     flushing: Mutex<usize>,
     flushed: Condvar,
+    /// Run once the commands are gone and their output sent, just before the exit.
+    before_exit: Mutex<Vec<BeforeExit>>,
+}
+
+/// Work [`Supervisor::shutdown`] does last (see [`Supervisor::before_exit`]).
+struct BeforeExit(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for BeforeExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeExit")
+    }
 }
 
 /// Held by a phase thread while it has output to send; see [`Supervisor::flushing`].
@@ -101,6 +112,7 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             flushing: Mutex::new(0),
             flushed: Condvar::new(),
+            before_exit: Mutex::new(Vec::new()),
         })
     }
 
@@ -134,8 +146,24 @@ impl Supervisor {
         info!(reason, "stopping");
         self.terminate(&state.children, GRACE);
         self.wait_for_flush(FLUSH_GRACE);
+        for last in self
+            .before_exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            (last.0)();
+        }
         info!("stopped");
         std::process::exit(0)
+    }
+
+    /// Has `last` run by the shutdown, after the commands are gone and their output is sent.
+    pub fn before_exit(&self, last: Box<dyn Fn() + Send + Sync>) {
+        self.before_exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(BeforeExit(last));
     }
 
     /// Whether shutdown has begun.

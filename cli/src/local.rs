@@ -322,6 +322,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         bus: Arc::new(bus),
         clock,
         catalog: Arc::new(Catalog::with_overrides(&home.join("catalogs"))?),
+        buckets: None,
         settings,
     };
     let auth: Arc<dyn Authenticator> = Arc::new(TokenAuth {

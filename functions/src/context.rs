@@ -12,6 +12,7 @@ use anyhow::{Context as _, anyhow};
 use sha2::{Digest as _, Sha256};
 use shared::agent_protocol::AgentCadence;
 use shared::blob::S3BlobStore;
+use shared::buckets::S3Buckets;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
@@ -114,6 +115,11 @@ pub async fn context_from(
         )),
         clock,
         catalog: Arc::new(Catalog::embedded()),
+        // Without a node data role, nodes could not be given credentials: bucket mounts are
+        // refused at submit, saying so.
+        buckets: env.node_data_role_arn.as_ref().map(|role| {
+            Arc::new(S3Buckets::from_sdk_config(config, role)) as Arc<dyn shared::buckets::Buckets>
+        }),
         settings: control::Settings {
             agent_api_url: api_url.trim_end_matches('/').to_owned(),
             secret: Secret::new(secret.into_bytes()),

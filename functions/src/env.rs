@@ -34,6 +34,9 @@ pub struct Env {
     pub ec2_networks: BTreeMap<String, Ec2Network>,
     /// Google Cloud, when the stack enables it (`STRATUS_GCP_PROJECT` set).
     pub gcp: Option<GcpEnv>,
+    /// The role nodes reach their job's buckets with, narrowed per job
+    /// (`STRATUS_NODE_DATA_ROLE_ARN`; unset: bucket mounts are refused).
+    pub node_data_role_arn: Option<String>,
 }
 
 /// How the functions reach Compute Engine.
@@ -125,6 +128,7 @@ impl Env {
             ready_timeout_secs: secs("STRATUS_READY_TIMEOUT_SECS")?,
             ec2_networks,
             gcp: GcpEnv::from_lookup(&get)?,
+            node_data_role_arn: get("STRATUS_NODE_DATA_ROLE_ARN").filter(|a| !a.trim().is_empty()),
         })
     }
 }

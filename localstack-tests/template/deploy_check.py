@@ -75,11 +75,11 @@ LAUNCHER = {
     "ClusterLaunch", "ClusterTeardown", "GcpCredentialAccess",
 }
 FUNCTIONS = {
-    "ApiFunction": ("api", 29, LAUNCHER | {"AgentPublish"}),
-    "SubmitFunction": ("submit", 29, {"StateTableAccess", "BlobAccess", "BusPublish", "GcpCredentialAccess"}),
+    "ApiFunction": ("api", 29, LAUNCHER | {"AgentPublish", "NodeDataIssue"}),
+    "SubmitFunction": ("submit", 29, {"StateTableAccess", "BlobAccess", "BusPublish", "GcpCredentialAccess", "UserBuckets"}),
     "PollFunction": ("poll", 300, LAUNCHER),
     "RecoverFunction": ("recover", 120, LAUNCHER),
-    "CleanupFunction": ("cleanup", 120, {"StateTableAccess", "BlobAccess", "ClusterTeardown", "GcpCredentialAccess"}),
+    "CleanupFunction": ("cleanup", 120, {"StateTableAccess", "BlobAccess", "ClusterTeardown", "GcpCredentialAccess", "UserBuckets"}),
 }
 # Where the functions read their environment: every variable the template sets must be read
 # there (a parameter that reaches no code is a claim the stack does not keep).
@@ -923,6 +923,8 @@ def check_policies(iam, physical: dict, table, bucket, bus_arn, scheduler_arn, c
         ("TimerAccess", [str(scheduler_arn), ":schedule/"]),
         ("ClusterLaunch", ["parameter/stratus/", "parameter/aws/service/*"]),
         ("AgentPublish", [f"arn:aws:s3:::{bucket}/agent/*"]),
+        # Nodes' data identity: only the node data role may be assumed, never anything else.
+        ("NodeDataIssue", ["sts:AssumeRole", ":role/"]),
     ]
     for logical_id, needles in expectations:
         doc = docs.get(logical_id, "")

@@ -7,6 +7,7 @@
 //! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/report      <- Report
 //! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs        <- LogChunk
 //! POST /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls   <- LogUrlsRequest -> LogUrls
+//! GET  /agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/credentials -> DataCredentials
 //! GET  /agent/v1/jobs/{job}/blobs/{key...}                              -> bytes (archives)
 //! ```
 //!
@@ -26,6 +27,7 @@
 //! Where the store has no such URLs (the local cloud), chunks are posted to `logs`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +216,43 @@ pub enum MountSource {
     /// A folder on this machine standing in for a bucket (local cloud): link the destination
     /// to it (`copy: false`, MOUNT) or copy its contents (`copy: true`, COPY).
     LocalFolder { path: String, copy: bool },
+    /// An S3 bucket (or the part under `prefix`), reached with the job's data credentials
+    /// (`credentials`). `mode` `COPY` downloads it once; `MOUNT` and `MOUNT_CACHED` keep the
+    /// destination and the bucket in step (a FUSE mount where the node can make one, else a
+    /// copy written back while the command runs, when it ends, and on SIGTERM).
+    S3 {
+        bucket: String,
+        prefix: String,
+        mode: crate::spec::StorageMode,
+    },
+}
+
+/// The job's data identity, for its bucket mounts: short-lived credentials that reach only
+/// the buckets the job's task names (`GET credentials`, asked again before they expire).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they stop working (ms since the epoch).
+    pub expires_at_ms: u64,
+    /// Each bucket's region (the signature names it).
+    pub regions: BTreeMap<String, String>,
+    /// An S3 endpoint other than AWS's own (an emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Never prints the secret parts.
+impl fmt::Debug for DataCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("regions", &self.regions)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a node tells the control plane.
@@ -258,6 +297,10 @@ pub fn logs_path(job: u64, cluster: &str, rank: u32) -> String {
 
 pub fn log_urls_path(job: u64, cluster: &str, rank: u32) -> String {
     format!("/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls")
+}
+
+pub fn credentials_path(job: u64, cluster: &str, rank: u32) -> String {
+    format!("/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/credentials")
 }
 
 pub fn blob_path(job: u64, key: &str) -> String {

@@ -14,6 +14,7 @@
 //! - [`clock`]: the `Clock` port and `Timestamp`.
 //! - [`provider`]: the cloud port (`Provider`: launch, describe a region, terminate) and adapters.
 //! - [`blob`]: the blob-storage port (`BlobStore`) and its local-folder adapter.
+//! - [`buckets`]: users' buckets (`Buckets`: find, create, delete, the nodes' data identity).
 //! - [`api`]: the HTTP API, one axum `Router` for users and node agents.
 //! - [`control`]: the handlers (submit, advance, poll, agent work/reports/logs) over the ports.
 //! - [`agent_protocol`]: what node agents and the control plane say to each other.
@@ -24,6 +25,7 @@
 pub mod agent_protocol;
 pub mod api;
 pub mod blob;
+pub mod buckets;
 pub mod catalog;
 pub mod clock;
 pub mod cloud;

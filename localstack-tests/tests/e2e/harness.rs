@@ -327,6 +327,7 @@ impl World {
             api_url_param: param,
             secret_arn,
             ready_timeout_secs: options.ready_timeout_secs,
+            node_data_role_arn: Some("arn:aws:iam::123456789012:role/stratus-node-data".into()),
             gcp: gce
                 .as_ref()
                 .zip(identity.as_ref())
@@ -364,7 +365,13 @@ impl World {
                 ctx.settings.cloud_notes
             );
         }
-        let nodes = tempfile::tempdir().unwrap();
+        // STRATUS_E2E_KEEP_NODES=1 keeps the machines' folders (agent logs) after the test.
+        let keep = std::env::var_os("STRATUS_E2E_KEEP_NODES").is_some();
+        let nodes = tempfile::Builder::new()
+            .prefix("stratus-e2e-nodes-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
         let mut tasks = Vec::new();
         let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(true));
         if options.local_plane {

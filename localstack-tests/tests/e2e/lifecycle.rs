@@ -462,34 +462,7 @@ async fn a_50_mb_workdir_goes_through_s3_by_presigned_urls_to_two_nodes_and_is_d
             "uploads": { "./project": key }
         }))
         .await;
-    // A node's download is a redirect to S3, never the archive through the api function.
-    let api = world.api_url.clone();
-    let token = world.ctx.settings.secret.agent_token(id);
-    let blob = format!("{api}/agent/v1/jobs/{id}/blobs/{key}");
-    let redirect = tokio::task::spawn_blocking(move || {
-        let response = ureq::get(&blob)
-            .header("authorization", format!("Bearer {token}"))
-            .config()
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response
-                .headers()
-                .get("location")
-                .map(|l| l.to_str().unwrap().to_owned()),
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(redirect.0, 307, "{redirect:?}");
-    assert!(
-        redirect.1.is_some_and(|l| l.contains("X-Amz-Signature")),
-        "a URL signed for S3"
-    );
+    assert_archive_comes_from_s3(&world, id, &key).await;
     let job = world.wait_status(id, &ENDED, LONG).await;
     assert_eq!(
         job.status(),
@@ -625,4 +598,36 @@ fn noise(len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A node's download of an archive is a redirect to S3, never the archive through the api
+/// function.
+async fn assert_archive_comes_from_s3(world: &World, id: u64, key: &str) {
+    let api = world.api_url.clone();
+    let token = world.ctx.settings.secret.agent_token(id);
+    let blob = format!("{api}/agent/v1/jobs/{id}/blobs/{key}");
+    let redirect = tokio::task::spawn_blocking(move || {
+        let response = ureq::get(&blob)
+            .header("authorization", format!("Bearer {token}"))
+            .config()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(redirect.0, 307, "{redirect:?}");
+    assert!(
+        redirect.1.is_some_and(|l| l.contains("X-Amz-Signature")),
+        "a URL signed for S3"
+    );
 }

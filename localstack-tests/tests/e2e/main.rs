@@ -8,11 +8,14 @@
 //!   emulator cannot produce.
 //! - `lambda`: the Lambda runtime API, to run the real function binaries.
 //! - `lifecycle`: launch, run, succeed, clean up; preemption; failover; duplicate events.
+//! - `buckets`: S3 bucket mounts with the job's data identity: a checkpoint survives a
+//!   preemption; `name:` buckets created and deleted; a missing bucket refused at submit.
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
 //! - `fake`: the GCE tests' fake Compute API, reused.
 
+mod buckets;
 mod cadence;
 mod cross_cloud;
 mod deploy;

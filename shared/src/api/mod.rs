@@ -125,6 +125,10 @@ pub fn router(ctx: Context, auth: Arc<dyn Authenticator>) -> Router {
             "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/logs/urls",
             post(agent_log_urls),
         )
+        .route(
+            "/agent/v1/jobs/{job}/clusters/{cluster}/nodes/{rank}/credentials",
+            get(agent_credentials),
+        )
         .route("/agent/v1/jobs/{job}/blobs/{*key}", get(agent_blob))
         .route("/agent/v1/jobs/{job}/agent", get(agent_binary))
         .route("/api/v1/hooks", get(hooks::list))
@@ -281,6 +285,10 @@ async fn submit_job(
     match control::submit(&state.ctx, &user.name, request).await {
         Ok(job) => Ok((StatusCode::CREATED, Json(state.view(&job)))),
         Err(SubmitError::Handler(e)) => Err(e.into()),
+        Err(e @ SubmitError::Unavailable(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
@@ -624,6 +632,24 @@ async fn agent_log_urls(
     Ok(Json(
         agent::log_urls(&state.ctx, job, &cluster, rank, &request).await?,
     ))
+}
+
+/// The job's data identity, for a node whose task mounts S3 buckets.
+async fn agent_credentials(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((job, cluster, rank)): Path<(JobId, String, u32)>,
+) -> ApiResult<Json<crate::agent_protocol::DataCredentials>> {
+    state.agent(&headers, job)?;
+    agent::credentials(&state.ctx, job, &cluster, rank)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("job {job}'s task mounts no S3 bucket: there are no data credentials"),
+            )
+        })
 }
 
 async fn agent_blob(

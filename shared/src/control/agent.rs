@@ -261,6 +261,31 @@ pub async fn log_urls(
     })
 }
 
+/// The job's data identity for node `rank` of `cluster` (see [`crate::buckets`]): `None`
+/// when its task mounts no S3 bucket. A cluster the job no longer wants gets nothing.
+pub async fn credentials(
+    ctx: &Context,
+    job_id: JobId,
+    cluster: &str,
+    rank: u32,
+) -> Result<Option<crate::agent_protocol::DataCredentials>, HandlerError> {
+    let job = ctx.store.get_job(job_id).await?;
+    let node = node_of(&job, cluster, rank)?;
+    if !node.wanted {
+        return Err(HandlerError::UnknownNode {
+            job_id,
+            cluster: cluster.to_owned(),
+            rank,
+        });
+    }
+    super::buckets::credentials(ctx, job_id, job.task_spec(node.at.task))
+        .await
+        .map_err(|e| HandlerError::Unfinished {
+            job_id,
+            what: format!("data credentials: {e}"),
+        })
+}
+
 /// The task as node `rank` runs it: commands, every variable, workdir and mounts.
 async fn node_task(
     ctx: &Context,
@@ -361,6 +386,19 @@ async fn node_task(
 }
 
 fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Option<NodeMount> {
+    // On cloud nodes a bucket is the bucket itself (submit refused what cannot reach them).
+    if ctx.settings.local_buckets.is_none() && !matches!(mount.source, spec::MountSource::Local(_))
+    {
+        let bucket = super::buckets::mounted_one(mount)?;
+        return Some(NodeMount {
+            destination: mount.destination.clone(),
+            source: MountSource::S3 {
+                bucket: bucket.bucket,
+                prefix: bucket.prefix,
+                mode: bucket.mode,
+            },
+        });
+    }
     let bucket_folder = |store: &str, bucket: &str, key: &str| {
         let root = ctx.settings.local_buckets.as_ref()?;
         let mut path = root.join(store).join(bucket);

@@ -95,6 +95,13 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
     }
 
     cleaned.files_deleted += uploads::delete(ctx.blobs.as_ref(), job_id, &job.owner).await?;
+    // The buckets the job created that are not persistent go with it (SkyPilot's rule).
+    if let Err(e) = super::buckets::delete_ephemeral(ctx, &job).await {
+        return Err(HandlerError::Unfinished {
+            job_id,
+            what: format!("cleanup: {e}"),
+        });
+    }
     if cleaned != Cleaned::default() {
         let current = &job.tasks[job.current_task];
         let line = ControllerEvent {

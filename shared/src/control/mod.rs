@@ -26,6 +26,7 @@
 
 mod advance;
 pub mod agent;
+pub(crate) mod buckets;
 mod bus;
 mod capacity;
 mod cleanup;
@@ -116,6 +117,9 @@ pub struct Context {
     pub bus: Arc<dyn EventBus>,
     pub clock: Arc<dyn Clock>,
     pub catalog: Arc<Catalog>,
+    /// Users' buckets on cloud nodes (the deployed control plane); `None` locally, where
+    /// folders stand in for buckets (`Settings::local_buckets`).
+    pub buckets: Option<Arc<dyn crate::buckets::Buckets>>,
     pub settings: Settings,
 }
 

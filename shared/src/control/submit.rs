@@ -37,6 +37,9 @@ pub enum SubmitError {
     BadRequest(String),
     #[error("no resource satisfies task '{task}':\n{explanation}")]
     NoResources { task: String, explanation: String },
+    /// A service the check needs did not answer (try again).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Handler(#[from] HandlerError),
 }
@@ -84,7 +87,7 @@ pub async fn submit(
     let mut candidates = Vec::new();
     for task in &pipeline.tasks {
         check_uploads(task, &request.uploads)?;
-        check_buckets(ctx, task)?;
+        super::buckets::check(ctx, task).await?;
         let plan = optimizer::plan_task(&ctx.catalog, task, &ctx.settings.enabled_clouds);
         if plan.ranked.is_empty() {
             return Err(SubmitError::NoResources {
@@ -97,6 +100,7 @@ pub async fn submit(
 
     let id = ctx.store.next_job_id().await?;
     let now = ctx.clock.now();
+    super::buckets::create(ctx, id, &pipeline).await?;
     let job = JobRecord::new(id, owner, pipeline, candidates, now);
     if let Some(session) = session {
         // The session's archives become this job's alone: its cleanup deletes them.
@@ -126,27 +130,6 @@ pub async fn submit(
         warn!(job_id = id, error = %e, "could not publish Submitted; the sweep starts the job");
     }
     Ok(stored)
-}
-
-/// Bucket mounts reach nodes only where a bucket is a local folder (the local cloud) for now:
-/// refuse them elsewhere rather than start a job whose mounts would be missing.
-fn check_buckets(ctx: &Context, task: &spec::Task) -> Result<(), SubmitError> {
-    if ctx.settings.local_buckets.is_some() {
-        return Ok(());
-    }
-    for mount in &task.file_mounts {
-        if matches!(
-            mount.source,
-            MountSource::Bucket(_) | MountSource::Storage(_)
-        ) {
-            return Err(SubmitError::BadRequest(format!(
-                "file_mounts.{}: bucket mounts are not supported on cloud nodes yet (only on the local cloud); \
-                 copy the data in `setup` (e.g. `aws s3 cp`) instead",
-                mount.destination
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Every local path a task syncs to its nodes must have been uploaded by the client.

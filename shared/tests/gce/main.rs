@@ -642,6 +642,7 @@ impl ControlPlane {
             bus: Arc::new(bus),
             clock: Arc::new(SystemClock),
             catalog: Arc::new(Catalog::embedded()),
+            buckets: None,
             settings: Settings {
                 agent_api_url: "https://api.example.com".into(),
                 secret: Secret::new(b"gce-tests".to_vec()),

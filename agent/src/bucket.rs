@@ -1,0 +1,503 @@
+//! S3 bucket mounts on cloud nodes, with the job's data identity (`GET credentials`: an hour
+//! of credentials that reach only the task's buckets, asked again before they expire).
+//!
+//! - **COPY**: the bucket (or the part under the prefix) is downloaded into the destination
+//!   once, before the first command.
+//! - **MOUNT** and **`MOUNT_CACHED`**: downloaded the same way, then *written back*: files
+//!   created or changed under the destination are uploaded, and files deleted there are
+//!   deleted from the bucket, while the command runs (each heartbeat), when each phase ends
+//!   (before its exit is reported, so the next task or a relaunch sees them) and when the agent
+//!   stops (SIGTERM, as a Spot machine is taken back). A checkpoint written to the destination
+//!   is therefore in the bucket when a preempted job resumes on a new cluster. This is
+//!   SkyPilot's `MOUNT_CACHED` behaviour (rclone's write-back cache); no FUSE file system is
+//!   involved, so it works on any image and in containers.
+//!
+//! Requests are signed here (SigV4, by `rusty-s3`) and sent by the agent's own HTTP client;
+//! the control plane only hands out the credentials. Keys that would land outside the
+//! destination (`..`, absolute) are skipped with a warning. One object is one `PUT` (5 GB at
+//! most, S3's limit for a single upload).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusty_s3::actions::ListObjectsV2;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use shared::agent_protocol::DataCredentials;
+use tracing::{info, warn};
+
+use crate::api::{Api, ApiError, error_chain};
+
+/// How long a signed request stays valid (it is sent at once).
+const SIGNED_FOR: Duration = Duration::from_mins(5);
+/// Credentials closer than this to their expiry are asked for again.
+const REFRESH_BEFORE: Duration = Duration::from_mins(10);
+/// Attempts of one S3 request before the operation fails.
+const ATTEMPTS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("cannot get the job's data credentials")]
+    Credentials(#[source] ApiError),
+    #[error("s3://{bucket}: {detail}")]
+    S3 { bucket: String, detail: String },
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The job's data credentials (fetched on first use, renewed before they expire) and the
+/// mounts written back to their buckets.
+#[derive(Default)]
+pub struct Data {
+    credentials: Mutex<Option<DataCredentials>>,
+    synced: Mutex<Vec<SyncedMount>>,
+}
+
+impl Data {
+    fn credentials(&self, api: &Api) -> Result<DataCredentials, BucketError> {
+        let mut held = self
+            .credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now_ms = u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let fresh = held.as_ref().is_some_and(|c| {
+            c.expires_at_ms
+                > now_ms.saturating_add(u64::try_from(REFRESH_BEFORE.as_millis()).unwrap_or(0))
+        });
+        if !fresh {
+            *held = Some(api.credentials().map_err(BucketError::Credentials)?);
+        }
+        Ok(held.clone().expect("set above"))
+    }
+
+    /// Downloads `bucket/prefix` into `destination`; with `write_back`, keeps the mount to
+    /// write back from then on ([`Data::write_back`]).
+    pub fn mount(
+        &self,
+        api: &Api,
+        bucket: &str,
+        prefix: &str,
+        destination: &Path,
+        write_back: bool,
+    ) -> Result<(), BucketError> {
+        let mut mount = SyncedMount {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            dir: destination.to_owned(),
+            known: BTreeMap::new(),
+        };
+        let credentials = self.credentials(api)?;
+        let files = mount.pull(api, &credentials)?;
+        info!(bucket, prefix, files, destination = %destination.display(), write_back, "bucket mounted");
+        if write_back {
+            self.synced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(mount);
+        }
+        Ok(())
+    }
+
+    /// Uploads what changed under every written-back mount, and deletes what was deleted.
+    /// Failures are logged and retried at the next call.
+    pub fn write_back(&self, api: &Api) {
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if synced.is_empty() {
+            return;
+        }
+        let credentials = match self.credentials(api) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "cannot write the bucket mounts back now");
+                return;
+            }
+        };
+        for mount in synced.iter_mut() {
+            match mount.push(api, &credentials) {
+                Ok((0, 0)) => {}
+                Ok((put, deleted)) => {
+                    info!(bucket = %mount.bucket, put, deleted, "wrote the mount back");
+                }
+                Err(e) => warn!(error = %error_chain(&e), "cannot write the mount back now"),
+            }
+        }
+    }
+}
+
+/// A destination kept in step with `bucket/prefix`; `known` is what the bucket holds as far
+/// as this node knows (size and modification time of the local file when last in step).
+struct SyncedMount {
+    bucket: String,
+    prefix: String,
+    dir: PathBuf,
+    known: BTreeMap<String, (u64, SystemTime)>,
+}
+
+impl SyncedMount {
+    fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    /// Downloads every object under the prefix; returns how many.
+    fn pull(&mut self, api: &Api, credentials: &DataCredentials) -> Result<usize, BucketError> {
+        fs::create_dir_all(&self.dir).map_err(io_error("cannot create", &self.dir))?;
+        let client = S3::new(api, credentials, &self.bucket)?;
+        let list_prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut count = 0;
+        for key in client.list(&list_prefix)? {
+            let relative = &key[list_prefix.len()..];
+            let Some(path) = inside(&self.dir, relative) else {
+                if !relative.is_empty() && !relative.ends_with('/') {
+                    warn!(key, "skipping an object whose key leaves the destination");
+                }
+                continue;
+            };
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io_error("cannot create", parent))?;
+            }
+            client.download(&key, &path)?;
+            self.known.insert(relative.to_owned(), stamp(&path)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Uploads new and changed files, deletes objects whose file is gone; returns the counts.
+    fn push(
+        &mut self,
+        api: &Api,
+        credentials: &DataCredentials,
+    ) -> Result<(usize, usize), BucketError> {
+        let mut present = BTreeMap::new();
+        walk(&self.dir, &self.dir, &mut present)?;
+        let changed: Vec<(String, (u64, SystemTime))> = present
+            .iter()
+            .filter(|(relative, now)| self.known.get(*relative) != Some(now))
+            .map(|(r, s)| (r.clone(), *s))
+            .collect();
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|r| !present.contains_key(*r))
+            .cloned()
+            .collect();
+        if changed.is_empty() && gone.is_empty() {
+            return Ok((0, 0));
+        }
+        let client = S3::new(api, credentials, &self.bucket)?;
+        for (relative, stamp) in &changed {
+            client.upload(&self.key(relative), &self.dir.join(relative))?;
+            self.known.insert(relative.clone(), *stamp);
+        }
+        for relative in &gone {
+            client.delete(&self.key(relative))?;
+            self.known.remove(relative);
+        }
+        Ok((changed.len(), gone.len()))
+    }
+}
+
+/// `dir/relative` when `relative` is a plain relative file path (no `..`, not absolute, not a
+/// folder marker).
+fn inside(dir: &Path, relative: &str) -> Option<PathBuf> {
+    if relative.is_empty() || relative.ends_with('/') {
+        return None;
+    }
+    let mut path = dir.to_owned();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => path.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(path)
+}
+
+/// Every regular file under `dir` (symbolic links are not followed), by relative path.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, (u64, SystemTime)>,
+) -> Result<(), BucketError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A destination the command removed holds nothing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("cannot read", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error("cannot read", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_error("cannot read", &path))?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() {
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(relative) = relative.to_str() else {
+                warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            // A file deleted while walking is gone.
+            if let Ok(s) = stamp(&path) {
+                out.insert(relative.to_owned(), s);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stamp(path: &Path) -> Result<(u64, SystemTime), BucketError> {
+    let meta = fs::metadata(path).map_err(io_error("cannot read", path))?;
+    Ok((meta.len(), meta.modified().unwrap_or(UNIX_EPOCH)))
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BucketError {
+    let path = path.to_owned();
+    move |source| BucketError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// One bucket, with signed requests sent through the agent's HTTP client.
+struct S3<'a> {
+    http: &'a ureq::Agent,
+    bucket: Bucket,
+    credentials: Credentials,
+}
+
+impl<'a> S3<'a> {
+    fn new(api: &'a Api, data: &DataCredentials, name: &str) -> Result<Self, BucketError> {
+        let failed = |detail: String| BucketError::S3 {
+            bucket: name.to_owned(),
+            detail,
+        };
+        let region = data
+            .regions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| failed("the data credentials do not cover this bucket".into()))?;
+        // An emulator is addressed by path; AWS by the bucket's own host name.
+        let (endpoint, style) = match &data.endpoint {
+            Some(endpoint) => (endpoint.clone(), UrlStyle::Path),
+            None => (
+                format!("https://s3.{region}.amazonaws.com"),
+                UrlStyle::VirtualHost,
+            ),
+        };
+        let endpoint = url::Url::parse(&endpoint).map_err(|e| failed(format!("endpoint: {e}")))?;
+        let bucket = Bucket::new(endpoint, style, name.to_owned(), region)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(S3 {
+            http: api.http(),
+            bucket,
+            credentials: Credentials::new_with_token(
+                data.access_key_id.clone(),
+                data.secret_access_key.clone(),
+                data.session_token.clone(),
+            ),
+        })
+    }
+
+    fn failed(&self, what: &str, detail: impl std::fmt::Display) -> BucketError {
+        BucketError::S3 {
+            bucket: self.bucket.name().to_owned(),
+            detail: format!("{what}: {detail}"),
+        }
+    }
+
+    /// Sends a request up to [`ATTEMPTS`] times; `send` gets a freshly signed URL each time.
+    fn attempt<T>(
+        &self,
+        what: &str,
+        mut send: impl FnMut() -> Result<T, String>,
+    ) -> Result<T, BucketError> {
+        let mut delay = Duration::from_millis(200);
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match send() {
+                Ok(value) => return Ok(value),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(delay);
+            delay *= 2;
+        }
+        Err(self.failed(what, last))
+    }
+
+    /// Every key under `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, BucketError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let text = self.attempt("ListObjectsV2", || {
+                let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+                if !prefix.is_empty() {
+                    action.with_prefix(prefix);
+                }
+                if let Some(token) = &token {
+                    action.with_continuation_token(token.as_str());
+                }
+                let url = action.sign(SIGNED_FOR);
+                let mut response = self
+                    .http
+                    .get(url.as_str())
+                    .call()
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let body = response
+                    .body_mut()
+                    .read_to_string()
+                    .map_err(|e| e.to_string())?;
+                if status == 200 {
+                    Ok(body)
+                } else {
+                    Err(format!("HTTP {status}: {}", first_line(&body)))
+                }
+            })?;
+            let page = ListObjectsV2::parse_response(&text)
+                .map_err(|e| self.failed("ListObjectsV2", e))?;
+            keys.extend(page.contents.into_iter().map(|c| c.key));
+            match page.next_continuation_token {
+                Some(next) => token = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    fn download(&self, key: &str, path: &Path) -> Result<(), BucketError> {
+        let part = path.with_extension("stratus-part");
+        self.attempt("GetObject", || {
+            let url = self
+                .bucket
+                .get_object(Some(&self.credentials), key)
+                .sign(SIGNED_FOR);
+            let mut response = self
+                .http
+                .get(url.as_str())
+                .config()
+                .timeout_global(None)
+                .timeout_per_read(Some(Duration::from_mins(1)))
+                .build()
+                .call()
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(format!("HTTP {status} for {key}"));
+            }
+            let mut file = File::create(&part).map_err(|e| e.to_string())?;
+            io::copy(&mut response.body_mut().as_reader(), &mut file).map_err(|e| e.to_string())?;
+            file.flush().map_err(|e| e.to_string())
+        })?;
+        fs::rename(&part, path).map_err(io_error("cannot write", path))
+    }
+
+    fn upload(&self, key: &str, path: &Path) -> Result<(), BucketError> {
+        self.attempt("PutObject", || {
+            let url = self
+                .bucket
+                .put_object(Some(&self.credentials), key)
+                .sign(SIGNED_FOR);
+            let file = match File::open(path) {
+                Ok(file) => file,
+                // Deleted since the walk: the next write-back deletes the object.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let len = file.metadata().map_err(|e| e.to_string())?.len();
+            let response = self
+                .http
+                .put(url.as_str())
+                .header("content-length", len.to_string())
+                .config()
+                .timeout_global(None)
+                .timeout_per_read(Some(Duration::from_mins(1)))
+                .build()
+                .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
+                .map_err(|e| e.to_string())?;
+            match response.status().as_u16() {
+                200..=299 => Ok(()),
+                status => Err(format!("HTTP {status} for {key}")),
+            }
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), BucketError> {
+        self.attempt("DeleteObject", || {
+            let url = self
+                .bucket
+                .delete_object(Some(&self.credentials), key)
+                .sign(SIGNED_FOR);
+            let response = self
+                .http
+                .delete(url.as_str())
+                .call()
+                .map_err(|e| e.to_string())?;
+            match response.status().as_u16() {
+                200..=299 | 404 => Ok(()),
+                status => Err(format!("HTTP {status} for {key}")),
+            }
+        })
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stay_inside_the_destination() {
+        let dir = Path::new("/d");
+        assert_eq!(inside(dir, "a/b.txt"), Some(PathBuf::from("/d/a/b.txt")));
+        assert_eq!(inside(dir, "./a"), Some(PathBuf::from("/d/a")));
+        for bad in ["", "a/", "../x", "a/../../x", "/etc/passwd"] {
+            assert_eq!(inside(dir, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_walk_sees_files_not_links() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/c.txt"), "x").unwrap();
+        fs::write(dir.path().join("top"), "yy").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        let mut out = BTreeMap::new();
+        walk(dir.path(), dir.path(), &mut out).unwrap();
+        let names: Vec<(&str, u64)> = out.iter().map(|(k, v)| (k.as_str(), v.0)).collect();
+        assert_eq!(names, [("a/b/c.txt", 1), ("top", 2)]);
+    }
+}

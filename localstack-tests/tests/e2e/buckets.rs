@@ -1,0 +1,206 @@
+//! S3 bucket mounts on cloud nodes, with the job's data identity: a spot job checkpointing to
+//! a MOUNT resumes from it after a preemption on a new cluster; a `name:` bucket is created at
+//! submit and deleted with the job when not persistent; COPY downloads an existing bucket; a
+//! bucket that does not exist is refused at submit, naming the field.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::job::JobStatus;
+
+use crate::harness::{Options, World, ec2_client};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// examples/checkpoint.yaml on EC2: a step a half second, the step saved to the mount.
+fn checkpoint_task(bucket: &str) -> String {
+    format!(
+        r#"name: ckpt
+resources:
+  infra: aws
+  instance_type: m6i.large
+  use_spot: true
+envs:
+  STEPS: 14
+  STEP_SECONDS: 0.5
+file_mounts:
+  ~/checkpoint:
+    name: {bucket}
+    mode: MOUNT
+    persistent: false
+run: |
+  state=~/checkpoint/progress.step
+  step=0
+  if [ -f "$state" ]; then
+    step=$(cat "$state")
+    echo "Resuming from checkpoint at step $step."
+  fi
+  while [ "$step" -lt "$STEPS" ]; do
+    step=$((step + 1))
+    sleep "$STEP_SECONDS"
+    echo "$step" > "$state"
+    echo "step $step/$STEPS"
+  done
+  echo "Training done after $STEPS steps."
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_job_checkpointing_to_an_s3_mount_resumes_from_it_after_a_preemption() {
+    let world = World::new(Options::default()).await;
+    let s3 = s3_client(&world);
+    let bucket = format!("ckpt-{}", world.env.bucket);
+    let id = world.submit(&checkpoint_task(&bucket)).await;
+    // The `name:` bucket exists from the submit on, tagged with the job that created it.
+    let tags = s3
+        .get_bucket_tagging()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tag_set()
+            .iter()
+            .any(|t| t.key() == shared::buckets::CREATED_BY_TAG && t.value() == id.to_string()),
+        "{tags:?}"
+    );
+    let job = world.wait_status(id, &[JobStatus::Running], LONG).await;
+    let deadline = Instant::now() + LONG;
+    while !world.logs(id).await.contains("step 4/") {
+        assert!(Instant::now() < deadline, "the run never reached step 4");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The sweep waits while the machine is taken back, so that the replacement is asked for
+    // only once the checkpoint is in the bucket (on AWS the two-minute warning gives that time).
+    world.sweeping.store(false, Ordering::SeqCst);
+    let first = job.candidates[0][job.tasks[0].candidate.unwrap()].clone();
+    let instance = world.instances(&first.region, id).await[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    ec2_client(&world.sdk, &first.region)
+        .terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let saved = saved_step(&s3, &bucket).await;
+    assert!(saved >= 4, "the mount was written back: step {saved}");
+    let state_change = json!({
+        "version": "0", "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+        "region": first.region,
+        "detail": { "instance-id": instance, "state": "terminated" }
+    });
+    functions::on_poll(&world.ctx, state_change).await.unwrap();
+    world.sweeping.store(true, Ordering::SeqCst);
+
+    let (job, _) = world.wait_succeeded(id).await;
+    assert_eq!(job.recoveries(), 1);
+    let logs = world.logs(id).await;
+    let resumed: u32 = logs
+        .split("Resuming from checkpoint at step ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the new cluster did not resume:\n{logs}"));
+    assert!(resumed >= 4, "resumed at step {resumed}:\n{logs}");
+    assert!(logs.contains("Training done after 14 steps."), "{logs}");
+    // The job created the bucket and it is not persistent: its cleanup deletes it.
+    let deadline = Instant::now() + LONG;
+    while s3.head_bucket().bucket(&bucket).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "the bucket was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_downloads_an_existing_bucket_and_a_missing_one_is_refused_at_submit() {
+    let world = World::new(Options::default()).await;
+    let s3 = s3_client(&world);
+    let bucket = format!("data-{}", world.env.bucket);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    for (key, body) in [
+        ("set/a.txt", "alpha"),
+        ("set/deep/b.txt", "beta"),
+        ("other.txt", "x"),
+    ] {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let task = format!(
+        "name: copy\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nfile_mounts:\n  ~/data: s3://{bucket}/set\nrun: cat ~/data/a.txt ~/data/deep/b.txt; ls ~/data\n"
+    );
+    let id = world.submit(&task).await;
+    let (job, _) = world.wait_succeeded(id).await;
+    assert_eq!(job.status(), JobStatus::Succeeded);
+    let logs = world.logs(id).await;
+    assert!(logs.contains("alphabeta"), "{logs}");
+    assert!(!logs.contains("other.txt"), "only the prefix: {logs}");
+    // A bucket the job did not create outlives it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s3.head_bucket().bucket(&bucket).send().await.is_ok());
+
+    // A bucket that does not exist: 400, naming the field and the fix; nothing is created.
+    let missing = format!("missing-{}", world.env.bucket);
+    let url = format!("{}/api/v1/jobs", world.api_url);
+    let body = json!({ "yaml": format!("name: nope\nresources:\n  infra: aws\nfile_mounts:\n  /data:\n    source: s3://{missing}\n    mode: MOUNT\nrun: ls /data\n") });
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        let mut response = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("file_mounts./data") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+/// The step the checkpoint in `bucket` holds, once one is there (waits for it).
+async fn saved_step(s3: &aws_sdk_s3::Client, bucket: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(object) = s3
+            .get_object()
+            .bucket(bucket)
+            .key("progress.step")
+            .send()
+            .await
+        {
+            let bytes = object.body.collect().await.unwrap().into_bytes();
+            if let Ok(step) = String::from_utf8_lossy(&bytes).trim().parse::<u32>()
+                && step >= 4
+            {
+                return step;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint reached the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn s3_client(world: &World) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&world.sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
