@@ -95,6 +95,7 @@ pub async fn submit(
                 explanation: plan.explain_no_fit(),
             });
         }
+        check_ports(task, &plan.ranked)?;
         candidates.push(plan.ranked);
     }
 
@@ -130,6 +131,36 @@ pub async fn submit(
         warn!(job_id = id, error = %e, "could not publish Submitted; the sweep starts the job");
     }
     Ok(stored)
+}
+
+/// `ports` would need a security group or firewall rule per cluster, which Stratus does not
+/// make yet: refused where a candidate is a cloud (its nodes accept no inbound traffic but
+/// their own cluster's), rather than silently ignored. The local cloud's nodes listen on this
+/// machine, so ports need nothing there.
+fn check_ports(task: &spec::Task, ranked: &[optimizer::Candidate]) -> Result<(), SubmitError> {
+    let ports: Vec<String> = task
+        .resources
+        .candidates
+        .iter()
+        .flat_map(|r| r.ports.iter().map(ToString::to_string))
+        .collect();
+    if ports.is_empty() {
+        return Ok(());
+    }
+    if let Some(cloud) = ranked
+        .iter()
+        .map(|c| c.cloud)
+        .find(|c| *c != crate::cloud::Cloud::Local)
+    {
+        return Err(SubmitError::BadRequest(format!(
+            "resources.ports: opening ports ({}) is not supported on {} yet: a Stratus \
+             cluster takes no inbound traffic but its own nodes'; remove `ports` (the job can \
+             still reach out), or run on `infra: local`",
+            ports.join(", "),
+            cloud.display_name()
+        )));
+    }
+    Ok(())
 }
 
 /// Every local path a task syncs to its nodes must have been uploaded by the client.

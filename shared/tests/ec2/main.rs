@@ -392,6 +392,65 @@ async fn image_id_is_honoured_and_checked() {
 }
 
 #[tokio::test]
+async fn a_gpu_candidate_boots_the_gpu_image() {
+    let f = Fixture::new().await;
+    // The emulator lacks AWS's Deep Learning AMI parameter: a parameter of the test's own
+    // stands in for it, naming an AMI other than the CPU default.
+    let images = f
+        .ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap();
+    let ssm = aws_sdk_ssm::Client::new(&config(&f.endpoint).await);
+    let cpu_ami = ssm
+        .get_parameter()
+        .name(Ec2Settings::DEFAULT_AMI_PARAMETER)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap();
+    let gpu_ami = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .find(|id| *id != cpu_ami)
+        .unwrap()
+        .to_owned();
+    let parameter = format!("/stratus-tests/{}/gpu-ami", unique("p"));
+    ssm.put_parameter()
+        .name(&parameter)
+        .value(&gpu_ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let settings = Ec2Settings {
+        gpu_ami_parameter: parameter,
+        ..Ec2Settings::new()
+    };
+    let provider = Ec2Provider::new(&config(&f.endpoint).await, settings);
+    let cluster = unique("gpu");
+    let mut s = spec(&cluster, "us-east-1a", 1, false);
+    s.candidate.instance_type = "g4dn.xlarge".to_owned();
+    s.candidate.accelerator = Some(("T4".to_owned(), 1));
+    provider.launch(&s).await.unwrap();
+    let instances = f.instances("us-east-1", &cluster).await;
+    assert_eq!(instances[0].image_id(), Some(gpu_ami.as_str()));
+    provider.terminate("us-east-1", &cluster).await.unwrap();
+    // By default that parameter is AWS's Deep Learning Base AMI (NVIDIA driver, CUDA).
+    assert_eq!(
+        Ec2Settings::new().ami_parameter_for(&s.candidate),
+        Ec2Settings::DEFAULT_GPU_AMI_PARAMETER
+    );
+    assert!(Ec2Settings::DEFAULT_GPU_AMI_PARAMETER.contains("deeplearning"));
+}
+
+#[tokio::test]
 async fn describe_region_lists_clusters_in_one_call_and_terminate_is_idempotent() {
     let endpoint = endpoint();
     let proxy = proxy::start(&endpoint, None).await;

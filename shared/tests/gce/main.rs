@@ -155,6 +155,16 @@ async fn launch_a_spot_gpu_cluster() {
         body["guestAccelerators"],
         json!([{ "acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1 }])
     );
+    // A GPU node boots the Deep Learning VM image (below), asked to install its driver.
+    assert!(
+        body["metadata"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["key"] == "install-nvidia-driver" && i["value"] == "True"),
+        "{}",
+        body["metadata"]
+    );
     assert_eq!(
         body["scheduling"],
         json!({
@@ -182,7 +192,7 @@ async fn launch_a_spot_gpu_cluster() {
     assert_eq!(disk["initializeParams"]["diskSizeGb"], "100");
     assert_eq!(
         disk["initializeParams"]["sourceImage"],
-        GceSettings::DEFAULT_IMAGE_FAMILY
+        GceSettings::DEFAULT_GPU_IMAGE_FAMILY
     );
     assert_eq!(disk["initializeParams"]["labels"], body["labels"]);
     assert!(

@@ -44,6 +44,13 @@ async fn values_that_would_fail_on_a_node_are_refused_naming_the_field() {
     let plane = TestPlane::new().await;
     let router = router(&plane);
     for (yaml, field) in [
+        // Ports would be silently closed on a cloud node.
+        ("resources:\n  ports: 8080\nrun: x\n", "resources.ports"),
+        // No bucket access configured for this plane: refused, not left missing on the node.
+        (
+            "file_mounts:\n  /data: s3://some-bucket/x\nrun: x\n",
+            "file_mounts./data",
+        ),
         ("num_nodes: 4294967295\nrun: x\n", "num_nodes"),
         ("run: \"a\\0b\"\n", "run"),
         ("envs:\n  A: \"x\\0\"\nrun: x\n", "envs.A"),

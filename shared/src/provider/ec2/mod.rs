@@ -6,8 +6,10 @@
 //! 1. Instances tagged `stratus-cluster=<cluster>` that are not terminated: if there are any,
 //!    they are the answer (a retry after a crash or a timeout).
 //! 2. The image: `image_id` when it is an `ami-...`; otherwise the latest Amazon Linux 2023
-//!    from the public SSM parameter [`Ec2Settings::ami_parameter`] (a `docker:` image also
-//!    boots that AMI for now: running the container is the agent's job, not built yet).
+//!    from the public SSM parameter [`Ec2Settings::ami_parameter`], or for a candidate with
+//!    GPUs AWS's Deep Learning Base AMI (NVIDIA driver, CUDA) from
+//!    [`Ec2Settings::gpu_ami_parameter`] (a `docker:` image also boots that AMI for now:
+//!    running the container is the agent's job, not built yet).
 //! 3. Where the nodes go: the default VPC's subnet of the zone, unless the region has an
 //!    [`Ec2Network`] naming a VPC or subnets (then their subnet in the zone; none there is
 //!    [`ProviderError::Unavailable`], as is a region with no default VPC, so the walk moves on
@@ -125,8 +127,11 @@ const TERMINABLE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped
 pub struct Ec2Settings {
     /// The per-region security group every cluster's nodes share.
     pub security_group_name: String,
-    /// The public SSM parameter naming the default AMI.
+    /// The public SSM parameter naming the default AMI of CPU candidates.
     pub ami_parameter: String,
+    /// The public SSM parameter naming the default AMI of GPU candidates (NVIDIA driver and
+    /// CUDA installed).
+    pub gpu_ami_parameter: String,
     /// An IAM instance profile for the nodes (a name, or an `arn:`); none by default (the agent
     /// needs no AWS credentials).
     pub instance_profile: Option<String>,
@@ -200,14 +205,29 @@ impl Ec2Network {
 
 impl Ec2Settings {
     pub const DEFAULT_SECURITY_GROUP: &str = "stratus-cluster";
+    /// Amazon Linux 2023: dnf, curl and the AWS CLI.
     pub const DEFAULT_AMI_PARAMETER: &str =
         "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+    /// AWS's Deep Learning Base AMI on the same Amazon Linux 2023: the NVIDIA driver, CUDA,
+    /// cuDNN, NCCL, EFA and the NVIDIA container toolkit.
+    pub const DEFAULT_GPU_AMI_PARAMETER: &str = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
+
+    /// The SSM parameter naming the default AMI of `candidate`: the GPU image for a
+    /// candidate with accelerators.
+    pub fn ami_parameter_for(&self, candidate: &crate::optimizer::Candidate) -> &str {
+        if candidate.accelerator.is_some() {
+            &self.gpu_ami_parameter
+        } else {
+            &self.ami_parameter
+        }
+    }
 
     /// The defaults.
     pub fn new() -> Self {
         Self {
             security_group_name: Self::DEFAULT_SECURITY_GROUP.to_owned(),
             ami_parameter: Self::DEFAULT_AMI_PARAMETER.to_owned(),
+            gpu_ami_parameter: Self::DEFAULT_GPU_AMI_PARAMETER.to_owned(),
             instance_profile: None,
             networks: BTreeMap::new(),
         }
@@ -408,7 +428,7 @@ impl Ec2Provider {
             }
             None => {}
         }
-        let parameter = &self.settings.ami_parameter;
+        let parameter = self.settings.ami_parameter_for(&spec.candidate);
         let what = format!("SSM GetParameter {parameter} in {}", spec.candidate.region);
         let output = regional
             .ssm

@@ -108,20 +108,26 @@ pub(crate) fn scheduling(c: &Candidate) -> Scheduling {
 
 /// The boot image: the task's `image_id` when it names a GCE image
 /// (`projects/<p>/global/images/<image>`, `.../images/family/<family>`, or a URL), else
-/// [`GceSettings::default_image_family`]. A `docker:` image boots the default image (running
-/// the container is the agent's job, not built yet).
+/// [`GceSettings::default_image_family`], or [`GceSettings::gpu_image_family`] for a
+/// candidate with GPUs. A `docker:` image boots the default image (running the container is
+/// the agent's job, not built yet).
 pub(crate) fn source_image(
     spec: &ClusterSpec,
     settings: &GceSettings,
 ) -> Result<String, ProviderError> {
+    let default = if spec.candidate.accelerator.is_some() {
+        &settings.gpu_image_family
+    } else {
+        &settings.default_image_family
+    };
     match spec.image_id.as_deref() {
-        None => Ok(settings.default_image_family.clone()),
+        None => Ok(default.clone()),
         Some(docker) if docker.starts_with("docker:") => {
             warn!(
                 image = docker,
                 "docker images are not run yet on GCE: booting the default image"
             );
-            Ok(settings.default_image_family.clone())
+            Ok(default.clone())
         }
         Some(image)
             if (image.starts_with("projects/")
@@ -231,14 +237,24 @@ pub(crate) fn instance_body(
             .set_name("External NAT")
             .set_type(access_config::Type::OneToOneNat)]);
     }
-    let metadata = Metadata::new().set_items([
+    let mut items = vec![
         metadata::Items::new()
             .set_key(STARTUP_SCRIPT)
             .set_value(startup_script(spec, rank)),
         metadata::Items::new()
             .set_key(RANK_METADATA)
             .set_value(rank.to_string()),
-    ]);
+    ];
+    if c.accelerator.is_some() {
+        // Deep Learning VM images install the driver at first boot when asked (a no-op on
+        // families that ship it).
+        items.push(
+            metadata::Items::new()
+                .set_key("install-nvidia-driver")
+                .set_value("True"),
+        );
+    }
+    let metadata = Metadata::new().set_items(items);
     Ok(Instance::new()
         .set_name(instance_name(&spec.cluster, rank))
         .set_description(format!(

@@ -134,8 +134,12 @@ const LEAVING: [&str; 2] = ["STOPPING", "DEPROVISIONING"];
 /// How the GCE provider sets up nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GceSettings {
-    /// The boot image when the task names none: an image or image family path.
+    /// The boot image of CPU candidates when the task names none: an image or image family
+    /// path.
     pub default_image_family: String,
+    /// The boot image of GPU candidates when the task names none: a Deep Learning VM image
+    /// family (NVIDIA driver and CUDA).
+    pub gpu_image_family: String,
     /// The VPC network of every node's one interface.
     pub network: String,
     /// Whether nodes get an ephemeral external address (without one, the network needs Cloud
@@ -154,6 +158,8 @@ pub struct GceSettings {
 
 impl GceSettings {
     pub const DEFAULT_IMAGE_FAMILY: &str = "projects/debian-cloud/global/images/family/debian-12";
+    /// Google's Deep Learning VM base image: Ubuntu 22.04, CUDA 12.8, the NVIDIA 570 driver.
+    pub const DEFAULT_GPU_IMAGE_FAMILY: &str = "projects/deeplearning-platform-release/global/images/family/common-cu128-ubuntu-2204-nvidia-570";
     pub const DEFAULT_NETWORK: &str = "global/networks/default";
     pub const DEFAULT_BOOT_DISK_TYPE: &str = "pd-balanced";
     /// Short enough for a launch from the API function (29 s in all).
@@ -163,6 +169,7 @@ impl GceSettings {
     pub fn new() -> Self {
         Self {
             default_image_family: Self::DEFAULT_IMAGE_FAMILY.to_owned(),
+            gpu_image_family: Self::DEFAULT_GPU_IMAGE_FAMILY.to_owned(),
             network: Self::DEFAULT_NETWORK.to_owned(),
             external_ip: true,
             boot_disk_type: Self::DEFAULT_BOOT_DISK_TYPE.to_owned(),

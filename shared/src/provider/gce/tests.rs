@@ -323,6 +323,7 @@ fn scheduling_rules() {
 #[test]
 fn images_and_labels() {
     let mut s = spec("train-42-1", 2);
+    s.candidate = candidate("n2-standard-4", None, true);
     assert_eq!(
         source_image(&s, &settings()).unwrap(),
         GceSettings::DEFAULT_IMAGE_FAMILY
@@ -345,6 +346,18 @@ fn images_and_labels() {
         source_image(&s, &settings()),
         Err(ProviderError::Invalid { .. })
     ));
+    // A GPU candidate boots the Deep Learning VM image unless the task names one.
+    let mut gpu = spec("train-42-2", 1);
+    gpu.candidate = candidate("n1-standard-8", Some(("nvidia-tesla-t4", 1)), true);
+    assert_eq!(
+        source_image(&gpu, &settings()).unwrap(),
+        GceSettings::DEFAULT_GPU_IMAGE_FAMILY
+    );
+    gpu.image_id = Some("projects/my-proj/global/images/my-image".to_owned());
+    assert_eq!(
+        source_image(&gpu, &settings()).unwrap(),
+        "projects/my-proj/global/images/my-image"
+    );
 
     assert_eq!(
         label_value("Alice.Smith@Example.COM"),
@@ -425,6 +438,10 @@ fn instance_body_of_a_spot_gpu_node() {
               {
                 "key": "stratus-rank",
                 "value": "1"
+              },
+              {
+                "key": "install-nvidia-driver",
+                "value": "True"
               }
             ]
           },
