@@ -26,6 +26,8 @@ pub struct Config {
     pub cadence: AgentCadence,
     /// Most bytes of output kept of one phase.
     pub log_quota: u64,
+    /// The user the commands run as (`env::TASK_USER`), on a cloud VM.
+    pub task_user: Option<String>,
 }
 
 impl Config {
@@ -51,6 +53,7 @@ impl fmt::Debug for Config {
             .field("node_dir", &self.node_dir)
             .field("cadence", &self.cadence)
             .field("log_quota", &self.log_quota)
+            .field("task_user", &self.task_user)
             .finish()
     }
 }
@@ -179,6 +182,9 @@ impl Config {
             node_dir,
             cadence,
             log_quota,
+            task_user: get(env::TASK_USER)
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty()),
         })
     }
 }

@@ -120,22 +120,12 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
         Arc::new(Supervisor::new().context("cannot make the agent a process group leader")?);
     supervise::spawn_signal_thread(signals, Arc::clone(&supervisor), span.clone())
         .context("cannot start the signal thread")?;
-    let node = Arc::new(Node {
-        api: Api::new(config),
-        supervisor: Arc::clone(&supervisor),
-        paths: NodePaths::new(&config.node_dir),
-        cadence: config.cadence,
-        log_quota: config.log_quota,
-        live: AtomicBool::new(false),
-        data: bucket::Data::default(),
-    });
-    // A stopping agent (SIGTERM as a Spot machine is taken back) writes its bucket mounts
-    // back after its commands are gone: the relaunched job resumes from what they wrote.
-    let stopping = Arc::clone(&node);
-    supervisor.before_exit(Box::new(move || stopping.data.write_back(&stopping.api)));
+    let node = node(config, &supervisor)?;
     info!(
         api_url = %config.api_url,
         node_dir = %config.node_dir.display(),
+        home = %node.paths.home.display(),
+        task_user = config.task_user.as_deref().unwrap_or("(the agent's)"),
         cadence = ?config.cadence,
         "agent starting"
     );
@@ -208,4 +198,32 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
         // Sleeps until the delay is over or a phase ends (a timeout is the usual case).
         ended = phase_ended.recv_timeout(delay).is_ok();
     }
+}
+
+/// The node: its API, folders and user, and the last work of a stopping agent.
+fn node(config: &Config, supervisor: &Arc<Supervisor>) -> anyhow::Result<Arc<Node>> {
+    // On a VM the commands run as the task user, in SkyPilot's layout; locally as the agent.
+    let paths = match &config.task_user {
+        Some(user) => {
+            // The agent's files: its folder's parent on a VM (/opt/stratus: the program, the
+            // environment file with the token, the node folder).
+            let agent_dir = config.node_dir.parent().unwrap_or(&config.node_dir);
+            NodePaths::of_user(user, agent_dir).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        None => NodePaths::new(&config.node_dir),
+    };
+    let node = Arc::new(Node {
+        api: Api::new(config),
+        supervisor: Arc::clone(supervisor),
+        paths,
+        cadence: config.cadence,
+        log_quota: config.log_quota,
+        live: AtomicBool::new(false),
+        data: bucket::Data::default(),
+    });
+    // A stopping agent (SIGTERM as a Spot machine is taken back) writes its bucket mounts
+    // back after its commands are gone: the relaunched job resumes from what they wrote.
+    let stopping = Arc::clone(&node);
+    supervisor.before_exit(Box::new(move || stopping.data.write_back(&stopping.api)));
+    Ok(node)
 }

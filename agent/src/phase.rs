@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -360,6 +360,9 @@ fn start(
         std::fs::create_dir_all(folder)?;
     }
     std::fs::write(&path, script)?;
+    if let Some(folder) = path.parent() {
+        node.paths.hand_over(folder)?;
+    }
     let (reader, writer) = io::pipe()?;
     let mut command = supervise::command("bash");
     command
@@ -374,6 +377,15 @@ fn start(
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
+    if let Some(user) = &node.paths.user {
+        // Not root beside the agent: the task user, with no supplementary groups (std drops
+        // them when it changes the user); its sudo rights come from the image.
+        command
+            .uid(user.uid)
+            .gid(user.gid)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
     let child = node.supervisor.spawn(&mut command)?;
     // Dropping the command closes our copies of the pipe's write end, so that the reader sees
     // the end of the output when the command's processes are gone.

@@ -54,21 +54,83 @@ pub const PREPARE_FAILED: i32 = 125;
 /// The name of the only entry of a single-file archive.
 pub const FILE_ENTRY: &str = "__file__";
 
+/// The user the commands run as on a cloud VM (see `env::TASK_USER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// The node's folders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodePaths {
-    /// `$NODE_DIR`, the commands' `HOME`.
+    /// The commands' `HOME`: `$NODE_DIR`, or the task user's home.
     pub home: PathBuf,
-    /// `$NODE_DIR/sky_workdir`, the commands' current directory.
+    /// `~/sky_workdir`, the commands' current directory.
     pub workdir: PathBuf,
+    /// Where an absolute destination `/x` lands: `$NODE_DIR/root/x` on the local cloud,
+    /// `/x` itself for a task user.
+    pub root: PathBuf,
+    /// Who the commands run as, and who owns what is prepared for them; `None`: the agent's
+    /// own user.
+    pub user: Option<TaskUser>,
+    /// The agent's own folder, which no destination may hold or be inside.
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl NodePaths {
+    /// The local cloud's layout: everything under `node_dir`.
     pub fn new(node_dir: &Path) -> NodePaths {
         NodePaths {
             home: node_dir.to_owned(),
             workdir: node_dir.join("sky_workdir"),
+            root: node_dir.join("root"),
+            user: None,
+            agent_dir: None,
         }
+    }
+
+    /// SkyPilot's layout on a VM: `user`'s home, `~/sky_workdir`, absolute paths as they are.
+    pub fn for_user(user: TaskUser, home: &Path, agent_dir: &Path) -> NodePaths {
+        NodePaths {
+            home: home.to_owned(),
+            workdir: home.join("sky_workdir"),
+            root: PathBuf::from("/"),
+            user: Some(user),
+            agent_dir: Some(agent_dir.to_owned()),
+        }
+    }
+
+    /// Looks `name` up in the system's user database.
+    pub fn of_user(name: &str, agent_dir: &Path) -> Result<NodePaths, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user '{name}': {e}"))?
+            .ok_or_else(|| format!("there is no user '{name}' on this machine"))?;
+        Ok(NodePaths::for_user(
+            TaskUser {
+                name: name.to_owned(),
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            },
+            &user.dir,
+            agent_dir,
+        ))
+    }
+
+    /// Gives what was prepared at `path` (and everything under it) to the task user.
+    pub fn hand_over(&self, path: &Path) -> io::Result<()> {
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        let meta = fs::symlink_metadata(path)?;
+        std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(path)? {
+                self.hand_over(&entry?.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// The file a phase's script is written to before it runs.
@@ -87,7 +149,7 @@ impl NodePaths {
         } else if let Some(rest) = destination.strip_prefix("~/") {
             (self.home.clone(), rest)
         } else if let Some(rest) = destination.strip_prefix('/') {
-            (self.home.join("root"), rest)
+            (self.root.clone(), rest)
         } else if destination.trim().is_empty() {
             return Err(refuse("it is empty"));
         } else {
@@ -96,8 +158,13 @@ impl NodePaths {
         for component in Path::new(rest).components() {
             match component {
                 Component::Normal(part) => {
-                    // A symlink on the way (one a workdir brought, say) could lead anywhere.
-                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    // A symlink on the way (one a workdir brought, or the task user made in
+                    // /tmp, say) could lead anywhere. The system's own (root's, as /bin on
+                    // some images) are fine for a task user's absolute destinations.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| {
+                        m.file_type().is_symlink()
+                            && (self.user.is_none() || std::os::unix::fs::MetadataExt::uid(&m) != 0)
+                    }) {
                         return Err(refuse("it passes through a symbolic link"));
                     }
                     path.push(part);
@@ -107,6 +174,11 @@ impl NodePaths {
                     return Err(refuse("'..' is not allowed in a destination"));
                 }
             }
+        }
+        if let Some(agent) = &self.agent_dir
+            && (agent.starts_with(&path) || path.starts_with(agent))
+        {
+            return Err(refuse("it holds the agent's own files"));
         }
         Ok(path)
     }
@@ -158,10 +230,46 @@ pub fn prepare(
         ))?;
         info!("unpacked the workdir");
     }
+    // Everything prepared belongs to the task user, who runs the commands: the workdir, and
+    // each destination from the first folder the agent had to make for it (SkyPilot's
+    // `sudo mkdir -p` then `chown`).
+    let mut prepared = vec![node.workdir.clone()];
     for mount in &task.mounts {
+        let destination = node.destination(&mount.destination)?;
+        let made = first_missing(&destination);
+        // A folder that was there already is handed over only in the user's own space (a
+        // destination such as /usr/local keeps its owner; its new contents are the user's
+        // only where the agent made them).
+        if made != destination
+            || fs::symlink_metadata(&destination).is_err()
+            || destination.starts_with(&node.home)
+        {
+            prepared.push(made);
+        }
         realize(api, data, node, mount)?;
     }
+    for path in prepared {
+        if fs::symlink_metadata(&path).is_ok() {
+            node.hand_over(&path).map_err(io_error(
+                "file_mounts".into(),
+                "give to the task user",
+                &path,
+            ))?;
+        }
+    }
     Ok(())
+}
+
+/// The highest folder of `path` (or `path` itself) that does not exist yet.
+fn first_missing(path: &Path) -> PathBuf {
+    let mut missing = path.to_owned();
+    while let Some(parent) = missing.parent() {
+        if fs::symlink_metadata(parent).is_ok() {
+            break;
+        }
+        missing = parent.to_owned();
+    }
+    missing
 }
 
 fn realize(
@@ -411,6 +519,33 @@ mod tests {
             "file_mounts: destination '/a/../../etc': '..' is not allowed in a destination",
         );
         check(" ", "file_mounts: destination ' ': it is empty");
+    }
+
+    #[test]
+    fn destinations_of_a_task_user() {
+        let user = TaskUser {
+            name: "ec2-user".into(),
+            uid: 1000,
+            gid: 1000,
+        };
+        let node =
+            NodePaths::for_user(user, Path::new("/home/ec2-user"), Path::new("/opt/stratus"));
+        let check = |dest: &str, expected: &str| {
+            let actual = match node.destination(dest) {
+                Ok(path) => path.display().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(actual, expected);
+        };
+        check("~/ckpt", "/home/ec2-user/ckpt");
+        check("/checkpoint", "/checkpoint");
+        check("rel", "/home/ec2-user/sky_workdir/rel");
+        for agents in ["/opt", "/opt/stratus", "/opt/stratus/bin", "/"] {
+            check(
+                agents,
+                &format!("file_mounts: destination '{agents}': it holds the agent's own files"),
+            );
+        }
     }
 
     #[test]

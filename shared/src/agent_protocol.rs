@@ -42,8 +42,14 @@ pub mod env {
     pub const JOB_ID: &str = "STRATUS_JOB_ID";
     pub const CLUSTER: &str = "STRATUS_CLUSTER";
     pub const NODE_RANK: &str = "STRATUS_NODE_RANK";
-    /// A folder the agent owns on this node: the workdir and mounts go under it.
+    /// A folder the agent owns on this node: the workdir and mounts go under it (unless
+    /// there is a task user).
     pub const NODE_DIR: &str = "STRATUS_NODE_DIR";
+    /// On a cloud VM, where the agent runs as root: the user the task's commands run as
+    /// (SkyPilot's layout: that user's `HOME`, `~/sky_workdir`, absolute mount destinations
+    /// at their real path), so they cannot reach the agent's files and token. Unset (the
+    /// local cloud): commands run as the agent's user with `HOME` at `NODE_DIR`.
+    pub const TASK_USER: &str = "STRATUS_TASK_USER";
     /// Milliseconds between polls of `work` while waiting (see `AgentCadence::poll_ms`).
     pub const POLL_MS: &str = "STRATUS_AGENT_POLL_MS";
     /// Milliseconds between polls of `work` while a command runs (`AgentCadence::heartbeat_ms`).

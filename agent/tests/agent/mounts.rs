@@ -141,3 +141,56 @@ fn a_node_that_cannot_be_prepared_fails_the_phase_with_125() {
         "{log}"
     );
 }
+
+/// SkyPilot's layout on a VM: the commands run as the task user, in its home, with
+/// `~/sky_workdir` and absolute destinations at their real path, all the task user's.
+#[test]
+fn on_a_vm_the_task_user_runs_in_its_home_with_absolute_destinations_at_their_path() {
+    let mut task = task(
+        Some("id -un > ~/who-ran-setup"),
+        Some(
+            r#"echo "user=$(id -un) home=$HOME pwd=$PWD"
+cat w.txt /mnt/data/file.txt
+stat -c 'owner=%U' /mnt/data /mnt/data/file.txt ~/sky_workdir/w.txt
+touch /mnt/data/by-the-task && echo "wrote to the mount"
+touch /root/x 2>/dev/null || echo "root's files are not the task's""#,
+        ),
+    );
+    task.workdir_archive = Some("wd.tar.gz".into());
+    task.mounts = vec![mount(
+        "/mnt/data/file.txt",
+        MountSource::Archive {
+            key: "file.tar.gz".into(),
+        },
+    )];
+    let fake = Fake::start(task);
+    {
+        let mut state = fake.state();
+        state
+            .blobs
+            .insert("wd.tar.gz".into(), tar_gz(&[("w.txt", "workdir\n")]));
+        state
+            .blobs
+            .insert("file.tar.gz".into(), tar_gz(&[("__file__", "mounted\n")]));
+    }
+    let Some(mut node) = Node::start_as_on_a_vm(&fake, "sky-task") else {
+        return;
+    };
+    assert_eq!(
+        node.wait(Duration::from_secs(10)).code(),
+        Some(0),
+        "{}",
+        node.stderr()
+    );
+    let state = fake.state();
+    assert_eq!(
+        state.log(Phase::Run),
+        "user=sky-task home=/home/sky-task pwd=/home/sky-task/sky_workdir\n\
+         workdir\nmounted\n\
+         owner=sky-task\nowner=sky-task\nowner=sky-task\n\
+         wrote to the mount\n\
+         root's files are not the task's\n",
+        "{}",
+        node.stderr()
+    );
+}

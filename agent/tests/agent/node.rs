@@ -65,10 +65,51 @@ impl Node {
         Node::spawn(fake, &[], root)
     }
 
+    /// Starts the agent as root on a VM would run, in a throwaway root (a mount namespace
+    /// with `/home` and `/mnt` of its own and a copy of `/etc`) where the task user `user` is
+    /// made first; `None` where this machine allows no mount namespace.
+    pub fn start_as_on_a_vm(fake: &Fake, user: &str) -> Option<Node> {
+        let probe = Command::new("unshare").args(["--mount", "true"]).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIPPED: no mount namespaces here (run as root with util-linux's unshare)");
+            return None;
+        }
+        Some(Node::spawn_with(
+            fake,
+            &[(env::TASK_USER, user)],
+            &Launcher::ThrowawayRoot(user.to_owned()),
+        ))
+    }
+
     fn spawn(fake: &Fake, vars: &[(&str, &str)], as_nobody: bool) -> Node {
+        let launcher = if as_nobody {
+            Launcher::Nobody
+        } else {
+            Launcher::Direct
+        };
+        Node::spawn_with(fake, vars, &launcher)
+    }
+
+    fn spawn_with(fake: &Fake, vars: &[(&str, &str)], launcher: &Launcher) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let agent = env!("CARGO_BIN_EXE_stratus-agent");
-        let mut command = if as_nobody {
+        let mut command = if let Launcher::ThrowawayRoot(user) = launcher {
+            // The binary goes where the task user may run it (the agent re-executes itself as
+            // that user), as /opt/stratus/bin is on a VM.
+            let mut command = Command::new("unshare");
+            command.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                THROWAWAY_ROOT,
+                "bash",
+                agent,
+                user,
+            ]);
+            command
+        } else if matches!(launcher, Launcher::Nobody) {
             use std::os::unix::fs::PermissionsExt as _;
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
             let mut command = Command::new("setpriv");
@@ -156,6 +197,26 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// How a test starts the agent.
+enum Launcher {
+    Direct,
+    Nobody,
+    /// As root in a throwaway root, with this task user.
+    ThrowawayRoot(String),
+}
+
+/// Makes the throwaway root, the task user `$2`, and runs the agent `$1` from `/mnt`.
+const THROWAWAY_ROOT: &str = r#"set -euo pipefail
+etc=$(mktemp -d)
+cp -a /etc/. "$etc/"
+mount --bind "$etc" /etc
+mount -t tmpfs tmpfs /home
+mount -t tmpfs -o mode=0755 tmpfs /mnt
+useradd --create-home --shell /bin/bash "$2"
+cp "$1" /mnt/stratus-agent
+exec /mnt/stratus-agent
+"#;
 
 /// Whether process `pid` is gone (a zombie counts as gone: nothing reaps orphans here).
 pub fn gone(pid: &str) -> bool {

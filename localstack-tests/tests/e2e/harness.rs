@@ -753,7 +753,9 @@ async fn boot_machines(
                         .and_then(|u| u.value())
                         .and_then(decode_user_data)
                         .unwrap_or_default();
-                    let env = agent_env_from_user_data(&script);
+                    let mut env = agent_env_from_user_data(&script);
+                    // The machines are processes of the test: no task user to switch to.
+                    env.remove(shared::agent_protocol::env::TASK_USER);
                     let dir = nodes.join(&id);
                     std::fs::create_dir_all(&dir).unwrap();
                     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
@@ -835,7 +837,8 @@ async fn boot_gce_machines(fake: Arc<FakeCompute>, machines: Machines, nodes: Pa
                 .find(|item| item["key"] == "startup-script")
                 .and_then(|item| item["value"].as_str())
                 .unwrap_or_default();
-            let env = agent_env_from_startup_script(script);
+            let mut env = agent_env_from_startup_script(script);
+            env.remove(shared::agent_protocol::env::TASK_USER);
             let rank = instance["labels"]["stratus-rank"]
                 .as_str()
                 .unwrap_or("0")

@@ -23,6 +23,8 @@ printf 'Authorization: Bearer %s\n' "$STRATUS_AGENT_TOKEN" |
     "$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent"
 chmod 0755 /opt/stratus/bin/stratus-agent.part
 mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
+# Expanded by the unit's shell, after it reads the environment file.
+# shellcheck disable=SC2016
 start='export HOME=/root && . /opt/stratus/agent.env && cd "${node_dir}" && exec /opt/stratus/bin/stratus-agent'
 if command -v systemd-run >/dev/null 2>&1; then
   # A unit of its own outlives {outlives}; its output goes to `journalctl -u stratus-agent`.
@@ -32,6 +34,26 @@ else
 fi
 "#,
         node_dir = env::NODE_DIR,
+    )
+}
+
+/// The user tasks run as, made when the image has none (with the passwordless `sudo` SkyPilot's
+/// users have), and the agent's program folder opened to it (the agent re-executes itself to
+/// start commands as that user); the agent's environment file and node folder stay root's.
+/// Needs `STRATUS_TASK_USER` exported before it.
+pub(crate) fn task_user() -> String {
+    format!(
+        r#"# Tasks run as ${user}, in its home (SkyPilot's layout), not as root beside the agent.
+if ! id -u "${user}" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "${user}"
+  mkdir -p /etc/sudoers.d
+  printf '%s ALL=(ALL) NOPASSWD:ALL
+' "${user}" >/etc/sudoers.d/90-stratus-task-user
+  chmod 0440 /etc/sudoers.d/90-stratus-task-user
+fi
+chmod 0755 /opt/stratus /opt/stratus/bin
+"#,
+        user = env::TASK_USER,
     )
 }
 

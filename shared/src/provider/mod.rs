@@ -34,11 +34,13 @@ mod ec2;
 mod gce;
 mod local;
 #[cfg(feature = "aws")]
-pub use ec2::{Ec2Network, Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data};
+pub use ec2::{
+    Ec2Network, Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data, user_data,
+};
 #[cfg(feature = "gcp")]
 pub use gce::{
     GceConnection, GceCredentials, GceProvider, GceSettings, agent_env_from_startup_script,
-    discover_project,
+    discover_project, startup_script,
 };
 pub use local::{
     DEFAULT_SLOTS_PER_ZONE, DEFAULT_ZONES, LocalConfig, LocalProvider, SLOTS_ENV, SlotsError,

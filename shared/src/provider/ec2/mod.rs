@@ -96,8 +96,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::error::{api_error, code_of};
 use self::health::{InstanceFacts, cluster_states};
-pub use self::user_data::{agent_env_from_user_data, decode_user_data};
-use self::user_data::{base64_encode, client_token, user_data};
+pub use self::user_data::{agent_env_from_user_data, decode_user_data, user_data};
+use self::user_data::{base64_encode, client_token};
 use super::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
 use crate::cloud::Cloud;
 

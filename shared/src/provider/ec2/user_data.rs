@@ -16,6 +16,9 @@ use crate::provider::{ClusterSpec, boot};
 
 /// The agent's folder on every node (`STRATUS_NODE_DIR`).
 pub const NODE_DIR: &str = "/opt/stratus/node";
+/// The user tasks run as: the default user of Amazon Linux (and of AWS's Deep Learning AMIs),
+/// made at boot on images without it.
+pub const TASK_USER: &str = "ec2-user";
 /// EC2's limit on `ClientToken`.
 const CLIENT_TOKEN_MAX: usize = 64;
 
@@ -28,6 +31,7 @@ pub fn user_data(spec: &ClusterSpec) -> String {
         (env::JOB_ID, spec.job_id.to_string()),
         (env::CLUSTER, spec.cluster.clone()),
         (env::NODE_DIR, NODE_DIR.to_owned()),
+        (env::TASK_USER, TASK_USER.to_owned()),
     ];
     vars.extend(spec.agent.cadence.env());
     let mut script = String::from(
@@ -52,6 +56,7 @@ mkdir -p /opt/stratus/bin "${node_dir}"
 "#,
         node_dir = env::NODE_DIR,
     );
+    script.push_str(&boot::task_user());
     script.push_str(&boot::start_agent("cloud-init"));
     script
 }

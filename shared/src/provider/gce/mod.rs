@@ -100,8 +100,8 @@ use self::error::{RetryTransient, api_error, is_already_exists, is_not_found, op
 use self::health::{InstanceFacts, Preemption, cluster_states, parse_rfc3339};
 use self::instance::{instance_body, source_image};
 pub use self::project::discover_project;
-pub use self::startup::agent_env_from_startup_script;
 use self::startup::request_id;
+pub use self::startup::{agent_env_from_startup_script, startup_script};
 use super::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
 use crate::catalog::Catalog;
 use crate::cloud::Cloud;

@@ -18,6 +18,8 @@ use crate::provider::{ClusterSpec, boot};
 
 /// The agent's folder on every node (`STRATUS_NODE_DIR`).
 pub const NODE_DIR: &str = "/opt/stratus/node";
+/// The user tasks run as (SkyPilot's user on GCP), made at boot.
+pub const TASK_USER: &str = "gcpuser";
 /// GCE's longest resource name.
 const NAME_MAX: usize = 63;
 
@@ -30,6 +32,7 @@ pub fn startup_script(spec: &ClusterSpec, rank: u32) -> String {
         (env::CLUSTER, spec.cluster.clone()),
         (env::NODE_RANK, rank.to_string()),
         (env::NODE_DIR, NODE_DIR.to_owned()),
+        (env::TASK_USER, TASK_USER.to_owned()),
     ];
     vars.extend(spec.agent.cadence.env());
     let mut script = String::from(
@@ -47,6 +50,7 @@ mkdir -p /opt/stratus/bin "${node_dir}"
 "#,
         node_dir = env::NODE_DIR,
     );
+    script.push_str(&boot::task_user());
     script.push_str(&boot::start_agent("the startup-script run"));
     script
 }
