@@ -15,6 +15,7 @@
 //! - [`prepare`]: the workdir and mounts, and the archive layout the control plane produces.
 //! - [`bucket`]: S3 bucket mounts with the job's data credentials (downloaded, then written
 //!   back).
+//! - [`container`]: `image_id: docker:<image>`: the task's container, and commands run in it.
 //! - [`phase`]: one phase on its thread: `Started`, the command, its logs, `Exited`.
 //! - [`logs`]: pure: output bytes into `LogChunk`s (UTF-8, at most 200 ms and 32 KiB).
 //! - [`supervise`]: the agent's process group, its commands, signals, and the shutdown.
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod bucket;
 pub mod config;
+pub mod container;
 pub mod logs;
 pub mod phase;
 pub mod plan;

@@ -196,6 +196,11 @@ pub fn spawn(
 fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Result<(), Gone> {
     let prepared = if prepare {
         info!("preparing the node");
+        if task.container.is_some() {
+            // A stopping agent takes the container's commands down with its own.
+            node.supervisor
+                .before_exit(Box::new(crate::container::stop));
+        }
         match prepare::prepare(&node.api, &node.data, &node.paths, task) {
             Err(PrepareError::Gone(gone)) => return Err(gone),
             other => other,
@@ -223,7 +228,7 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
             (PREPARE_FAILED, send_message(node, &mut sink, &message)?)
         }
         (Ok(()), None) => (0, 0),
-        (Ok(()), Some(script)) => run_command(node, &mut sink, script, &task.env)?,
+        (Ok(()), Some(script)) => run_command(node, &mut sink, script, task)?,
     };
     if node.supervisor.is_stopping() {
         // The command was killed by the agent's own shutdown, not ended on its own: report
@@ -269,10 +274,10 @@ fn run_command(
     node: &Node,
     sink: &mut LogSink<'_>,
     script: &str,
-    env: &BTreeMap<String, String>,
+    task: &NodeTask,
 ) -> Result<(i32, u64), Gone> {
     let phase = sink.phase;
-    let (reader, mut child) = match start(node, phase, script, env) {
+    let (reader, mut child) = match start(node, phase, script, task) {
         Ok(Some(started)) => started,
         Ok(None) => loop {
             // Shutdown is under way and will exit the process.
@@ -352,8 +357,9 @@ fn start(
     node: &Node,
     phase: Phase,
     script: &str,
-    env: &BTreeMap<String, String>,
+    task: &NodeTask,
 ) -> io::Result<Option<(io::PipeReader, std::process::Child)>> {
+    let env = &task.env;
     // From a file, not `bash -c`: one argument may not exceed 128 KiB on Linux, a script may.
     let path = node.paths.script(phase);
     if let Some(folder) = path.parent() {
@@ -364,20 +370,39 @@ fn start(
         node.paths.hand_over(folder)?;
     }
     let (reader, writer) = io::pipe()?;
-    let mut command = supervise::command("bash");
+    let variables = command_env(|var| std::env::var_os(var), &node.paths.home, env);
+    // In the task's container the variables go by name, their values from the docker
+    // client's own environment.
+    let mut command = if task.container.is_some() {
+        let names: Vec<String> = variables
+            .keys()
+            .filter(|k| *k != "PATH")
+            .map(|k| k.to_string_lossy().into_owned())
+            .collect();
+        crate::container::exec(
+            supervise::command("docker"),
+            &node.paths.workdir,
+            names.iter().map(String::as_str),
+            &path,
+        )
+    } else {
+        let mut command = supervise::command("bash");
+        command.arg(&path);
+        command
+    };
     command
-        .arg(&path)
         .current_dir(&node.paths.workdir)
         .env_clear()
-        .envs(command_env(
-            |var| std::env::var_os(var),
-            &node.paths.home,
-            env,
-        ))
+        .envs(variables)
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
-    if let Some(user) = &node.paths.user {
+    if let Some(user) = node
+        .paths
+        .user
+        .as_ref()
+        .filter(|_| task.container.is_none())
+    {
         // Not root beside the agent: the task user, with no supplementary groups (std drops
         // them when it changes the user); its sudo rights come from the image.
         command

@@ -107,6 +107,7 @@ mod tests {
             run: None,
             workdir_archive: None,
             mounts: vec![],
+            container: None,
         }
     }
 

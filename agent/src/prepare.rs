@@ -208,6 +208,8 @@ pub enum PrepareError {
         source: crate::bucket::BucketError,
     },
     #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
+    #[error(transparent)]
     Gone(#[from] Gone),
 }
 
@@ -256,6 +258,18 @@ pub fn prepare(
                 &path,
             ))?;
         }
+    }
+    if let Some(container) = &task.container {
+        // The container sees the task's folders at the same paths: the home (workdir and `~`
+        // destinations) and every absolute destination elsewhere.
+        let mut folders = vec![node.home.clone()];
+        for mount in &task.mounts {
+            let destination = node.destination(&mount.destination)?;
+            if !destination.starts_with(&node.home) {
+                folders.push(destination);
+            }
+        }
+        crate::container::start(container, &folders)?;
     }
     Ok(())
 }

@@ -202,6 +202,27 @@ pub struct NodeTask {
     /// the current directory of setup and run.
     pub workdir_archive: Option<String>,
     pub mounts: Vec<NodeMount>,
+    /// `image_id: docker:<image>` on a cloud: setup and run execute in this container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+/// A task's container image, and how to log in to its registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// What `docker pull` takes (the registry server in front when the task names one).
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryLogin>,
+}
+
+/// SkyPilot's `SKYPILOT_DOCKER_SERVER`, `SKYPILOT_DOCKER_USERNAME` and
+/// `SKYPILOT_DOCKER_PASSWORD` (from the task's envs or secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryLogin {
+    pub server: String,
+    pub username: String,
+    pub password: crate::spec::Secret,
 }
 
 /// One `file_mounts` entry as this node realizes it.
@@ -332,6 +353,7 @@ mod tests {
                         copy: false,
                     },
                 }],
+                container: None,
             },
         };
         let json = serde_json::to_string(&work).unwrap();

@@ -22,6 +22,10 @@ pub const TOKEN: &str = "tok-7f3a9c-agent-secret";
 
 /// What `GET work` answers.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per test fake; boxing buys nothing"
+)]
 pub enum Mode {
     /// A small controller: `Wait` until `Ready`, then `Setup` until setup exited, then (if it
     /// exited 0) `Run` until run exited, then `Stop`.

@@ -7,11 +7,13 @@
 //! - [`node`]: one agent process on a fresh node folder, and archive helpers.
 //! - [`phases`]: setup, run, environment, workdir, logs, exit codes.
 //! - [`mounts`]: file mounts.
+//! - [`container`]: `image_id: docker:...` through a stand-in `docker` that records its calls.
 //! - [`stopping`]: `Stop`, 401, SIGTERM, bad configuration, retries.
 //! - [`output`]: presigned log URLs, the flush delays, the last output on SIGTERM, the polls.
 //! - [`hostile`]: the token out of the command's reach, long scripts, symlinked mounts.
 //! - [`fuzz`]: fuzz targets (the agent protocol, the archive unpacker), short runs here.
 
+mod container;
 mod fake;
 mod fuzz;
 mod hostile;

@@ -23,6 +23,7 @@ pub fn task(setup: Option<&str>, run: Option<&str>) -> NodeTask {
         run: run.map(Into::into),
         workdir_archive: None,
         mounts: Vec::new(),
+        container: None,
     }
 }
 

@@ -382,7 +382,58 @@ async fn node_task(
         run: spec.run.clone(),
         workdir_archive,
         mounts,
+        container: container(spec, candidate),
     })
+}
+
+/// The container setup and run execute in: `image_id: docker:<image>` of the candidate's
+/// resources on a cloud (the local cloud runs commands in place), with SkyPilot's registry
+/// login variables when the task sets all three.
+pub fn container(
+    spec: &spec::Task,
+    candidate: Option<&crate::optimizer::Candidate>,
+) -> Option<crate::agent_protocol::Container> {
+    let candidate = candidate?;
+    if candidate.cloud == crate::cloud::Cloud::Local {
+        return None;
+    }
+    let resources = spec.resources.candidates.get(
+        candidate
+            .alternative
+            .min(spec.resources.candidates.len().saturating_sub(1)),
+    )?;
+    let image = match resources.image_id.as_ref()? {
+        spec::ImageId::One(image) => image,
+        spec::ImageId::PerRegion(images) => images.get(&candidate.region)?,
+    };
+    let image = image.strip_prefix("docker:")?.trim();
+    let var = |name: &str| {
+        spec.envs
+            .get(name)
+            .cloned()
+            .or_else(|| spec.secrets.get(name).map(|s| s.expose().to_owned()))
+            .filter(|v| !v.is_empty())
+    };
+    let registry = match (
+        var("SKYPILOT_DOCKER_SERVER"),
+        var("SKYPILOT_DOCKER_USERNAME"),
+        var("SKYPILOT_DOCKER_PASSWORD"),
+    ) {
+        (Some(server), Some(username), Some(password)) => {
+            Some(crate::agent_protocol::RegistryLogin {
+                server,
+                username,
+                password: spec::Secret::new(password),
+            })
+        }
+        _ => None,
+    };
+    // SkyPilot puts the server in front of an image that does not name it.
+    let image = match &registry {
+        Some(login) if !image.starts_with(&login.server) => format!("{}/{image}", login.server),
+        _ => image.to_owned(),
+    };
+    Some(crate::agent_protocol::Container { image, registry })
 }
 
 fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Option<NodeMount> {
@@ -457,5 +508,63 @@ async fn addresses(
             tracing::warn!(cluster, error = %e, "cannot list the cluster's addresses; using what the launch recorded");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::Cloud;
+
+    fn candidate(cloud: Cloud) -> crate::optimizer::Candidate {
+        crate::optimizer::Candidate {
+            cloud,
+            region: "us-east-1".into(),
+            zone: "us-east-1a".into(),
+            instance_type: "m6i.large".into(),
+            vcpus: 2.0,
+            memory_gb: 8.0,
+            accelerator: None,
+            use_spot: false,
+            hourly_price: 0.1,
+            num_nodes: 1,
+            alternative: 0,
+        }
+    }
+
+    fn task(yaml: &str) -> spec::Task {
+        spec::load(yaml, &spec::Overrides::default())
+            .unwrap()
+            .pipeline
+            .tasks
+            .remove(0)
+    }
+
+    #[test]
+    fn containers() {
+        let plain = task("resources:\n  image_id: docker:ubuntu:22.04\nrun: x\n");
+        let aws = candidate(Cloud::Aws);
+        let got = container(&plain, Some(&aws)).unwrap();
+        assert_eq!(got.image, "ubuntu:22.04");
+        assert_eq!(got.registry, None);
+        // The local cloud runs commands in place; an AMI is no container.
+        assert_eq!(container(&plain, Some(&candidate(Cloud::Local))), None);
+        let ami = task("resources:\n  image_id: ami-0123\nrun: x\n");
+        assert_eq!(container(&ami, Some(&aws)), None);
+        // SkyPilot's registry variables, the server put in front of the image.
+        let private = task(
+            "resources:\n  image_id: {us-east-1: 'docker:team/app:1'}\nenvs:\n  SKYPILOT_DOCKER_SERVER: reg.example.com\n  SKYPILOT_DOCKER_USERNAME: robot\nsecrets:\n  SKYPILOT_DOCKER_PASSWORD: hunter2\nrun: x\n",
+        );
+        let got = container(&private, Some(&aws)).unwrap();
+        assert_eq!(got.image, "reg.example.com/team/app:1");
+        let login = got.registry.unwrap();
+        assert_eq!(
+            (
+                login.server.as_str(),
+                login.username.as_str(),
+                login.password.expose()
+            ),
+            ("reg.example.com", "robot", "hunter2")
+        );
     }
 }

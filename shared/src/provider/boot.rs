@@ -47,8 +47,7 @@ pub(crate) fn task_user() -> String {
 if ! id -u "${user}" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/bash "${user}"
   mkdir -p /etc/sudoers.d
-  printf '%s ALL=(ALL) NOPASSWD:ALL
-' "${user}" >/etc/sudoers.d/90-stratus-task-user
+  printf '%s ALL=(ALL) NOPASSWD:ALL\n' "${user}" >/etc/sudoers.d/90-stratus-task-user
   chmod 0440 /etc/sudoers.d/90-stratus-task-user
 fi
 chmod 0755 /opt/stratus /opt/stratus/bin

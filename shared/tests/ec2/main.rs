@@ -326,6 +326,7 @@ async fn assert_boot_script(f: &Fixture, i: &Instance, cluster: &str) {
             ("STRATUS_CLUSTER", cluster),
             ("STRATUS_JOB_ID", "4242"),
             ("STRATUS_NODE_DIR", "/opt/stratus/node"),
+            ("STRATUS_TASK_USER", "ec2-user"),
         ]
     );
 }

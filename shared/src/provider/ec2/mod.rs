@@ -8,8 +8,8 @@
 //! 2. The image: `image_id` when it is an `ami-...`; otherwise the latest Amazon Linux 2023
 //!    from the public SSM parameter [`Ec2Settings::ami_parameter`], or for a candidate with
 //!    GPUs AWS's Deep Learning Base AMI (NVIDIA driver, CUDA) from
-//!    [`Ec2Settings::gpu_ami_parameter`] (a `docker:` image also boots that AMI for now:
-//!    running the container is the agent's job, not built yet).
+//!    [`Ec2Settings::gpu_ami_parameter`] (a `docker:` image also boots that AMI: the agent
+//!    runs the container).
 //! 3. Where the nodes go: the default VPC's subnet of the zone, unless the region has an
 //!    [`Ec2Network`] naming a VPC or subnets (then their subnet in the zone; none there is
 //!    [`ProviderError::Unavailable`], as is a region with no default VPC, so the walk moves on
@@ -412,10 +412,10 @@ impl Ec2Provider {
         match spec.image_id.as_deref() {
             Some(ami) if ami.starts_with("ami-") => return Ok(ami.to_owned()),
             Some(docker) if docker.starts_with("docker:") => {
-                // Containers are the agent's job (not built yet): boot the default AMI.
-                warn!(
+                // The container is the agent's job: the machine boots the default AMI.
+                info!(
                     image = docker,
-                    "docker images are not run yet on EC2: booting the default AMI"
+                    "a docker task boots the default AMI; the agent runs the container"
                 );
             }
             Some(other) => {

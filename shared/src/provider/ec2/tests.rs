@@ -121,6 +121,7 @@ fn user_data_script() {
         export STRATUS_JOB_ID='42'
         export STRATUS_CLUSTER='train-42-1'
         export STRATUS_NODE_DIR='/opt/stratus/node'
+        export STRATUS_TASK_USER='ec2-user'
         export STRATUS_AGENT_POLL_MS='2000'
         export STRATUS_AGENT_HEARTBEAT_MS='30000'
         export STRATUS_AGENT_LOG_FLUSH_MS='300000'
@@ -134,6 +135,14 @@ fn user_data_script() {
         export STRATUS_NODE_RANK
         umask 077
         mkdir -p /opt/stratus/bin "$STRATUS_NODE_DIR"
+        # Tasks run as $STRATUS_TASK_USER, in its home (SkyPilot's layout), not as root beside the agent.
+        if ! id -u "$STRATUS_TASK_USER" >/dev/null 2>&1; then
+          useradd --create-home --shell /bin/bash "$STRATUS_TASK_USER"
+          mkdir -p /etc/sudoers.d
+          printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$STRATUS_TASK_USER" >/etc/sudoers.d/90-stratus-task-user
+          chmod 0440 /etc/sudoers.d/90-stratus-task-user
+        fi
+        chmod 0755 /opt/stratus /opt/stratus/bin
         # The agent's environment, for the unit below (readable by root only: it holds the token).
         for name in ${!STRATUS_@}; do printf 'export %s=%q\n' "$name" "${!name}"; done >/opt/stratus/agent.env
         # The token goes in by standard input (printf is a builtin), never on a command line; curl does
@@ -143,6 +152,8 @@ fn user_data_script() {
             "$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent"
         chmod 0755 /opt/stratus/bin/stratus-agent.part
         mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
+        # Expanded by the unit's shell, after it reads the environment file.
+        # shellcheck disable=SC2016
         start='export HOME=/root && . /opt/stratus/agent.env && cd "$STRATUS_NODE_DIR" && exec /opt/stratus/bin/stratus-agent'
         if command -v systemd-run >/dev/null 2>&1; then
           # A unit of its own outlives cloud-init; its output goes to `journalctl -u stratus-agent`.
@@ -170,6 +181,7 @@ fn agent_env_reads_back_the_exports() {
             "STRATUS_CLUSTER": "train-42-1",
             "STRATUS_JOB_ID": "42",
             "STRATUS_NODE_DIR": "/opt/stratus/node",
+            "STRATUS_TASK_USER": "ec2-user",
         }
     "#]]
     .assert_debug_eq(&env);

@@ -8,7 +8,7 @@ use google_cloud_compute_v1::model::{
     AcceleratorConfig, AccessConfig, AttachedDisk, AttachedDiskInitializeParams, Instance,
     Metadata, NetworkInterface, Scheduling, access_config, attached_disk, metadata, scheduling,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::startup::{instance_name, startup_script};
 use super::{GceSettings, labels};
@@ -109,8 +109,8 @@ pub(crate) fn scheduling(c: &Candidate) -> Scheduling {
 /// The boot image: the task's `image_id` when it names a GCE image
 /// (`projects/<p>/global/images/<image>`, `.../images/family/<family>`, or a URL), else
 /// [`GceSettings::default_image_family`], or [`GceSettings::gpu_image_family`] for a
-/// candidate with GPUs. A `docker:` image boots the default image (running the container is
-/// the agent's job, not built yet).
+/// candidate with GPUs. A `docker:` image boots the default image (the agent runs the
+/// container).
 pub(crate) fn source_image(
     spec: &ClusterSpec,
     settings: &GceSettings,
@@ -123,9 +123,9 @@ pub(crate) fn source_image(
     match spec.image_id.as_deref() {
         None => Ok(default.clone()),
         Some(docker) if docker.starts_with("docker:") => {
-            warn!(
+            info!(
                 image = docker,
-                "docker images are not run yet on GCE: booting the default image"
+                "a docker task boots the default image; the agent runs the container"
             );
             Ok(default.clone())
         }

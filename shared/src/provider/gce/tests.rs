@@ -181,6 +181,7 @@ fn startup_script_snapshot() {
         export STRATUS_CLUSTER='train-42-1'
         export STRATUS_NODE_RANK='1'
         export STRATUS_NODE_DIR='/opt/stratus/node'
+        export STRATUS_TASK_USER='gcpuser'
         export STRATUS_AGENT_POLL_MS='2000'
         export STRATUS_AGENT_HEARTBEAT_MS='30000'
         export STRATUS_AGENT_LOG_FLUSH_MS='300000'
@@ -188,6 +189,14 @@ fn startup_script_snapshot() {
         export STRATUS_AGENT_LOG_CHUNK_BYTES='262144'
         umask 077
         mkdir -p /opt/stratus/bin "$STRATUS_NODE_DIR"
+        # Tasks run as $STRATUS_TASK_USER, in its home (SkyPilot's layout), not as root beside the agent.
+        if ! id -u "$STRATUS_TASK_USER" >/dev/null 2>&1; then
+          useradd --create-home --shell /bin/bash "$STRATUS_TASK_USER"
+          mkdir -p /etc/sudoers.d
+          printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$STRATUS_TASK_USER" >/etc/sudoers.d/90-stratus-task-user
+          chmod 0440 /etc/sudoers.d/90-stratus-task-user
+        fi
+        chmod 0755 /opt/stratus /opt/stratus/bin
         # The agent's environment, for the unit below (readable by root only: it holds the token).
         for name in ${!STRATUS_@}; do printf 'export %s=%q\n' "$name" "${!name}"; done >/opt/stratus/agent.env
         # The token goes in by standard input (printf is a builtin), never on a command line; curl does
@@ -197,6 +206,8 @@ fn startup_script_snapshot() {
             "$STRATUS_API_URL/agent/v1/jobs/$STRATUS_JOB_ID/agent"
         chmod 0755 /opt/stratus/bin/stratus-agent.part
         mv -f /opt/stratus/bin/stratus-agent.part /opt/stratus/bin/stratus-agent
+        # Expanded by the unit's shell, after it reads the environment file.
+        # shellcheck disable=SC2016
         start='export HOME=/root && . /opt/stratus/agent.env && cd "$STRATUS_NODE_DIR" && exec /opt/stratus/bin/stratus-agent'
         if command -v systemd-run >/dev/null 2>&1; then
           # A unit of its own outlives the startup-script run; its output goes to `journalctl -u stratus-agent`.
@@ -220,6 +231,7 @@ fn startup_script_snapshot() {
             "STRATUS_JOB_ID": "42",
             "STRATUS_NODE_DIR": "/opt/stratus/node",
             "STRATUS_NODE_RANK": "1",
+            "STRATUS_TASK_USER": "gcpuser",
         }
     "#]]
     .assert_debug_eq(&env);
