@@ -59,9 +59,21 @@ pub enum BucketError {
 pub struct Data {
     credentials: Mutex<Option<DataCredentials>>,
     synced: Mutex<Vec<SyncedMount>>,
+    /// The task user's uid and gid (on a VM): the write-back reads the mounts with their
+    /// file-system rights, so a link the task swaps in cannot make root upload a file the
+    /// task may not read (the agent's token, say).
+    reader: Option<(u32, u32)>,
 }
 
 impl Data {
+    /// `reader`: the task user's uid and gid, when the commands run as one.
+    pub fn new(reader: Option<(u32, u32)>) -> Data {
+        Data {
+            reader,
+            ..Data::default()
+        }
+    }
+
     fn credentials(&self, api: &Api) -> Result<DataCredentials, BucketError> {
         let mut held = self
             .credentials
@@ -129,15 +141,33 @@ impl Data {
                 return;
             }
         };
-        for mount in synced.iter_mut() {
-            match mount.push(api, &credentials) {
-                Ok((0, 0)) => {}
-                Ok((put, deleted)) => {
-                    info!(bucket = %mount.bucket, put, deleted, "wrote the mount back");
+        let reader = self.reader;
+        let mounts: &mut Vec<SyncedMount> = &mut synced;
+        let credentials = &credentials;
+        // On a thread of its own, whose file-system identity (Linux's fsuid, per thread) is
+        // the task user's: everything it opens, it opens with the task's rights.
+        std::thread::scope(|scope| {
+            let pushed = scope.spawn(move || {
+                if let Some((uid, gid)) = reader {
+                    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+                    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
                 }
-                Err(e) => warn!(error = %error_chain(&e), "cannot write the mount back now"),
+                for mount in mounts.iter_mut() {
+                    match mount.push(api, credentials) {
+                        Ok((0, 0)) => {}
+                        Ok((put, deleted)) => {
+                            info!(bucket = %mount.bucket, put, deleted, "wrote the mount back");
+                        }
+                        Err(e) => {
+                            warn!(error = %error_chain(&e), "cannot write the mount back now");
+                        }
+                    }
+                }
+            });
+            if pushed.join().is_err() {
+                warn!("the write-back thread panicked; it runs again at the next heartbeat");
             }
-        }
+        });
     }
 }
 

@@ -155,10 +155,6 @@ pub fn run(config: &Config) -> anyhow::Result<Infallible> {
             quiet = 0;
         }
         progress.busy = current.is_some();
-        if progress.busy {
-            // Each heartbeat writes the bucket mounts back (nothing when nothing changed).
-            node.data.write_back(&node.api);
-        }
         let delay = match node.api.work(progress.latest_started()) {
             Ok(answer) => {
                 backoff.reset();
@@ -214,6 +210,7 @@ fn node(config: &Config, supervisor: &Arc<Supervisor>) -> anyhow::Result<Arc<Nod
         }
         None => NodePaths::new(&config.node_dir),
     };
+    let paths_user = paths.user.as_ref().map(|u| (u.uid, u.gid));
     let node = Arc::new(Node {
         api: Api::new(config),
         supervisor: Arc::clone(supervisor),
@@ -221,11 +218,24 @@ fn node(config: &Config, supervisor: &Arc<Supervisor>) -> anyhow::Result<Arc<Nod
         cadence: config.cadence,
         log_quota: config.log_quota,
         live: AtomicBool::new(false),
-        data: bucket::Data::default(),
+        data: bucket::Data::new(paths_user),
     });
     // A stopping agent (SIGTERM as a Spot machine is taken back) writes its bucket mounts
     // back after its commands are gone: the relaunched job resumes from what they wrote.
     let stopping = Arc::clone(&node);
     supervisor.before_exit(Box::new(move || stopping.data.write_back(&stopping.api)));
+    // Every heartbeat, the bucket mounts are written back (nothing when nothing changed or
+    // nothing is mounted), off the poll loop so a large upload never delays a heartbeat.
+    let writer = Arc::clone(&node);
+    let heartbeat = config.heartbeat();
+    std::thread::Builder::new()
+        .name("write-back".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(heartbeat);
+                writer.data.write_back(&writer.api);
+            }
+        })
+        .context("cannot start the write-back thread")?;
     Ok(node)
 }
