@@ -37,6 +37,17 @@ const SIGNED_FOR: Duration = Duration::from_mins(5);
 const REFRESH_BEFORE: Duration = Duration::from_mins(10);
 /// Attempts of one S3 request before the operation fails.
 const ATTEMPTS: u32 = 5;
+/// S3's limit on one `PUT`.
+const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What a mount's download found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pulled {
+    /// This many objects under the prefix, as files under the destination.
+    Files(usize),
+    /// The prefix named one object: it is the destination.
+    Object,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
@@ -62,16 +73,25 @@ pub struct Data {
     /// The task user's uid and gid (on a VM): the write-back reads the mounts with their
     /// file-system rights, so a link the task swaps in cannot make root upload a file the
     /// task may not read (the agent's token, say).
-    reader: Option<(u32, u32)>,
+    reader: Mutex<Option<(u32, u32)>>,
 }
 
 impl Data {
     /// `reader`: the task user's uid and gid, when the commands run as one.
     pub fn new(reader: Option<(u32, u32)>) -> Data {
         Data {
-            reader,
+            reader: Mutex::new(reader),
             ..Data::default()
         }
+    }
+
+    /// The commands run as root (in a container): the write-back reads as root too, or files
+    /// they made root's alone would never be written back.
+    pub fn read_as_root(&self) {
+        *self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     fn credentials(&self, api: &Api) -> Result<DataCredentials, BucketError> {
@@ -114,7 +134,17 @@ impl Data {
         };
         let credentials = self.credentials(api)?;
         let files = mount.pull(api, &credentials)?;
-        info!(bucket, prefix, files, destination = %destination.display(), write_back, "bucket mounted");
+        info!(bucket, prefix, files = ?files, destination = %destination.display(), write_back, "bucket mounted");
+        if files == Pulled::Object {
+            // One object mounted as a file: copied, not written back.
+            return Ok(());
+        }
+        if files == Pulled::Files(0) && !write_back && !mount.prefix.is_empty() {
+            return Err(BucketError::S3 {
+                bucket: bucket.to_owned(),
+                detail: format!("nothing at '{prefix}' to copy"),
+            });
+        }
         if write_back {
             self.synced
                 .lock()
@@ -125,23 +155,28 @@ impl Data {
     }
 
     /// Uploads what changed under every written-back mount, and deletes what was deleted.
-    /// Failures are logged and retried at the next call.
-    pub fn write_back(&self, api: &Api) {
+    /// What failed (each file on its own: one bad file holds up no other) is logged, named in
+    /// the error, and tried again at the next call.
+    pub fn write_back(&self, api: &Api) -> Result<(), String> {
         let mut synced = self
             .synced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if synced.is_empty() {
-            return;
+            return Ok(());
         }
         let credentials = match self.credentials(api) {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %error_chain(&e), "cannot write the bucket mounts back now");
-                return;
+                let e = error_chain(&e);
+                warn!(error = %e, "cannot write the bucket mounts back now");
+                return Err(e);
             }
         };
-        let reader = self.reader;
+        let reader = *self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mounts: &mut Vec<SyncedMount> = &mut synced;
         let credentials = &credentials;
         // On a thread of its own, whose file-system identity (Linux's fsuid, per thread) is
@@ -152,22 +187,29 @@ impl Data {
                     nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
                     nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
                 }
+                let mut failures = Vec::new();
                 for mount in mounts.iter_mut() {
-                    match mount.push(api, credentials) {
+                    match mount.push(api, credentials, &mut failures) {
                         Ok((0, 0)) => {}
                         Ok((put, deleted)) => {
                             info!(bucket = %mount.bucket, put, deleted, "wrote the mount back");
                         }
-                        Err(e) => {
-                            warn!(error = %error_chain(&e), "cannot write the mount back now");
-                        }
+                        Err(e) => failures.push(error_chain(&e)),
                     }
                 }
+                failures
             });
-            if pushed.join().is_err() {
-                warn!("the write-back thread panicked; it runs again at the next heartbeat");
+            match pushed.join() {
+                Ok(failures) if failures.is_empty() => Ok(()),
+                Ok(failures) => {
+                    for failure in &failures {
+                        warn!(failure = %failure, "not written back (tried again later)");
+                    }
+                    Err(failures.join("; "))
+                }
+                Err(_) => Err("the write-back thread panicked".to_owned()),
             }
-        });
+        })
     }
 }
 
@@ -189,17 +231,26 @@ impl SyncedMount {
         }
     }
 
-    /// Downloads every object under the prefix; returns how many.
-    fn pull(&mut self, api: &Api, credentials: &DataCredentials) -> Result<usize, BucketError> {
-        fs::create_dir_all(&self.dir).map_err(io_error("cannot create", &self.dir))?;
+    /// Downloads every object under the prefix, or the object the prefix names.
+    fn pull(&mut self, api: &Api, credentials: &DataCredentials) -> Result<Pulled, BucketError> {
         let client = S3::new(api, credentials, &self.bucket)?;
         let list_prefix = if self.prefix.is_empty() {
             String::new()
         } else {
             format!("{}/", self.prefix)
         };
+        let keys = client.list(&list_prefix)?;
+        if keys.is_empty() && !self.prefix.is_empty() && client.exists(&self.prefix)? {
+            // `s3://bucket/path/file.csv`: the object itself, as a file at the destination.
+            if let Some(parent) = self.dir.parent() {
+                fs::create_dir_all(parent).map_err(io_error("cannot create", parent))?;
+            }
+            client.download(&self.prefix, &self.dir)?;
+            return Ok(Pulled::Object);
+        }
+        fs::create_dir_all(&self.dir).map_err(io_error("cannot create", &self.dir))?;
         let mut count = 0;
-        for key in client.list(&list_prefix)? {
+        for key in keys {
             let relative = &key[list_prefix.len()..];
             let Some(path) = inside(&self.dir, relative) else {
                 if !relative.is_empty() && !relative.ends_with('/') {
@@ -207,6 +258,12 @@ impl SyncedMount {
                 }
                 continue;
             };
+            // Written back, the file would get its plain key (`a/b`, not `./a//b`): such an
+            // object is left alone rather than renamed.
+            if path.strip_prefix(&self.dir).ok().and_then(Path::to_str) != Some(relative) {
+                warn!(key, "skipping an object whose key is not a plain path");
+                continue;
+            }
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(io_error("cannot create", parent))?;
             }
@@ -214,7 +271,7 @@ impl SyncedMount {
             self.known.insert(relative.to_owned(), stamp(&path)?);
             count += 1;
         }
-        Ok(count)
+        Ok(Pulled::Files(count))
     }
 
     /// Uploads new and changed files, deletes objects whose file is gone; returns the counts.
@@ -222,9 +279,10 @@ impl SyncedMount {
         &mut self,
         api: &Api,
         credentials: &DataCredentials,
+        failures: &mut Vec<String>,
     ) -> Result<(usize, usize), BucketError> {
         let mut present = BTreeMap::new();
-        walk(&self.dir, &self.dir, &mut present)?;
+        walk(&self.dir, &self.dir, &mut present, failures);
         let changed: Vec<(String, (u64, SystemTime))> = present
             .iter()
             .filter(|(relative, now)| self.known.get(*relative) != Some(now))
@@ -240,15 +298,34 @@ impl SyncedMount {
             return Ok((0, 0));
         }
         let client = S3::new(api, credentials, &self.bucket)?;
+        let (mut put, mut deleted) = (0, 0);
         for (relative, stamp) in &changed {
-            client.upload(&self.key(relative), &self.dir.join(relative))?;
-            self.known.insert(relative.clone(), *stamp);
+            let key = self.key(relative);
+            if stamp.0 > MAX_PUT_BYTES {
+                failures.push(format!(
+                    "s3://{}/{key}: {} bytes, over S3's 5 GB for one upload",
+                    self.bucket, stamp.0
+                ));
+                continue;
+            }
+            match client.upload(&key, &self.dir.join(relative)) {
+                Ok(()) => {
+                    self.known.insert(relative.clone(), *stamp);
+                    put += 1;
+                }
+                Err(e) => failures.push(error_chain(&e)),
+            }
         }
         for relative in &gone {
-            client.delete(&self.key(relative))?;
-            self.known.remove(relative);
+            match client.delete(&self.key(relative)) {
+                Ok(()) => {
+                    self.known.remove(relative);
+                    deleted += 1;
+                }
+                Err(e) => failures.push(error_chain(&e)),
+            }
         }
-        Ok((changed.len(), gone.len()))
+        Ok((put, deleted))
     }
 }
 
@@ -269,24 +346,34 @@ fn inside(dir: &Path, relative: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Every regular file under `dir` (symbolic links are not followed), by relative path.
+/// Every regular file under `dir` (symbolic links are not followed), by relative path; what
+/// cannot be read is named in `failures` and skipped.
 fn walk(
     root: &Path,
     dir: &Path,
     out: &mut BTreeMap<String, (u64, SystemTime)>,
-) -> Result<(), BucketError> {
+    failures: &mut Vec<String>,
+) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         // A destination the command removed holds nothing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error("cannot read", dir)(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            failures.push(format!("cannot read {}: {e}", dir.display()));
+            return;
+        }
     };
     for entry in entries {
-        let entry = entry.map_err(io_error("cannot read", dir))?;
+        let Ok(entry) = entry else {
+            failures.push(format!("cannot read {}", dir.display()));
+            continue;
+        };
         let path = entry.path();
-        let kind = entry.file_type().map_err(io_error("cannot read", &path))?;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
-            walk(root, &path, out)?;
+            walk(root, &path, out, failures);
         } else if kind.is_file() {
             let Ok(relative) = path.strip_prefix(root) else {
                 continue;
@@ -301,7 +388,6 @@ fn walk(
             }
         }
     }
-    Ok(())
 }
 
 fn stamp(path: &Path) -> Result<(u64, SystemTime), BucketError> {
@@ -337,8 +423,13 @@ impl<'a> S3<'a> {
             .cloned()
             .ok_or_else(|| failed("the data credentials do not cover this bucket".into()))?;
         // An emulator is addressed by path; AWS by the bucket's own host name.
+        // An emulator is addressed by path, and so is a bucket whose name has dots (S3's
+        // wildcard certificate covers one label); AWS otherwise by the bucket's host name.
         let (endpoint, style) = match &data.endpoint {
             Some(endpoint) => (endpoint.clone(), UrlStyle::Path),
+            None if name.contains('.') => {
+                (format!("https://s3.{region}.amazonaws.com"), UrlStyle::Path)
+            }
             None => (
                 format!("https://s3.{region}.amazonaws.com"),
                 UrlStyle::VirtualHost,
@@ -422,6 +513,26 @@ impl<'a> S3<'a> {
                 None => return Ok(keys),
             }
         }
+    }
+
+    /// Whether the object `key` exists.
+    fn exists(&self, key: &str) -> Result<bool, BucketError> {
+        self.attempt("HeadObject", || {
+            let url = self
+                .bucket
+                .head_object(Some(&self.credentials), key)
+                .sign(SIGNED_FOR);
+            let response = self
+                .http
+                .head(url.as_str())
+                .call()
+                .map_err(|e| e.to_string())?;
+            match response.status().as_u16() {
+                200 => Ok(true),
+                404 | 403 => Ok(false),
+                status => Err(format!("HTTP {status} for {key}")),
+            }
+        })
     }
 
     fn download(&self, key: &str, path: &Path) -> Result<(), BucketError> {
@@ -526,7 +637,9 @@ mod tests {
         fs::write(dir.path().join("top"), "yy").unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         let mut out = BTreeMap::new();
-        walk(dir.path(), dir.path(), &mut out).unwrap();
+        let mut failures = Vec::new();
+        walk(dir.path(), dir.path(), &mut out, &mut failures);
+        assert!(failures.is_empty(), "{failures:?}");
         let names: Vec<(&str, u64)> = out.iter().map(|(k, v)| (k.as_str(), v.0)).collect();
         assert_eq!(names, [("a/b/c.txt", 1), ("top", 2)]);
     }

@@ -223,7 +223,9 @@ fn node(config: &Config, supervisor: &Arc<Supervisor>) -> anyhow::Result<Arc<Nod
     // A stopping agent (SIGTERM as a Spot machine is taken back) writes its bucket mounts
     // back after its commands are gone: the relaunched job resumes from what they wrote.
     let stopping = Arc::clone(&node);
-    supervisor.before_exit(Box::new(move || stopping.data.write_back(&stopping.api)));
+    supervisor.before_exit(Box::new(move || {
+        let _ = stopping.data.write_back(&stopping.api);
+    }));
     // Every heartbeat, the bucket mounts are written back (nothing when nothing changed or
     // nothing is mounted), off the poll loop so a large upload never delays a heartbeat.
     let writer = Arc::clone(&node);
@@ -233,7 +235,8 @@ fn node(config: &Config, supervisor: &Arc<Supervisor>) -> anyhow::Result<Arc<Nod
         .spawn(move || {
             loop {
                 std::thread::sleep(heartbeat);
-                writer.data.write_back(&writer.api);
+                // Failures are logged, and tried again at the next beat.
+                let _ = writer.data.write_back(&writer.api);
             }
         })
         .context("cannot start the write-back thread")?;

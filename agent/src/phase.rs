@@ -197,9 +197,11 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
     let prepared = if prepare {
         info!("preparing the node");
         if task.container.is_some() {
-            // A stopping agent takes the container's commands down with its own.
+            // A stopping agent takes the container's commands down with its own (before the
+            // write-back, which reads what they wrote as root: they run as root in there).
             node.supervisor
                 .before_exit(Box::new(crate::container::stop));
+            node.data.read_as_root();
         }
         match prepare::prepare(&node.api, &node.data, &node.paths, task) {
             Err(PrepareError::Gone(gone)) => return Err(gone),
@@ -238,8 +240,15 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
             thread::park();
         }
     }
-    // What the command wrote to its bucket mounts is in the buckets before its exit counts.
-    node.data.write_back(&node.api);
+    // What the command wrote to its bucket mounts is in the buckets before its exit counts;
+    // a command that succeeded but whose output could not be saved did not succeed.
+    let code = match write_back_now(node) {
+        Err(failure) if code == 0 => {
+            error!(%failure, "the bucket mounts could not be written back: the phase fails");
+            PREPARE_FAILED
+        }
+        _ => code,
+    };
     retry("report exited", || {
         node.api.report(&Report::Exited {
             phase,
@@ -249,6 +258,21 @@ fn run_phase(node: &Node, phase: Phase, task: &NodeTask, prepare: bool) -> Resul
     })?;
     info!(%phase, code, chunks, "exited");
     Ok(())
+}
+
+/// Writes the bucket mounts back, trying a few times over some seconds.
+fn write_back_now(node: &Node) -> Result<(), String> {
+    let mut last = Ok(());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            thread::sleep(Duration::from_secs(2));
+        }
+        last = node.data.write_back(&node.api);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// Sends one line of the agent's own as the phase's whole log; returns the chunk count.

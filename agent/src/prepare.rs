@@ -160,11 +160,17 @@ impl NodePaths {
                 Component::Normal(part) => {
                     // A symlink on the way (one a workdir brought, or the task user made in
                     // /tmp, say) could lead anywhere. The system's own (root's, as /bin on
-                    // some images) are fine for a task user's absolute destinations.
-                    if fs::symlink_metadata(&path).is_ok_and(|m| {
-                        m.file_type().is_symlink()
-                            && (self.user.is_none() || std::os::unix::fs::MetadataExt::uid(&m) != 0)
-                    }) {
+                    // some images) are fine for a task user's absolute destinations outside
+                    // the home (where the workdir, unpacked by root, could bring one).
+                    let system = |m: &fs::Metadata| {
+                        self.user.is_some()
+                            && destination.starts_with('/')
+                            && !path.starts_with(&self.home)
+                            && std::os::unix::fs::MetadataExt::uid(m) == 0
+                    };
+                    if fs::symlink_metadata(&path)
+                        .is_ok_and(|m| m.file_type().is_symlink() && !system(&m))
+                    {
                         return Err(refuse("it passes through a symbolic link"));
                     }
                     path.push(part);
@@ -175,10 +181,16 @@ impl NodePaths {
                 }
             }
         }
-        if let Some(agent) = &self.agent_dir
-            && (agent.starts_with(&path) || path.starts_with(agent))
-        {
-            return Err(refuse("it holds the agent's own files"));
+        if let Some(agent) = &self.agent_dir {
+            // Where the path really leads, through the links allowed above.
+            let real = resolved(&path);
+            if agent.starts_with(&path)
+                || path.starts_with(agent)
+                || agent.starts_with(&real)
+                || real.starts_with(agent)
+            {
+                return Err(refuse("it holds the agent's own files"));
+            }
         }
         Ok(path)
     }
@@ -272,6 +284,27 @@ pub fn prepare(
         crate::container::start(container, &folders)?;
     }
     Ok(())
+}
+
+/// `path` with its longest existing part resolved (links followed), the rest appended.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path.to_owned();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = fs::canonicalize(&existing) {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_owned();
+            }
+            _ => return path.to_owned(),
+        }
+    }
 }
 
 /// The highest folder of `path` (or `path` itself) that does not exist yet.

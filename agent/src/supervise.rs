@@ -146,11 +146,14 @@ impl Supervisor {
         info!(reason, "stopping");
         self.terminate(&state.children, GRACE);
         self.wait_for_flush(FLUSH_GRACE);
+        // Last registered, first run (like `defer`): a container's commands are stopped
+        // before the mounts they wrote are written back.
         for last in self
             .before_exit
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
+            .rev()
         {
             (last.0)();
         }

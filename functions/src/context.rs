@@ -118,7 +118,8 @@ pub async fn context_from(
         // Without a node data role, nodes could not be given credentials: bucket mounts are
         // refused at submit, saying so.
         buckets: env.node_data_role_arn.as_ref().map(|role| {
-            Arc::new(S3Buckets::from_sdk_config(config, role)) as Arc<dyn shared::buckets::Buckets>
+            Arc::new(S3Buckets::from_sdk_config(config, role, &env.bucket))
+                as Arc<dyn shared::buckets::Buckets>
         }),
         settings: control::Settings {
             agent_api_url: api_url.trim_end_matches('/').to_owned(),

@@ -47,8 +47,10 @@ pub mod env {
     pub const NODE_DIR: &str = "STRATUS_NODE_DIR";
     /// On a cloud VM, where the agent runs as root: the user the task's commands run as
     /// (SkyPilot's layout: that user's `HOME`, `~/sky_workdir`, absolute mount destinations
-    /// at their real path), so they cannot reach the agent's files and token. Unset (the
-    /// local cloud): commands run as the agent's user with `HOME` at `NODE_DIR`.
+    /// at their real path), not as root beside the agent's files. (That user has SkyPilot's
+    /// passwordless `sudo`, so this is the layout SkyPilot users expect, not a wall: the
+    /// token it could read reaches only its own job.) Unset (the local cloud): commands run as
+    /// the agent's user with `HOME` at `NODE_DIR`.
     pub const TASK_USER: &str = "STRATUS_TASK_USER";
     /// Milliseconds between polls of `work` while waiting (see `AgentCadence::poll_ms`).
     pub const POLL_MS: &str = "STRATUS_AGENT_POLL_MS";

@@ -18,9 +18,13 @@ use crate::node::{Node, task};
 const DOCKER: &str = r#"#!/bin/bash
 log="$(dirname "$0")/docker.log"
 echo "docker $*" >>"$log"
+running="$(dirname "$0")/running"
 case "$1" in
-  version|pull|run|rm) exit 0 ;;
-  inspect) exit 1 ;;
+  version|pull) exit 0 ;;
+  run) touch "$running" ;;
+  rm) rm -f "$running" ;;
+  inspect) [ -f "$running" ] && echo true ;;
+  top) printf 'PID CMD\n1 sleep\n' ;;
   login) read -r password; echo "password on stdin: $password" >>"$log" ;;
   exec)
     shift
@@ -33,6 +37,8 @@ case "$1" in
       esac
     done
     shift
+    # The stop's signal to every process in the container: recorded, never sent here.
+    case "$*" in *kill*) echo "signalled the container: $*" >>"$log"; exit 0 ;; esac
     exec "$@"
     ;;
 esac
@@ -91,7 +97,8 @@ fn a_docker_task_runs_in_its_container_with_the_tasks_variables() {
         "var GREETING=hello".to_owned(),
         format!("var HOME={home}"),
         "sky_container /bin/bash".to_owned(),
-        // The stopping agent removes the container.
+        // The stopping agent stops the container's commands, then removes it.
+        "signalled the container: /bin/sh -c kill -TERM -1".to_owned(),
         "docker rm -f sky_container".to_owned(),
     ] {
         assert!(calls.contains(&expected), "{expected}:\n{calls}");

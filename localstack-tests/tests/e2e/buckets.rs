@@ -147,11 +147,57 @@ async fn copy_downloads_an_existing_bucket_and_a_missing_one_is_refused_at_submi
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(s3.head_bucket().bucket(&bucket).send().await.is_ok());
 
-    // A bucket that does not exist: 400, naming the field and the fix; nothing is created.
+    // A `name:` bucket that exists already is used, never taken over: not deleted with a
+    // job that did not create it, even when not persistent.
+    let task = format!(
+        "name: reuse\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nfile_mounts:\n  ~/data:\n    name: {bucket}\n    mode: MOUNT\n    persistent: false\nrun: cat ~/data/set/a.txt\n"
+    );
+    let id = world.submit(&task).await;
+    world.wait_succeeded(id).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s3.head_bucket().bucket(&bucket).send().await.is_ok());
+
+    // Refused at submit with a 400 naming the field: a bucket that does not exist, the
+    // deployment's own bucket, and a bucket another user's job made.
     let missing = format!("missing-{}", world.env.bucket);
+    let theirs = format!("theirs-{}", world.env.bucket);
+    s3.create_bucket().bucket(&theirs).send().await.unwrap();
+    s3.put_bucket_tagging()
+        .bucket(&theirs)
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(
+                    aws_sdk_s3::types::Tag::builder()
+                        .key(shared::buckets::OWNER_TAG)
+                        .value("someone-else")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (source, says) in [
+        (missing.as_str(), "does not exist"),
+        (world.env.bucket.as_str(), "this deployment's own"),
+        (theirs.as_str(), "another user's job"),
+    ] {
+        let (status, text) = submit_raw(&world, &format!("name: nope\nresources:\n  infra: aws\nfile_mounts:\n  /data:\n    source: s3://{source}\n    mode: MOUNT\nrun: ls /data\n")).await;
+        assert_eq!(status, 400, "{source}: {text}");
+        assert!(
+            text.contains("file_mounts./data") && text.contains(says),
+            "{source}: {text}"
+        );
+    }
+}
+
+/// `POST /api/v1/jobs` with `yaml`; the status and the body.
+async fn submit_raw(world: &World, yaml: &str) -> (u16, String) {
     let url = format!("{}/api/v1/jobs", world.api_url);
-    let body = json!({ "yaml": format!("name: nope\nresources:\n  infra: aws\nfile_mounts:\n  /data:\n    source: s3://{missing}\n    mode: MOUNT\nrun: ls /data\n") });
-    let (status, text) = tokio::task::spawn_blocking(move || {
+    let body = json!({ "yaml": yaml });
+    tokio::task::spawn_blocking(move || {
         let mut response = ureq::post(&url)
             .config()
             .http_status_as_error(false)
@@ -163,12 +209,7 @@ async fn copy_downloads_an_existing_bucket_and_a_missing_one_is_refused_at_submi
         (status, response.body_mut().read_to_string().unwrap())
     })
     .await
-    .unwrap();
-    assert_eq!(status, 400, "{text}");
-    assert!(
-        text.contains("file_mounts./data") && text.contains("does not exist"),
-        "{text}"
-    );
+    .unwrap()
 }
 
 /// The step the checkpoint in `bucket` holds, once one is there (waits for it).

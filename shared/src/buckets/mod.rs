@@ -28,12 +28,18 @@ use crate::job::JobId;
 #[cfg(feature = "aws")]
 pub use s3::S3Buckets;
 
-/// Most buckets one task may mount on cloud nodes: the session policy naming them must stay
-/// within STS's 2,048 characters.
+/// Most buckets one task may mount on cloud nodes (the session policy naming them must also
+/// stay within STS's 2,048 characters: [`POLICY_LIMIT`]).
 pub const MAX_BUCKETS_PER_TASK: usize = 8;
+
+/// STS's limit on a session policy's text.
+pub const POLICY_LIMIT: usize = 2048;
 
 /// The tag a bucket Stratus created carries: the job that created it.
 pub const CREATED_BY_TAG: &str = "stratus-created-by-job";
+/// The tag a bucket Stratus created carries: whose job created it (only that user's jobs may
+/// mount it).
+pub const OWNER_TAG: &str = "stratus-owner";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
@@ -60,84 +66,136 @@ pub struct Located {
     pub region: String,
 }
 
+/// What one mount may do in its bucket: the part under `prefix` (all of it when empty), read
+/// only unless `write`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub bucket: String,
+    pub prefix: String,
+    pub write: bool,
+}
+
 /// The port: users' buckets of one object store.
 #[async_trait]
 pub trait Buckets: Send + Sync {
+    /// Buckets no task may name (the deployment's own).
+    fn is_reserved(&self, bucket: &str) -> bool;
     /// The bucket's region, or `None` when there is no such bucket.
     async fn locate(&self, bucket: &str) -> Result<Option<Located>, BucketError>;
-    /// Creates `bucket` for `job`, tagged with it. `Ok(false)` when it already existed and is
-    /// ours to use (created earlier, by this job or another of the same deployment).
-    async fn create(&self, bucket: &str, job: JobId) -> Result<bool, BucketError>;
+    /// The owner a Stratus-created bucket is tagged with (`None`: not made by Stratus).
+    async fn stratus_owner(&self, bucket: &str) -> Result<Option<String>, BucketError>;
+    /// Creates `bucket` for `owner`'s `job`, tagged with both. `Ok(false)` when it existed
+    /// already (then it is never tagged, so never deleted as the job's).
+    async fn create(&self, bucket: &str, job: JobId, owner: &str) -> Result<bool, BucketError>;
     /// Deletes `bucket` and its objects if `job` created it; `Ok(false)` when it is not
     /// `job`'s (never deleted) or already gone.
     async fn delete_created(&self, bucket: &str, job: JobId) -> Result<bool, BucketError>;
-    /// The job's data identity for `buckets` (name → region).
+    /// The job's data identity for `grants`; `regions`: each bucket's region.
     async fn credentials(
         &self,
         job: JobId,
-        buckets: &BTreeMap<String, String>,
+        grants: &[Grant],
+        regions: &BTreeMap<String, String>,
     ) -> Result<DataCredentials, BucketError>;
 }
 
-/// The session policy that narrows the node data role to `buckets`: list and locate each,
-/// and read, write and delete its objects. Nothing else (no bucket administration, no other
-/// bucket).
-pub fn access_policy<'a>(buckets: impl IntoIterator<Item = &'a str>) -> serde_json::Value {
-    let names: Vec<&str> = buckets.into_iter().collect();
-    let arns: Vec<String> = names.iter().map(|b| format!("arn:aws:s3:::{b}")).collect();
-    let objects: Vec<String> = names
-        .iter()
-        .map(|b| format!("arn:aws:s3:::{b}/*"))
-        .collect();
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-                "Resource": arns,
-            },
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                ],
-                "Resource": objects,
-            },
-        ],
-    })
+/// The session policy that narrows the node data role to `grants`: for each, listing and
+/// locating its bucket (listing only under its prefix), reading its objects under the prefix,
+/// and writing and deleting them there only when it may write. Nothing else (no bucket
+/// administration, no other bucket, no other part of the bucket).
+pub fn access_policy(grants: &[Grant]) -> serde_json::Value {
+    let mut statements = Vec::new();
+    for grant in grants {
+        let bucket = format!("arn:aws:s3:::{}", grant.bucket);
+        let prefix = grant.prefix.trim_matches('/');
+        let (objects, list) = if prefix.is_empty() {
+            (vec![format!("{bucket}/*")], None)
+        } else {
+            (
+                // The prefix itself (a single object mounted) and what is under it.
+                vec![format!("{bucket}/{prefix}"), format!("{bucket}/{prefix}/*")],
+                Some(
+                    serde_json::json!({ "StringLike": { "s3:prefix": [prefix, format!("{prefix}/*")] } }),
+                ),
+            )
+        };
+        let mut listing = serde_json::json!({
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket,
+        });
+        if let Some(condition) = list {
+            listing["Condition"] = condition;
+        }
+        statements.push(listing);
+        let mut actions = vec!["s3:GetObject"];
+        if grant.write {
+            actions.extend(["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]);
+        }
+        statements.push(serde_json::json!({
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": objects,
+        }));
+    }
+    serde_json::json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn grant(bucket: &str, prefix: &str, write: bool) -> Grant {
+        Grant {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            write,
+        }
+    }
+
     #[test]
-    fn the_session_policy_names_only_the_jobs_buckets() {
-        let policy = access_policy(["ckpt", "data"]);
+    fn the_session_policy_names_only_the_mounts_parts_of_their_buckets() {
+        let policy = access_policy(&[grant("ckpt", "", true), grant("data", "set/", false)]);
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 4);
+        // A MOUNT of a whole bucket: list it, read and write its objects.
+        assert_eq!(statements[0]["Resource"], "arn:aws:s3:::ckpt");
+        assert!(statements[0].get("Condition").is_none());
         assert_eq!(
-            policy["Statement"][0]["Resource"],
-            serde_json::json!(["arn:aws:s3:::ckpt", "arn:aws:s3:::data"])
+            statements[1]["Action"],
+            serde_json::json!([
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload"
+            ])
         );
         assert_eq!(
-            policy["Statement"][1]["Resource"],
-            serde_json::json!(["arn:aws:s3:::ckpt/*", "arn:aws:s3:::data/*"])
+            statements[1]["Resource"],
+            serde_json::json!(["arn:aws:s3:::ckpt/*"])
+        );
+        // A COPY of a prefix: list only under it, read only.
+        assert_eq!(
+            statements[2]["Condition"]["StringLike"]["s3:prefix"],
+            serde_json::json!(["set", "set/*"])
+        );
+        assert_eq!(statements[3]["Action"], serde_json::json!(["s3:GetObject"]));
+        assert_eq!(
+            statements[3]["Resource"],
+            serde_json::json!(["arn:aws:s3:::data/set", "arn:aws:s3:::data/set/*"])
         );
         let text = policy.to_string();
         for forbidden in ["\"*\"", "s3:*", "CreateBucket", "DeleteBucket", "PutBucket"] {
             assert!(!text.contains(forbidden), "{forbidden} in {text}");
         }
-        // STS refuses session policies over 2,048 characters: the most buckets a task may
-        // name, with the longest names S3 allows, fit.
-        let many: Vec<String> = (0..MAX_BUCKETS_PER_TASK)
-            .map(|i| format!("{i:0>63}"))
+    }
+
+    #[test]
+    fn the_most_buckets_a_task_may_name_fit_when_their_names_are_reasonable() {
+        let many: Vec<Grant> = (0..MAX_BUCKETS_PER_TASK)
+            .map(|i| grant(&format!("team-bucket-{i:0>8}"), "", true))
             .collect();
-        let size = access_policy(many.iter().map(String::as_str))
-            .to_string()
-            .len();
-        assert!(size <= 2048, "{size}");
+        let size = access_policy(&many).to_string().len();
+        assert!(size <= POLICY_LIMIT, "{size}");
     }
 }

@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, Tag, Tagging,
 };
 
-use super::{BucketError, Buckets, CREATED_BY_TAG, Located, access_policy};
+use super::{BucketError, Buckets, CREATED_BY_TAG, Grant, Located, OWNER_TAG, access_policy};
 use crate::agent_protocol::DataCredentials;
 use crate::job::JobId;
 
@@ -32,10 +32,13 @@ pub struct S3Buckets {
     region: String,
     /// An emulator's S3 endpoint, handed to nodes.
     endpoint: Option<String>,
+    /// The deployment's own bucket, which no task may name.
+    reserved: String,
 }
 
 impl S3Buckets {
-    pub fn from_sdk_config(config: &SdkConfig, role_arn: &str) -> Self {
+    /// `reserved`: the deployment's own bucket (agent binary, uploads, logs), never a task's.
+    pub fn from_sdk_config(config: &SdkConfig, role_arn: &str, reserved: &str) -> Self {
         let mut builder = aws_sdk_s3::config::Builder::from(config);
         if config.endpoint_url().is_some() {
             builder = builder.force_path_style(true);
@@ -50,6 +53,7 @@ impl S3Buckets {
             endpoint: std::env::var("AWS_ENDPOINT_URL_S3")
                 .ok()
                 .or_else(|| config.endpoint_url().map(str::to_owned)),
+            reserved: reserved.to_owned(),
         }
     }
 
@@ -69,12 +73,12 @@ impl S3Buckets {
         }
     }
 
-    async fn created_by(&self, bucket: &str) -> Result<Option<String>, BucketError> {
+    async fn tag(&self, bucket: &str, key: &str) -> Result<Option<String>, BucketError> {
         match self.s3.get_bucket_tagging().bucket(bucket).send().await {
             Ok(out) => Ok(out
                 .tag_set()
                 .iter()
-                .find(|t| t.key() == CREATED_BY_TAG)
+                .find(|t| t.key() == key)
                 .map(|t| t.value().to_owned())),
             Err(e) => match e.code() {
                 Some("NoSuchTagSet" | "NoSuchBucket") => Ok(None),
@@ -120,6 +124,14 @@ impl S3Buckets {
 
 #[async_trait]
 impl Buckets for S3Buckets {
+    fn is_reserved(&self, bucket: &str) -> bool {
+        bucket == self.reserved
+    }
+
+    async fn stratus_owner(&self, bucket: &str) -> Result<Option<String>, BucketError> {
+        self.tag(bucket, OWNER_TAG).await
+    }
+
     async fn locate(&self, bucket: &str) -> Result<Option<Located>, BucketError> {
         match self.s3.head_bucket().bucket(bucket).send().await {
             Ok(out) => Ok(Some(Located {
@@ -129,7 +141,16 @@ impl Buckets for S3Buckets {
             })),
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
+                // A bucket in another region answers 301 with its region (the SDK does not
+                // follow S3's redirect).
+                let elsewhere = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_owned);
                 match status {
+                    Some(301) if elsewhere.is_some() => Ok(Some(Located {
+                        region: elsewhere.unwrap_or_default(),
+                    })),
                     Some(404) => Ok(None),
                     Some(403) => Err(BucketError::Denied {
                         bucket: bucket.to_owned(),
@@ -140,7 +161,12 @@ impl Buckets for S3Buckets {
         }
     }
 
-    async fn create(&self, bucket: &str, job: JobId) -> Result<bool, BucketError> {
+    async fn create(&self, bucket: &str, job: JobId, owner: &str) -> Result<bool, BucketError> {
+        // An existing bucket is never created again, so never tagged as this job's: in
+        // us-east-1 CreateBucket answers 200 for a bucket the account owns already.
+        if self.locate(bucket).await?.is_some() {
+            return Ok(false);
+        }
         let mut request = self.s3.create_bucket().bucket(bucket);
         // us-east-1 is S3's default location and must not be named as a constraint.
         if self.region != "us-east-1" {
@@ -163,24 +189,23 @@ impl Buckets for S3Buckets {
             },
         };
         if created {
-            let tag = Tag::builder()
-                .key(CREATED_BY_TAG)
-                .value(job.to_string())
+            let failed = |e: &dyn std::fmt::Display| BucketError::Backend {
+                operation: "PutBucketTagging",
+                bucket: bucket.to_owned(),
+                detail: e.to_string(),
+            };
+            let tags = [
+                (CREATED_BY_TAG, job.to_string()),
+                (OWNER_TAG, owner.to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(&e))?;
+            let tagging = Tagging::builder()
+                .set_tag_set(Some(tags))
                 .build()
-                .map_err(|e| BucketError::Backend {
-                    operation: "PutBucketTagging",
-                    bucket: bucket.to_owned(),
-                    detail: e.to_string(),
-                })?;
-            let tagging =
-                Tagging::builder()
-                    .tag_set(tag)
-                    .build()
-                    .map_err(|e| BucketError::Backend {
-                        operation: "PutBucketTagging",
-                        bucket: bucket.to_owned(),
-                        detail: e.to_string(),
-                    })?;
+                .map_err(|e| failed(&e))?;
             self.s3
                 .put_bucket_tagging()
                 .bucket(bucket)
@@ -194,7 +219,7 @@ impl Buckets for S3Buckets {
     }
 
     async fn delete_created(&self, bucket: &str, job: JobId) -> Result<bool, BucketError> {
-        if self.created_by(bucket).await? != Some(job.to_string()) {
+        if self.tag(bucket, CREATED_BY_TAG).await? != Some(job.to_string()) {
             return Ok(false);
         }
         self.empty(bucket).await?;
@@ -211,10 +236,11 @@ impl Buckets for S3Buckets {
     async fn credentials(
         &self,
         job: JobId,
-        buckets: &BTreeMap<String, String>,
+        grants: &[Grant],
+        regions: &BTreeMap<String, String>,
     ) -> Result<DataCredentials, BucketError> {
         let role = &self.role_arn;
-        let policy = access_policy(buckets.keys().map(String::as_str)).to_string();
+        let policy = access_policy(grants).to_string();
         let out = self
             .sts
             .assume_role()
@@ -235,7 +261,7 @@ impl Buckets for S3Buckets {
             secret_access_key: credentials.secret_access_key().to_owned(),
             session_token: credentials.session_token().to_owned(),
             expires_at_ms,
-            regions: buckets.clone(),
+            regions: regions.clone(),
             endpoint: self.endpoint.clone(),
         })
     }

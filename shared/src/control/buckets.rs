@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::Context;
 use super::submit::SubmitError;
-use crate::buckets::{BucketError, MAX_BUCKETS_PER_TASK};
+use crate::buckets::{BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT, access_policy};
 use crate::job::{JobId, JobRecord};
 use crate::spec::{self, MountSource, StorageSource, Store};
 
@@ -74,7 +74,7 @@ pub fn mounted_one(mount: &spec::FileMount) -> Option<Mounted> {
 /// Refuses, before anything is stored, bucket mounts this control plane cannot give a cloud
 /// node: GCS ones, any when it has no bucket access, too many, or a bucket that does not
 /// exist (and is not one to create) or may not be used.
-pub async fn check(ctx: &Context, task: &spec::Task) -> Result<(), SubmitError> {
+pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), SubmitError> {
     if ctx.settings.local_buckets.is_some() {
         return Ok(());
     }
@@ -112,6 +112,40 @@ pub async fn check(ctx: &Context, task: &spec::Task) -> Result<(), SubmitError> 
                 .into(),
         ));
     };
+    let policy = access_policy(&grants(task)).to_string().len();
+    if policy > POLICY_LIMIT {
+        return Err(SubmitError::BadRequest(format!(
+            "file_mounts: task '{}' names buckets and prefixes too long to grant at once ({policy} \
+             characters of policy, STS allows {POLICY_LIMIT}); mount fewer or shorter paths",
+            task.name
+        )));
+    }
+    for m in &mounted {
+        if buckets.is_reserved(&m.bucket) {
+            return Err(bad(
+                m,
+                format!(
+                    "bucket '{}' is this deployment's own; mount a bucket of your own",
+                    m.bucket
+                ),
+            ));
+        }
+        // A bucket a Stratus job made is its owner's: other users' jobs may not mount it.
+        match buckets.stratus_owner(&m.bucket).await {
+            Ok(Some(other)) if other != owner => {
+                return Err(bad(
+                    m,
+                    format!(
+                        "bucket '{}' was made by another user's job; only their jobs may mount it",
+                        m.bucket
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e @ BucketError::Denied { .. }) => return Err(bad(m, e.to_string())),
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
     for m in mounted.iter().filter(|m| !m.create) {
         match buckets.locate(&m.bucket).await {
             Ok(Some(_)) => {}
@@ -135,6 +169,7 @@ pub async fn check(ctx: &Context, task: &spec::Task) -> Result<(), SubmitError> 
 pub async fn create(
     ctx: &Context,
     job: JobId,
+    owner: &str,
     pipeline: &spec::Pipeline,
 ) -> Result<(), SubmitError> {
     let (None, Some(buckets)) = (&ctx.settings.local_buckets, &ctx.buckets) else {
@@ -142,7 +177,7 @@ pub async fn create(
     };
     for task in &pipeline.tasks {
         for m in mounted(task).iter().filter(|m| m.create) {
-            match buckets.create(&m.bucket, job).await {
+            match buckets.create(&m.bucket, job, owner).await {
                 Ok(_) => {}
                 Err(e @ BucketError::Taken { .. }) => {
                     return Err(SubmitError::BadRequest(format!(
@@ -198,7 +233,24 @@ pub async fn credentials(
     if regions.is_empty() {
         return Ok(None);
     }
-    buckets.credentials(job, &regions).await.map(Some)
+    buckets
+        .credentials(job, &grants(task), &regions)
+        .await
+        .map(Some)
+}
+
+/// What each S3 mount of `task` may do (pure): its part of its bucket, written only by MOUNT
+/// and `MOUNT_CACHED`.
+pub fn grants(task: &spec::Task) -> Vec<Grant> {
+    mounted(task)
+        .into_iter()
+        .filter(|m| m.store == Store::S3)
+        .map(|m| Grant {
+            bucket: m.bucket,
+            prefix: m.prefix,
+            write: m.mode != spec::StorageMode::Copy,
+        })
+        .collect()
 }
 
 fn unavailable(e: &BucketError) -> SubmitError {

@@ -87,7 +87,7 @@ pub async fn submit(
     let mut candidates = Vec::new();
     for task in &pipeline.tasks {
         check_uploads(task, &request.uploads)?;
-        super::buckets::check(ctx, task).await?;
+        super::buckets::check(ctx, task, owner).await?;
         let plan = optimizer::plan_task(&ctx.catalog, task, &ctx.settings.enabled_clouds);
         if plan.ranked.is_empty() {
             return Err(SubmitError::NoResources {
@@ -101,7 +101,7 @@ pub async fn submit(
 
     let id = ctx.store.next_job_id().await?;
     let now = ctx.clock.now();
-    super::buckets::create(ctx, id, &pipeline).await?;
+    super::buckets::create(ctx, id, owner, &pipeline).await?;
     let job = JobRecord::new(id, owner, pipeline, candidates, now);
     if let Some(session) = session {
         // The session's archives become this job's alone: its cleanup deletes them.
