@@ -184,32 +184,13 @@ async fn copy_downloads_an_existing_bucket_and_a_missing_one_is_refused_at_submi
         (world.env.bucket.as_str(), "this deployment's own"),
         (theirs.as_str(), "another user's job"),
     ] {
-        let (status, text) = submit_raw(&world, &format!("name: nope\nresources:\n  infra: aws\nfile_mounts:\n  /data:\n    source: s3://{source}\n    mode: MOUNT\nrun: ls /data\n")).await;
+        let (status, text) = world.post_job(json!({ "yaml": format!("name: nope\nresources:\n  infra: aws\nfile_mounts:\n  /data:\n    source: s3://{source}\n    mode: MOUNT\nrun: ls /data\n") })).await;
         assert_eq!(status, 400, "{source}: {text}");
         assert!(
             text.contains("file_mounts./data") && text.contains(says),
             "{source}: {text}"
         );
     }
-}
-
-/// `POST /api/v1/jobs` with `yaml`; the status and the body.
-async fn submit_raw(world: &World, yaml: &str) -> (u16, String) {
-    let url = format!("{}/api/v1/jobs", world.api_url);
-    let body = json!({ "yaml": yaml });
-    tokio::task::spawn_blocking(move || {
-        let mut response = ureq::post(&url)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    })
-    .await
-    .unwrap()
 }
 
 /// The step the checkpoint in `bucket` holds, once one is there (waits for it).

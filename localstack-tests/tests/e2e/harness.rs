@@ -476,8 +476,19 @@ impl World {
 
     /// Submits a whole request body (`yaml`, `uploads`, ...); returns the job's id.
     pub async fn submit_request(&self, body: Value) -> JobId {
+        let (status, text) = self.post_job(body).await;
+        assert!((200..300).contains(&status), "submit: {status} {text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        answer["id"]
+            .as_u64()
+            .or_else(|| answer["job_id"].as_u64())
+            .unwrap_or_else(|| panic!("no job id in {answer}"))
+    }
+
+    /// `POST /api/v1/jobs` with `body`, whatever the answer: its status and text.
+    pub async fn post_job(&self, body: Value) -> (u16, String) {
         let url = format!("{}/api/v1/jobs", self.api_url);
-        let answer = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut response = ureq::post(&url)
                 .config()
                 .http_status_as_error(false)
@@ -485,17 +496,11 @@ impl World {
                 .header("content-type", "application/json")
                 .send(body.to_string())
                 .unwrap();
-            let status = response.status();
-            let text = response.body_mut().read_to_string().unwrap();
-            assert!(status.is_success(), "submit: {status} {text}");
-            serde_json::from_str::<Value>(&text).unwrap()
+            let status = response.status().as_u16();
+            (status, response.body_mut().read_to_string().unwrap())
         })
         .await
-        .unwrap();
-        answer["id"]
-            .as_u64()
-            .or_else(|| answer["job_id"].as_u64())
-            .unwrap_or_else(|| panic!("no job id in {answer}"))
+        .unwrap()
     }
 
     /// Deletes `region`'s default VPC (and its subnets), as some accounts have none.

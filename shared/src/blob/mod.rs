@@ -14,6 +14,8 @@ use async_trait::async_trait;
 pub use local::LocalBlobStore;
 #[cfg(feature = "aws")]
 pub use s3::S3BlobStore;
+#[cfg(feature = "aws")]
+pub(crate) use s3::location as s3_location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {

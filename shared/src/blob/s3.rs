@@ -58,6 +58,16 @@ struct S3Failure {
     detail: String,
 }
 
+/// Where `CreateBucket` puts a bucket of `region`: `None` for us-east-1, S3's default location,
+/// which must not be named as a constraint.
+pub(crate) fn location(region: Option<&str>) -> Option<CreateBucketConfiguration> {
+    region.filter(|r| *r != "us-east-1").map(|region| {
+        CreateBucketConfiguration::builder()
+            .location_constraint(BucketLocationConstraint::from(region))
+            .build()
+    })
+}
+
 impl S3BlobStore {
     /// A store on `bucket` under `prefix` (`""` for the whole bucket; `"stratus"` and
     /// `"stratus/"` are the same). The prefix must be a valid key: no empty, `.` or `..` parts.
@@ -113,17 +123,12 @@ impl S3BlobStore {
     /// Creates the bucket in the client's region unless it exists and is ours. For tests and
     /// development; in production the deployment template creates the bucket.
     pub async fn create_bucket_if_missing(&self) -> Result<(), BlobError> {
-        let mut request = self.client.create_bucket().bucket(&self.bucket);
-        // us-east-1 is S3's default location and must not be named as a constraint.
-        if let Some(region) = self.client.config().region().map(ToString::to_string)
-            && region != "us-east-1"
-        {
-            request = request.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
-                    .build(),
-            );
-        }
+        let region = self.client.config().region().map(ToString::to_string);
+        let request = self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .set_create_bucket_configuration(location(region.as_deref()));
         match request.send().await {
             Ok(_) => {
                 tracing::info!(bucket = %self.bucket, "created bucket");

@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, Tag, Tagging,
-};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
 use super::{BucketError, Buckets, CREATED_BY_TAG, Grant, Located, OWNER_TAG, access_policy};
 use crate::agent_protocol::DataCredentials;
@@ -167,15 +165,11 @@ impl Buckets for S3Buckets {
         if self.locate(bucket).await?.is_some() {
             return Ok(false);
         }
-        let mut request = self.s3.create_bucket().bucket(bucket);
-        // us-east-1 is S3's default location and must not be named as a constraint.
-        if self.region != "us-east-1" {
-            request = request.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
-                    .build(),
-            );
-        }
+        let request = self
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .set_create_bucket_configuration(crate::blob::s3_location(Some(&self.region)));
         let created = match request.send().await {
             Ok(_) => true,
             Err(e) => match e.code() {

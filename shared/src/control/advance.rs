@@ -19,7 +19,6 @@ use crate::job::{
     Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster, step,
 };
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
-use crate::spec::ImageId;
 use crate::store::StoreError;
 
 /// Conflicting writers in a row before giving up (the event is redelivered by then).
@@ -132,16 +131,8 @@ pub(super) async fn launch(
 ) -> Result<(), HandlerError> {
     let candidate = job.candidates[task][candidate_index].clone();
     let spec = job.task_spec(task);
-    let resources = spec.resources.candidates.get(
-        candidate
-            .alternative
-            .min(spec.resources.candidates.len().saturating_sub(1)),
-    );
-    let image_id = resources.and_then(|r| match &r.image_id {
-        Some(ImageId::One(image)) => Some(image.clone()),
-        Some(ImageId::PerRegion(images)) => images.get(&candidate.region).cloned(),
-        None => None,
-    });
+    let resources = super::resources_of(spec, &candidate);
+    let image_id = super::image_of(spec, &candidate);
     let cluster_spec = ClusterSpec {
         job_id: job.id,
         task,

@@ -18,7 +18,7 @@ use crate::agent_protocol::{
 use crate::facts::{ClusterFact, ClusterFacts, ClusterRef, NodeFact};
 use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase, attempt_of_cluster};
 use crate::provider::NodeInfo;
-use crate::spec::{self, StorageMode, StorageSource, Workdir};
+use crate::spec::{self, StorageMode, Workdir};
 use crate::store::StoreError;
 
 /// How long presigned log URLs are asked to live (credentials may end them sooner; the agent
@@ -397,15 +397,7 @@ pub fn container(
     if candidate.cloud == crate::cloud::Cloud::Local {
         return None;
     }
-    let resources = spec.resources.candidates.get(
-        candidate
-            .alternative
-            .min(spec.resources.candidates.len().saturating_sub(1)),
-    )?;
-    let image = match resources.image_id.as_ref()? {
-        spec::ImageId::One(image) => image,
-        spec::ImageId::PerRegion(images) => images.get(&candidate.region)?,
-    };
+    let image = super::image_of(spec, candidate)?;
     let image = image.strip_prefix("docker:")?.trim();
     let var = |name: &str| {
         spec.envs
@@ -437,53 +429,30 @@ pub fn container(
 }
 
 fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Option<NodeMount> {
-    // On cloud nodes a bucket is the bucket itself (submit refused what cannot reach them).
-    if ctx.settings.local_buckets.is_none() && !matches!(mount.source, spec::MountSource::Local(_))
-    {
-        let bucket = super::buckets::mounted_one(mount)?;
-        return Some(NodeMount {
-            destination: mount.destination.clone(),
-            source: MountSource::S3 {
+    let source = match (&mount.source, super::buckets::mounted_one(mount)) {
+        (spec::MountSource::Local(path), _) => MountSource::Archive {
+            key: uploads.0.get(path)?.clone(),
+        },
+        (_, None) => return None,
+        (_, Some(bucket)) => match &ctx.settings.local_buckets {
+            // On the local cloud a bucket is a folder that outlives clusters.
+            Some(root) => {
+                let mut path = root.join(bucket.store.scheme()).join(&bucket.bucket);
+                if !bucket.prefix.is_empty() {
+                    path = path.join(&bucket.prefix);
+                }
+                MountSource::LocalFolder {
+                    path: path.to_string_lossy().into_owned(),
+                    copy: bucket.mode == StorageMode::Copy,
+                }
+            }
+            // On cloud nodes it is the bucket itself (submit refused what cannot reach them).
+            None => MountSource::S3 {
                 bucket: bucket.bucket,
                 prefix: bucket.prefix,
                 mode: bucket.mode,
             },
-        });
-    }
-    let bucket_folder = |store: &str, bucket: &str, key: &str| {
-        let root = ctx.settings.local_buckets.as_ref()?;
-        let mut path = root.join(store).join(bucket);
-        if !key.is_empty() {
-            path = path.join(key);
-        }
-        Some(path.to_string_lossy().into_owned())
-    };
-    let source = match &mount.source {
-        spec::MountSource::Local(path) => MountSource::Archive {
-            key: uploads.0.get(path)?.clone(),
         },
-        spec::MountSource::Bucket(url) => MountSource::LocalFolder {
-            path: bucket_folder(url.store.scheme(), &url.bucket, &url.key)?,
-            copy: true,
-        },
-        spec::MountSource::Storage(storage) => {
-            let copy = storage.mode == StorageMode::Copy;
-            let bucket = storage.sources.iter().find_map(|s| match s {
-                StorageSource::Bucket(url) => Some(url.clone()),
-                StorageSource::Local(_) => None,
-            });
-            match (&storage.name, bucket) {
-                (_, Some(url)) => MountSource::LocalFolder {
-                    path: bucket_folder(url.store.scheme(), &url.bucket, &url.key)?,
-                    copy,
-                },
-                (Some(name), None) => MountSource::LocalFolder {
-                    path: bucket_folder(storage.store.map_or("s3", |s| s.scheme()), name, "")?,
-                    copy,
-                },
-                (None, None) => return None,
-            }
-        }
     };
     Some(NodeMount {
         destination: mount.destination.clone(),

@@ -129,6 +129,29 @@ impl Context {
     }
 }
 
+/// The resources (of `spec`'s `any_of`/`ordered` alternatives) `candidate` was planned from.
+pub(crate) fn resources_of<'a>(
+    spec: &'a crate::spec::Task,
+    candidate: &crate::optimizer::Candidate,
+) -> Option<&'a crate::spec::Resources> {
+    spec.resources.candidates.get(
+        candidate
+            .alternative
+            .min(spec.resources.candidates.len().saturating_sub(1)),
+    )
+}
+
+/// The `image_id` that applies to `candidate` (the one image, or its region's).
+pub(crate) fn image_of(
+    spec: &crate::spec::Task,
+    candidate: &crate::optimizer::Candidate,
+) -> Option<String> {
+    match resources_of(spec, candidate)?.image_id.as_ref()? {
+        crate::spec::ImageId::One(image) => Some(image.clone()),
+        crate::spec::ImageId::PerRegion(images) => images.get(&candidate.region).cloned(),
+    }
+}
+
 /// A handler failed in a way the caller should see (the job itself is safe in the store).
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
