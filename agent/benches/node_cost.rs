@@ -226,7 +226,7 @@ impl Sim {
             }),
             clock: clock.clone(),
             catalog: Arc::new(Catalog::embedded()),
-            buckets: None,
+            buckets: shared::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "https://api.example.com".into(),
                 secret: Secret::new(b"bench".to_vec()),

@@ -1,5 +1,6 @@
-//! S3 bucket mounts on cloud nodes, with the job's data identity (`GET credentials`: an hour
-//! of credentials that reach only the task's buckets, asked again before they expire).
+//! Bucket mounts on cloud nodes (S3 and GCS, from either cloud), with the job's data identity
+//! (`GET credentials`: an hour of credentials that reach only the task's parts of its
+//! buckets, asked again before they expire).
 //!
 //! - **COPY**: the bucket (or the part under the prefix) is downloaded into the destination
 //!   once, before the first command.
@@ -12,10 +13,13 @@
 //!   SkyPilot's `MOUNT_CACHED` behaviour (rclone's write-back cache); no FUSE file system is
 //!   involved, so it works on any image and in containers.
 //!
-//! Requests are signed here (SigV4, by `rusty-s3`) and sent by the agent's own HTTP client;
-//! the control plane only hands out the credentials. Keys that would land outside the
-//! destination (`..`, absolute) are skipped with a warning. One object is one `PUT` (5 GB at
-//! most, S3's limit for a single upload).
+//! Requests are made here (`s3`: signed with SigV4; `gcs`: Cloud Storage's JSON API with a
+//! downscoped bearer token) and sent by the agent's own HTTP client; the control plane only
+//! hands out the credentials. Keys that would land outside the destination (`..`, absolute)
+//! are skipped with a warning. One object is one upload request (S3: 5 GB at most).
+
+mod gcs;
+mod s3;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -24,20 +28,17 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusty_s3::actions::ListObjectsV2;
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use shared::agent_protocol::DataCredentials;
+use shared::spec::Store;
 use tracing::{info, warn};
 
 use crate::api::{Api, ApiError, error_chain};
 
-/// How long a signed request stays valid (it is sent at once).
-const SIGNED_FOR: Duration = Duration::from_mins(5);
 /// Credentials closer than this to their expiry are asked for again.
 const REFRESH_BEFORE: Duration = Duration::from_mins(10);
-/// Attempts of one S3 request before the operation fails.
+/// Attempts of one request before the operation fails.
 const ATTEMPTS: u32 = 5;
-/// S3's limit on one `PUT`.
+/// S3's limit on one `PUT` (Cloud Storage takes up to 5 TiB in one upload).
 const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// What a mount's download found.
@@ -53,8 +54,9 @@ enum Pulled {
 pub enum BucketError {
     #[error("cannot get the job's data credentials")]
     Credentials(#[source] ApiError),
-    #[error("s3://{bucket}: {detail}")]
-    S3 { bucket: String, detail: String },
+    /// `url`: `s3://bucket` or `gs://bucket`.
+    #[error("{url}: {detail}")]
+    Store { url: String, detail: String },
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
@@ -107,7 +109,7 @@ impl Data {
         )
         .unwrap_or(u64::MAX);
         let fresh = held.as_ref().is_some_and(|c| {
-            c.expires_at_ms
+            c.expires_at_ms()
                 > now_ms.saturating_add(u64::try_from(REFRESH_BEFORE.as_millis()).unwrap_or(0))
         });
         if !fresh {
@@ -116,17 +118,19 @@ impl Data {
         Ok(held.clone().expect("set above"))
     }
 
-    /// Downloads `bucket/prefix` into `destination`; with `write_back`, keeps the mount to
-    /// write back from then on ([`Data::write_back`]).
+    /// Downloads `bucket/prefix` of `store` into `destination`; with `write_back`, keeps the
+    /// mount to write back from then on ([`Data::write_back`]).
     pub fn mount(
         &self,
         api: &Api,
+        store: Store,
         bucket: &str,
         prefix: &str,
         destination: &Path,
         write_back: bool,
     ) -> Result<(), BucketError> {
         let mut mount = SyncedMount {
+            store,
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
             dir: destination.to_owned(),
@@ -140,8 +144,8 @@ impl Data {
             return Ok(());
         }
         if files == Pulled::Files(0) && !write_back && !mount.prefix.is_empty() {
-            return Err(BucketError::S3 {
-                bucket: bucket.to_owned(),
+            return Err(BucketError::Store {
+                url: mount.url(),
                 detail: format!("nothing at '{prefix}' to copy"),
             });
         }
@@ -192,7 +196,7 @@ impl Data {
                     match mount.push(api, credentials, &mut failures) {
                         Ok((0, 0)) => {}
                         Ok((put, deleted)) => {
-                            info!(bucket = %mount.bucket, put, deleted, "wrote the mount back");
+                            info!(bucket = %mount.url(), put, deleted, "wrote the mount back");
                         }
                         Err(e) => failures.push(error_chain(&e)),
                     }
@@ -216,6 +220,7 @@ impl Data {
 /// A destination kept in step with `bucket/prefix`; `known` is what the bucket holds as far
 /// as this node knows (size and modification time of the local file when last in step).
 struct SyncedMount {
+    store: Store,
     bucket: String,
     prefix: String,
     dir: PathBuf,
@@ -223,6 +228,35 @@ struct SyncedMount {
 }
 
 impl SyncedMount {
+    /// `s3://bucket` or `gs://bucket`, for messages.
+    fn url(&self) -> String {
+        format!("{}://{}", self.store.scheme(), self.bucket)
+    }
+
+    /// A client of the mount's bucket.
+    fn client<'a>(
+        &self,
+        api: &'a Api,
+        credentials: &DataCredentials,
+    ) -> Result<Box<dyn ObjectStore + 'a>, BucketError> {
+        let uncovered = || BucketError::Store {
+            url: self.url(),
+            detail: "the data credentials do not cover this store".into(),
+        };
+        Ok(match self.store {
+            Store::S3 => Box::new(s3::S3::new(
+                api,
+                credentials.s3.as_ref().ok_or_else(uncovered)?,
+                &self.bucket,
+            )?),
+            Store::Gcs => Box::new(gcs::Gcs::new(
+                api,
+                credentials.gcs.as_ref().ok_or_else(uncovered)?,
+                &self.bucket,
+            )),
+        })
+    }
+
     fn key(&self, relative: &str) -> String {
         if self.prefix.is_empty() {
             relative.to_owned()
@@ -233,7 +267,7 @@ impl SyncedMount {
 
     /// Downloads every object under the prefix, or the object the prefix names.
     fn pull(&mut self, api: &Api, credentials: &DataCredentials) -> Result<Pulled, BucketError> {
-        let client = S3::new(api, credentials, &self.bucket)?;
+        let client = self.client(api, credentials)?;
         let list_prefix = if self.prefix.is_empty() {
             String::new()
         } else {
@@ -297,14 +331,15 @@ impl SyncedMount {
         if changed.is_empty() && gone.is_empty() {
             return Ok((0, 0));
         }
-        let client = S3::new(api, credentials, &self.bucket)?;
+        let client = self.client(api, credentials)?;
         let (mut put, mut deleted) = (0, 0);
         for (relative, stamp) in &changed {
             let key = self.key(relative);
-            if stamp.0 > MAX_PUT_BYTES {
+            if self.store == Store::S3 && stamp.0 > MAX_PUT_BYTES {
                 failures.push(format!(
-                    "s3://{}/{key}: {} bytes, over S3's 5 GB for one upload",
-                    self.bucket, stamp.0
+                    "{}/{key}: {} bytes, over S3's 5 GB for one upload",
+                    self.url(),
+                    stamp.0
                 ));
                 continue;
             }
@@ -404,210 +439,67 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Buck
     }
 }
 
-/// One bucket, with signed requests sent through the agent's HTTP client.
-struct S3<'a> {
-    http: &'a ureq::Agent,
-    bucket: Bucket,
-    credentials: Credentials,
+/// One bucket's objects, as the mounts use them.
+trait ObjectStore {
+    /// Every key under `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, BucketError>;
+    /// Whether the object `key` exists.
+    fn exists(&self, key: &str) -> Result<bool, BucketError>;
+    /// Writes the object `key` to `path` (through a `.stratus-part` file renamed at the end).
+    fn download(&self, key: &str, path: &Path) -> Result<(), BucketError>;
+    /// Uploads the file at `path` as `key`; a file deleted meanwhile is skipped.
+    fn upload(&self, key: &str, path: &Path) -> Result<(), BucketError>;
+    /// Deletes `key` (gone already is fine).
+    fn delete(&self, key: &str) -> Result<(), BucketError>;
 }
 
-impl<'a> S3<'a> {
-    fn new(api: &'a Api, data: &DataCredentials, name: &str) -> Result<Self, BucketError> {
-        let failed = |detail: String| BucketError::S3 {
-            bucket: name.to_owned(),
-            detail,
-        };
-        let region = data
-            .regions
-            .get(name)
-            .cloned()
-            .ok_or_else(|| failed("the data credentials do not cover this bucket".into()))?;
-        // An emulator is addressed by path; AWS by the bucket's own host name.
-        // An emulator is addressed by path, and so is a bucket whose name has dots (S3's
-        // wildcard certificate covers one label); AWS otherwise by the bucket's host name.
-        let (endpoint, style) = match &data.endpoint {
-            Some(endpoint) => (endpoint.clone(), UrlStyle::Path),
-            None if name.contains('.') => {
-                (format!("https://s3.{region}.amazonaws.com"), UrlStyle::Path)
-            }
-            None => (
-                format!("https://s3.{region}.amazonaws.com"),
-                UrlStyle::VirtualHost,
-            ),
-        };
-        let endpoint = url::Url::parse(&endpoint).map_err(|e| failed(format!("endpoint: {e}")))?;
-        let bucket = Bucket::new(endpoint, style, name.to_owned(), region)
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(S3 {
-            http: api.http(),
-            bucket,
-            credentials: Credentials::new_with_token(
-                data.access_key_id.clone(),
-                data.secret_access_key.clone(),
-                data.session_token.clone(),
-            ),
-        })
-    }
-
-    fn failed(&self, what: &str, detail: impl std::fmt::Display) -> BucketError {
-        BucketError::S3 {
-            bucket: self.bucket.name().to_owned(),
-            detail: format!("{what}: {detail}"),
+/// Sends a request up to [`ATTEMPTS`] times, backing off; `send` builds it afresh each time.
+fn attempt<T>(
+    url: &str,
+    what: &str,
+    mut send: impl FnMut() -> Result<T, String>,
+) -> Result<T, BucketError> {
+    let mut delay = Duration::from_millis(200);
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        match send() {
+            Ok(value) => return Ok(value),
+            Err(e) => last = e,
         }
+        std::thread::sleep(delay);
+        delay *= 2;
     }
+    Err(BucketError::Store {
+        url: url.to_owned(),
+        detail: format!("{what}: {last}"),
+    })
+}
 
-    /// Sends a request up to [`ATTEMPTS`] times; `send` gets a freshly signed URL each time.
-    fn attempt<T>(
-        &self,
-        what: &str,
-        mut send: impl FnMut() -> Result<T, String>,
-    ) -> Result<T, BucketError> {
-        let mut delay = Duration::from_millis(200);
-        let mut last = String::new();
-        for _ in 0..ATTEMPTS {
-            match send() {
-                Ok(value) => return Ok(value),
-                Err(e) => last = e,
-            }
-            std::thread::sleep(delay);
-            delay *= 2;
-        }
-        Err(self.failed(what, last))
+/// Saves a `200` answer's body to `part` (the download's own file; renamed by the caller).
+fn save(
+    mut response: ureq::http::Response<ureq::Body>,
+    key: &str,
+    part: &Path,
+) -> Result<(), String> {
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(format!("HTTP {status} for {key}"));
     }
+    let mut file = File::create(part).map_err(|e| e.to_string())?;
+    io::copy(&mut response.body_mut().as_reader(), &mut file).map_err(|e| e.to_string())?;
+    file.flush().map_err(|e| e.to_string())
+}
 
-    /// Every key under `prefix`.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, BucketError> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let text = self.attempt("ListObjectsV2", || {
-                let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
-                if !prefix.is_empty() {
-                    action.with_prefix(prefix);
-                }
-                if let Some(token) = &token {
-                    action.with_continuation_token(token.as_str());
-                }
-                let url = action.sign(SIGNED_FOR);
-                let mut response = self
-                    .http
-                    .get(url.as_str())
-                    .call()
-                    .map_err(|e| e.to_string())?;
-                let status = response.status().as_u16();
-                let body = response
-                    .body_mut()
-                    .read_to_string()
-                    .map_err(|e| e.to_string())?;
-                if status == 200 {
-                    Ok(body)
-                } else {
-                    Err(format!("HTTP {status}: {}", first_line(&body)))
-                }
-            })?;
-            let page = ListObjectsV2::parse_response(&text)
-                .map_err(|e| self.failed("ListObjectsV2", e))?;
-            keys.extend(page.contents.into_iter().map(|c| c.key));
-            match page.next_continuation_token {
-                Some(next) => token = Some(next),
-                None => return Ok(keys),
-            }
-        }
-    }
-
-    /// Whether the object `key` exists.
-    fn exists(&self, key: &str) -> Result<bool, BucketError> {
-        self.attempt("HeadObject", || {
-            let url = self
-                .bucket
-                .head_object(Some(&self.credentials), key)
-                .sign(SIGNED_FOR);
-            let response = self
-                .http
-                .head(url.as_str())
-                .call()
-                .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200 => Ok(true),
-                404 | 403 => Ok(false),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
-        })
-    }
-
-    fn download(&self, key: &str, path: &Path) -> Result<(), BucketError> {
-        let part = path.with_extension("stratus-part");
-        self.attempt("GetObject", || {
-            let url = self
-                .bucket
-                .get_object(Some(&self.credentials), key)
-                .sign(SIGNED_FOR);
-            let mut response = self
-                .http
-                .get(url.as_str())
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
-                .call()
-                .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                return Err(format!("HTTP {status} for {key}"));
-            }
-            let mut file = File::create(&part).map_err(|e| e.to_string())?;
-            io::copy(&mut response.body_mut().as_reader(), &mut file).map_err(|e| e.to_string())?;
-            file.flush().map_err(|e| e.to_string())
-        })?;
-        fs::rename(&part, path).map_err(io_error("cannot write", path))
-    }
-
-    fn upload(&self, key: &str, path: &Path) -> Result<(), BucketError> {
-        self.attempt("PutObject", || {
-            let url = self
-                .bucket
-                .put_object(Some(&self.credentials), key)
-                .sign(SIGNED_FOR);
-            let file = match File::open(path) {
-                Ok(file) => file,
-                // Deleted since the walk: the next write-back deletes the object.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            };
+/// The file to upload, with its length; `None` when it was deleted since the walk (the next
+/// write-back deletes the object).
+fn open_upload(path: &Path) -> Result<Option<(File, u64)>, String> {
+    match File::open(path) {
+        Ok(file) => {
             let len = file.metadata().map_err(|e| e.to_string())?.len();
-            let response = self
-                .http
-                .put(url.as_str())
-                .header("content-length", len.to_string())
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
-                .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
-                .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
-        })
-    }
-
-    fn delete(&self, key: &str) -> Result<(), BucketError> {
-        self.attempt("DeleteObject", || {
-            let url = self
-                .bucket
-                .delete_object(Some(&self.credentials), key)
-                .sign(SIGNED_FOR);
-            let response = self
-                .http
-                .delete(url.as_str())
-                .call()
-                .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 | 404 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
-        })
+            Ok(Some((file, len)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -355,13 +355,14 @@ fn realize(
                 &destination,
             ))?;
         }
-        MountSource::S3 {
+        MountSource::Bucket {
+            store,
             bucket,
             prefix,
             mode,
         } => {
             let write_back = *mode != StorageMode::Copy;
-            data.mount(api, bucket, prefix, &destination, write_back)
+            data.mount(api, *store, bucket, prefix, &destination, write_back)
                 .map_err(|source| PrepareError::Bucket {
                     what: what(),
                     source,

@@ -322,7 +322,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         bus: Arc::new(bus),
         clock,
         catalog: Arc::new(Catalog::with_overrides(&home.join("catalogs"))?),
-        buckets: None,
+        buckets: shared::buckets::BucketStores::default(),
         settings,
     };
     let auth: Arc<dyn Authenticator> = Arc::new(TokenAuth {

@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow};
 use sha2::{Digest as _, Sha256};
 use shared::agent_protocol::AgentCadence;
 use shared::blob::S3BlobStore;
-use shared::buckets::S3Buckets;
+use shared::buckets::{BucketStores, Buckets, GcsBuckets, GcsSettings, S3Buckets};
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
@@ -78,6 +78,14 @@ pub async fn context_from(
             config.region().map_or("its region", |r| r.as_ref())
         ),
     );
+    let mut buckets = BucketStores {
+        // Without a node data role, nodes could not be given credentials: S3 mounts are
+        // refused at submit, saying so.
+        s3: env.node_data_role_arn.as_ref().map(|role| {
+            Arc::new(S3Buckets::from_sdk_config(config, role, &env.bucket)) as Arc<dyn Buckets>
+        }),
+        gcs: None,
+    };
     match &env.gcp {
         None => {
             notes.insert(
@@ -88,9 +96,10 @@ pub async fn context_from(
             );
         }
         Some(gcp) => match gce_provider(gcp, config).await {
-            Ok((provider, how)) => {
+            Ok((provider, credentials, how)) => {
                 providers.insert(Cloud::Gcp, Arc::new(provider));
                 notes.insert(Cloud::Gcp, format!("project {}, {how}", gcp.project));
+                buckets.gcs = gcs_buckets(gcp, credentials);
             }
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "GCP is configured but cannot be used; it is disabled");
@@ -115,12 +124,7 @@ pub async fn context_from(
         )),
         clock,
         catalog: Arc::new(Catalog::embedded()),
-        // Without a node data role, nodes could not be given credentials: bucket mounts are
-        // refused at submit, saying so.
-        buckets: env.node_data_role_arn.as_ref().map(|role| {
-            Arc::new(S3Buckets::from_sdk_config(config, role, &env.bucket))
-                as Arc<dyn shared::buckets::Buckets>
-        }),
+        buckets,
         settings: control::Settings {
             agent_api_url: api_url.trim_end_matches('/').to_owned(),
             secret: Secret::new(secret.into_bytes()),
@@ -146,11 +150,31 @@ pub async fn context_from(
     })
 }
 
-/// The Compute Engine provider and how it authenticates.
+/// Users' GCS buckets, when the stack names a node data service account (else `gs://`
+/// mounts are refused at submit, saying what to deploy).
+fn gcs_buckets(gcp: &GcpEnv, credentials: GceCredentials) -> Option<Arc<dyn Buckets>> {
+    let account = gcp.node_data_service_account.clone()?;
+    let settings = GcsSettings {
+        project: gcp.project.clone(),
+        location: gcp.bucket_location.clone(),
+        node_service_account: account,
+        endpoint: gcp.storage_endpoint.clone(),
+        credentials,
+    };
+    match GcsBuckets::new(settings) {
+        Ok(buckets) => Some(Arc::new(buckets)),
+        Err(e) => {
+            warn!(error = %e, "GCS buckets cannot be used; gs:// mounts are refused");
+            None
+        }
+    }
+}
+
+/// The Compute Engine provider, the credentials it uses and how it authenticates.
 async fn gce_provider(
     gcp: &GcpEnv,
     config: &aws_config::SdkConfig,
-) -> anyhow::Result<(GceProvider, &'static str)> {
+) -> anyhow::Result<(GceProvider, GceCredentials, &'static str)> {
     let (credentials, how) = match &gcp.credentials {
         GcpCredentialSource::Federation(doc) => (
             GceCredentials::Json(serde_json::from_str(doc)?),
@@ -175,7 +199,7 @@ async fn gce_provider(
     };
     let connection = GceConnection {
         endpoint: gcp.endpoint.clone(),
-        credentials,
+        credentials: credentials.clone(),
         ..GceConnection::google()
     };
     let mut settings = GceSettings::new();
@@ -184,7 +208,7 @@ async fn gce_provider(
     }
     settings.subnetworks.clone_from(&gcp.subnetworks);
     let provider = GceProvider::new(&gcp.project, settings, connection).await?;
-    Ok((provider, how))
+    Ok((provider, credentials, how))
 }
 
 /// The `api` binary is also the node agent (see `bin/api.rs`): machines get this very

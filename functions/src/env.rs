@@ -51,6 +51,14 @@ pub struct GcpEnv {
     pub network: Option<String>,
     /// Per region, the subnetwork of the nodes (`STRATUS_GCP_SUBNETWORKS`, JSON object).
     pub subnetworks: BTreeMap<String, String>,
+    /// The service account whose downscoped tokens nodes reach their GCS buckets with
+    /// (`STRATUS_GCP_NODE_DATA_SERVICE_ACCOUNT`); `None`: `gs://` mounts are refused.
+    pub node_data_service_account: Option<String>,
+    /// Where buckets Stratus creates on GCS live (`STRATUS_GCP_BUCKET_LOCATION`; `US`).
+    pub bucket_location: String,
+    /// Cloud Storage's, IAM Credentials' and STS's base URL; `None` for Google's
+    /// (`STRATUS_GCP_STORAGE_ENDPOINT`, for emulators).
+    pub storage_endpoint: Option<String>,
 }
 
 /// Where the Google credentials come from: never a long-lived secret in the template.
@@ -181,6 +189,9 @@ impl GcpEnv {
             endpoint: get("STRATUS_GCP_ENDPOINT"),
             network: get("STRATUS_GCP_NETWORK"),
             subnetworks,
+            node_data_service_account: get("STRATUS_GCP_NODE_DATA_SERVICE_ACCOUNT"),
+            bucket_location: get("STRATUS_GCP_BUCKET_LOCATION").unwrap_or_else(|| "US".into()),
+            storage_endpoint: get("STRATUS_GCP_STORAGE_ENDPOINT"),
         }))
     }
 }

@@ -115,7 +115,7 @@ async fn sweep(jobs: usize) {
         bus: Arc::new(bus),
         clock: Arc::new(SystemClock),
         catalog: Arc::new(Catalog::embedded()),
-        buckets: None,
+        buckets: shared::buckets::BucketStores::default(),
         settings: Settings {
             agent_api_url: "http://127.0.0.1:1".into(),
             secret: Secret::new(b"bench".to_vec()),

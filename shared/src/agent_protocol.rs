@@ -245,11 +245,12 @@ pub enum MountSource {
     /// A folder on this machine standing in for a bucket (local cloud): link the destination
     /// to it (`copy: false`, MOUNT) or copy its contents (`copy: true`, COPY).
     LocalFolder { path: String, copy: bool },
-    /// An S3 bucket (or the part under `prefix`), reached with the job's data credentials
-    /// (`credentials`). `mode` `COPY` downloads it once; `MOUNT` and `MOUNT_CACHED` keep the
-    /// destination and the bucket in step (a FUSE mount where the node can make one, else a
-    /// copy written back while the command runs, when it ends, and on SIGTERM).
-    S3 {
+    /// A bucket (or the part under `prefix`) of `store`, reached with the job's data
+    /// credentials (`credentials`). `mode` `COPY` downloads it once; `MOUNT` and
+    /// `MOUNT_CACHED` keep the destination and the bucket in step (a copy written back while
+    /// the command runs, when it ends, and on SIGTERM).
+    Bucket {
+        store: crate::spec::Store,
         bucket: String,
         prefix: String,
         mode: crate::spec::StorageMode,
@@ -257,9 +258,28 @@ pub enum MountSource {
 }
 
 /// The job's data identity, for its bucket mounts: short-lived credentials that reach only
-/// the buckets the job's task names (`GET credentials`, asked again before they expire).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// the parts of the buckets the job's task names (`GET credentials`, asked again before they
+/// expire), one part per object store the task uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataCredentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Credentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsCredentials>,
+}
+
+impl DataCredentials {
+    /// When the first part stops working (ms since the epoch; `u64::MAX` when there is none).
+    pub fn expires_at_ms(&self) -> u64 {
+        let s3 = self.s3.as_ref().map_or(u64::MAX, |c| c.expires_at_ms);
+        let gcs = self.gcs.as_ref().map_or(u64::MAX, |c| c.expires_at_ms);
+        s3.min(gcs)
+    }
+}
+
+/// Temporary AWS credentials of the stack's node data role, narrowed to the task's S3 buckets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: String,
@@ -273,12 +293,35 @@ pub struct DataCredentials {
 }
 
 /// Never prints the secret parts.
-impl fmt::Debug for DataCredentials {
+impl fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataCredentials")
+        f.debug_struct("S3Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("expires_at_ms", &self.expires_at_ms)
             .field("regions", &self.regions)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Google OAuth access token of the stack's node data service account, downscoped by a
+/// Credential Access Boundary to the task's GCS buckets (sent as `Authorization: Bearer`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcsCredentials {
+    pub access_token: String,
+    /// When it stops working (ms since the epoch).
+    pub expires_at_ms: u64,
+    /// A Cloud Storage endpoint other than `https://storage.googleapis.com` (a fake); the
+    /// JSON API is under `/storage/v1/`, uploads under `/upload/storage/v1/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Never prints the token.
+impl fmt::Debug for GcsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsCredentials")
+            .field("expires_at_ms", &self.expires_at_ms)
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }

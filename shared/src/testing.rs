@@ -235,7 +235,7 @@ impl TestPlane {
             bus: Arc::new(bus),
             clock: clock.clone(),
             catalog: Arc::new(Catalog::embedded()),
-            buckets: None,
+            buckets: crate::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "http://127.0.0.1:1".into(),
                 secret: Secret::new(b"test".to_vec()),

@@ -13,13 +13,14 @@ use crate::harness::{Options, World, ec2_client};
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// examples/checkpoint.yaml on EC2: a step a half second, the step saved to the mount.
-fn checkpoint_task(bucket: &str) -> String {
+/// examples/checkpoint.yaml on spot `infra`/`instance_type`: a step a half second, the step
+/// saved to the mount, a `name:` bucket of `store`.
+pub fn checkpoint_task(bucket: &str, infra: &str, instance_type: &str, store: &str) -> String {
     format!(
         r#"name: ckpt
 resources:
-  infra: aws
-  instance_type: m6i.large
+  infra: {infra}
+  instance_type: {instance_type}
   use_spot: true
 envs:
   STEPS: 14
@@ -27,6 +28,7 @@ envs:
 file_mounts:
   ~/checkpoint:
     name: {bucket}
+    store: {store}
     mode: MOUNT
     persistent: false
 run: |
@@ -52,7 +54,9 @@ async fn a_spot_job_checkpointing_to_an_s3_mount_resumes_from_it_after_a_preempt
     let world = World::new(Options::default()).await;
     let s3 = s3_client(&world);
     let bucket = format!("ckpt-{}", world.env.bucket);
-    let id = world.submit(&checkpoint_task(&bucket)).await;
+    let id = world
+        .submit(&checkpoint_task(&bucket, "aws", "m6i.large", "s3"))
+        .await;
     // The `name:` bucket exists from the submit on, tagged with the job that created it.
     let tags = s3
         .get_bucket_tagging()

@@ -29,6 +29,7 @@ use shared::provider::{
 use shared::store::{DynamoStore, SqliteStore};
 
 use crate::fake::FakeCompute;
+use crate::fake::storage::FakeStorage;
 
 /// The AWS regions of the embedded catalog (every candidate lives in one of them).
 pub const REGIONS: [&str; 5] = [
@@ -133,6 +134,9 @@ pub struct World {
     pub gce: Option<Arc<FakeCompute>>,
     /// The fake Google STS (and AWS metadata service) GCP credentials come from.
     pub identity: Option<crate::fake::identity::FakeIdentity>,
+    /// The fake Cloud Storage (with IAM Credentials and STS downscoping), when the options
+    /// asked for GCP.
+    pub gcs: Option<Arc<FakeStorage>>,
     /// The fault-injecting proxy EC2 calls go through, when the options asked for one.
     pub proxy: Option<crate::proxy::Proxy>,
     pub sdk: SdkConfig,
@@ -309,13 +313,17 @@ impl World {
         // GCP as a deployed stack enables it: a project and a Workload Identity Federation
         // configuration in the functions' environment; the fake Compute API takes only the
         // tokens the fake Google STS issued for the functions' AWS role.
-        let (gce, identity) = if options.gce {
+        // The fake Cloud Storage takes the same tokens for bucket administration, and the
+        // node data service account's downscoped ones for objects.
+        let (gce, identity, gcs) = if options.gce {
             let fake = Arc::new(FakeCompute::start(&FakeCompute::discovery_path()).await);
             let identity = crate::fake::identity::FakeIdentity::start().await;
             fake.require_token(&identity.token);
-            (Some(fake), Some(identity))
+            let gcs = Arc::new(FakeStorage::start().await);
+            gcs.require_admin_token(&identity.token);
+            (Some(fake), Some(identity), Some(gcs))
         } else {
-            (None, None)
+            (None, None, None)
         };
         let env = functions::Env {
             table: name.clone(),
@@ -332,13 +340,16 @@ impl World {
                 .as_ref()
                 .zip(identity.as_ref())
                 .map(|(fake, identity)| functions::GcpEnv {
-                    project: "stratus-e2e".into(),
+                    project: FakeStorage::PROJECT.into(),
                     credentials: functions::GcpCredentialSource::Federation(
                         identity.credential_config().to_string(),
                     ),
                     endpoint: Some(fake.url.clone()),
                     network: None,
                     subnetworks: std::collections::BTreeMap::new(),
+                    node_data_service_account: Some(FakeStorage::NODE_SERVICE_ACCOUNT.into()),
+                    bucket_location: "US".into(),
+                    storage_endpoint: gcs.as_ref().map(|g| g.url.clone()),
                 }),
             ..functions::Env::default()
         };
@@ -452,6 +463,7 @@ impl World {
             sweeping,
             gce,
             identity,
+            gcs,
             proxy,
             sdk,
             env,

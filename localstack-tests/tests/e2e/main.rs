@@ -10,6 +10,8 @@
 //! - `lifecycle`: launch, run, succeed, clean up; preemption; failover; duplicate events.
 //! - `buckets`: S3 bucket mounts with the job's data identity: a checkpoint survives a
 //!   preemption; `name:` buckets created and deleted; a missing bucket refused at submit.
+//! - `gcs`: GCS bucket mounts against the fake Cloud Storage: a checkpoint survives a GCE
+//!   preemption; an EC2 node copies a GCS prefix; bad GCS buckets refused at submit.
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
@@ -22,6 +24,7 @@ mod deploy;
 // The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
 #[path = "../../../shared/tests/gce/fake/mod.rs"]
 mod fake;
+mod gcs;
 mod harness;
 mod lambda;
 mod lifecycle;

@@ -634,7 +634,7 @@ async fn agent_log_urls(
     ))
 }
 
-/// The job's data identity, for a node whose task mounts S3 buckets.
+/// The job's data identity, for a node whose task mounts buckets.
 async fn agent_credentials(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -647,7 +647,7 @@ async fn agent_credentials(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                format!("job {job}'s task mounts no S3 bucket: there are no data credentials"),
+                format!("job {job}'s task mounts no bucket: there are no data credentials"),
             )
         })
 }

@@ -10,21 +10,30 @@
 //!   own (the stack's `NodeDataRole`, never the control plane's), narrowed by a session policy
 //!   to exactly the task's buckets ([`access_policy`]), for an hour at a time.
 //!
-//! Only S3 is wired on cloud nodes; the local cloud keeps folders for buckets
+//! S3 and Cloud Storage are both wired, each with its own adapter ([`BucketStores`]); a node
+//! on either cloud reaches buckets of either store (the credentials come from the control
+//! plane, not from the machine). The local cloud keeps folders for buckets
 //! (`Settings::local_buckets`).
 //!
 //! # Layout
 //! - `s3` (feature `aws`): [`S3Buckets`], the S3 and STS adapter.
+//! - `gcs` (feature `gcp`): [`GcsBuckets`], the Cloud Storage, IAM Credentials and STS adapter.
 
+#[cfg(feature = "gcp")]
+mod gcs;
 #[cfg(feature = "aws")]
 mod s3;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::agent_protocol::DataCredentials;
 use crate::job::JobId;
+use crate::spec::Store;
+#[cfg(feature = "gcp")]
+pub use gcs::{GcsBuckets, GcsSettings, owner_label};
 #[cfg(feature = "aws")]
 pub use s3::S3Buckets;
 
@@ -34,6 +43,9 @@ pub const MAX_BUCKETS_PER_TASK: usize = 8;
 
 /// STS's limit on a session policy's text.
 pub const POLICY_LIMIT: usize = 2048;
+
+/// Google STS's limit on the rules of one Credential Access Boundary (one per GCS mount).
+pub const BOUNDARY_RULES_LIMIT: usize = 10;
 
 /// The tag a bucket Stratus created carries: the job that created it.
 pub const CREATED_BY_TAG: &str = "stratus-created-by-job";
@@ -82,8 +94,9 @@ pub trait Buckets: Send + Sync {
     fn is_reserved(&self, bucket: &str) -> bool;
     /// The bucket's region, or `None` when there is no such bucket.
     async fn locate(&self, bucket: &str) -> Result<Option<Located>, BucketError>;
-    /// The owner a Stratus-created bucket is tagged with (`None`: not made by Stratus).
-    async fn stratus_owner(&self, bucket: &str) -> Result<Option<String>, BucketError>;
+    /// Whether a Stratus job of a user other than `owner` made `bucket` (then only that
+    /// user's jobs may mount it).
+    async fn owned_by_another(&self, bucket: &str, owner: &str) -> Result<bool, BucketError>;
     /// Creates `bucket` for `owner`'s `job`, tagged with both. `Ok(false)` when it existed
     /// already (then it is never tagged, so never deleted as the job's).
     async fn create(&self, bucket: &str, job: JobId, owner: &str) -> Result<bool, BucketError>;
@@ -97,6 +110,66 @@ pub trait Buckets: Send + Sync {
         grants: &[Grant],
         regions: &BTreeMap<String, String>,
     ) -> Result<DataCredentials, BucketError>;
+}
+
+/// The adapters of the object stores this control plane reaches (none on the local cloud).
+#[derive(Clone, Default)]
+pub struct BucketStores {
+    pub s3: Option<Arc<dyn Buckets>>,
+    pub gcs: Option<Arc<dyn Buckets>>,
+}
+
+impl BucketStores {
+    /// The adapter of `store`, when this control plane has one.
+    pub fn of(&self, store: Store) -> Option<&Arc<dyn Buckets>> {
+        match store {
+            Store::S3 => self.s3.as_ref(),
+            Store::Gcs => self.gcs.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for BucketStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketStores")
+            .field("s3", &self.s3.is_some())
+            .field("gcs", &self.gcs.is_some())
+            .finish()
+    }
+}
+
+/// The Credential Access Boundary that narrows the node data service account's token to
+/// `grants` (Cloud Storage's counterpart of [`access_policy`]): per grant, its bucket with
+/// `roles/storage.objectViewer` (COPY) or `roles/storage.objectUser` (read, write, delete
+/// objects), and under a prefix only the object the prefix names, the objects under
+/// `prefix/`, and listings under `prefix/`. No bucket administration.
+pub fn access_boundary(grants: &[Grant]) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = grants
+        .iter()
+        .map(|grant| {
+            let permission = if grant.write {
+                "inRole:roles/storage.objectUser"
+            } else {
+                "inRole:roles/storage.objectViewer"
+            };
+            let mut rule = serde_json::json!({
+                "availableResource": format!("//storage.googleapis.com/projects/_/buckets/{}", grant.bucket),
+                "availablePermissions": [permission],
+            });
+            let prefix = grant.prefix.trim_matches('/');
+            if !prefix.is_empty() {
+                let object = format!("projects/_/buckets/{}/objects/{prefix}", grant.bucket);
+                rule["availabilityCondition"] = serde_json::json!({
+                    "expression": format!(
+                        "resource.name == '{object}' || resource.name.startsWith('{object}/') || \
+                         api.getAttribute('storage.googleapis.com/objectListPrefix', '').startsWith('{prefix}/')"
+                    ),
+                });
+            }
+            rule
+        })
+        .collect();
+    serde_json::json!({ "accessBoundaryRules": rules })
 }
 
 /// The session policy that narrows the node data role to `grants`: for each, listing and
@@ -186,6 +259,37 @@ mod tests {
         );
         let text = policy.to_string();
         for forbidden in ["\"*\"", "s3:*", "CreateBucket", "DeleteBucket", "PutBucket"] {
+            assert!(!text.contains(forbidden), "{forbidden} in {text}");
+        }
+    }
+
+    #[test]
+    fn the_access_boundary_names_only_the_mounts_parts_of_their_buckets() {
+        let boundary = access_boundary(&[grant("ckpt", "", true), grant("data", "set/", false)]);
+        let rules = boundary["accessBoundaryRules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        // A MOUNT of a whole bucket: its objects, read and written.
+        assert_eq!(
+            rules[0],
+            serde_json::json!({
+                "availableResource": "//storage.googleapis.com/projects/_/buckets/ckpt",
+                "availablePermissions": ["inRole:roles/storage.objectUser"],
+            })
+        );
+        // A COPY of a prefix: the object it names, what is under it, listings under it; read
+        // only.
+        assert_eq!(
+            rules[1]["availablePermissions"],
+            serde_json::json!(["inRole:roles/storage.objectViewer"])
+        );
+        assert_eq!(
+            rules[1]["availabilityCondition"]["expression"],
+            "resource.name == 'projects/_/buckets/data/objects/set' || \
+             resource.name.startsWith('projects/_/buckets/data/objects/set/') || \
+             api.getAttribute('storage.googleapis.com/objectListPrefix', '').startsWith('set/')"
+        );
+        let text = boundary.to_string();
+        for forbidden in ["storage.admin", "objectAdmin", "legacyBucket"] {
             assert!(!text.contains(forbidden), "{forbidden} in {text}");
         }
     }

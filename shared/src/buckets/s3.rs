@@ -14,7 +14,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
 use super::{BucketError, Buckets, CREATED_BY_TAG, Grant, Located, OWNER_TAG, access_policy};
-use crate::agent_protocol::DataCredentials;
+use crate::agent_protocol::{DataCredentials, S3Credentials};
 use crate::job::JobId;
 
 /// How long one issue of node credentials lasts (STS's limit for a role assumed by a role).
@@ -126,8 +126,11 @@ impl Buckets for S3Buckets {
         bucket == self.reserved
     }
 
-    async fn stratus_owner(&self, bucket: &str) -> Result<Option<String>, BucketError> {
-        self.tag(bucket, OWNER_TAG).await
+    async fn owned_by_another(&self, bucket: &str, owner: &str) -> Result<bool, BucketError> {
+        Ok(self
+            .tag(bucket, OWNER_TAG)
+            .await?
+            .is_some_and(|tagged| tagged != owner))
     }
 
     async fn locate(&self, bucket: &str) -> Result<Option<Located>, BucketError> {
@@ -251,12 +254,15 @@ impl Buckets for S3Buckets {
         let expires_at_ms =
             u64::try_from(credentials.expiration().to_millis().unwrap_or(0)).unwrap_or(0);
         Ok(DataCredentials {
-            access_key_id: credentials.access_key_id().to_owned(),
-            secret_access_key: credentials.secret_access_key().to_owned(),
-            session_token: credentials.session_token().to_owned(),
-            expires_at_ms,
-            regions: regions.clone(),
-            endpoint: self.endpoint.clone(),
+            s3: Some(S3Credentials {
+                access_key_id: credentials.access_key_id().to_owned(),
+                secret_access_key: credentials.secret_access_key().to_owned(),
+                session_token: credentials.session_token().to_owned(),
+                expires_at_ms,
+                regions: regions.clone(),
+                endpoint: self.endpoint.clone(),
+            }),
+            gcs: None,
         })
     }
 }

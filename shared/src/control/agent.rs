@@ -447,7 +447,8 @@ fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Opti
                 }
             }
             // On cloud nodes it is the bucket itself (submit refused what cannot reach them).
-            None => MountSource::S3 {
+            None => MountSource::Bucket {
+                store: bucket.store,
                 bucket: bucket.bucket,
                 prefix: bucket.prefix,
                 mode: bucket.mode,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use super::Context;
 use super::submit::SubmitError;
-use crate::buckets::{BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT, access_policy};
+use crate::buckets::{
+    BOUNDARY_RULES_LIMIT, BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT, access_policy,
+};
 use crate::job::{JobId, JobRecord};
 use crate::spec::{self, MountSource, StorageSource, Store};
 
@@ -72,8 +74,9 @@ pub fn mounted_one(mount: &spec::FileMount) -> Option<Mounted> {
 }
 
 /// Refuses, before anything is stored, bucket mounts this control plane cannot give a cloud
-/// node: GCS ones, any when it has no bucket access, too many, or a bucket that does not
-/// exist (and is not one to create) or may not be used.
+/// node: any of a store it has no access to, too many, grants too large for the store's
+/// token service, or a bucket that does not exist (and is not one to create) or may not be
+/// used.
 pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), SubmitError> {
     if ctx.settings.local_buckets.is_some() {
         return Ok(());
@@ -85,18 +88,10 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
     let bad = |m: &Mounted, why: String| {
         SubmitError::BadRequest(format!("file_mounts.{}: {why}", m.destination))
     };
-    if let Some(gcs) = mounted.iter().find(|m| m.store == Store::Gcs) {
-        return Err(bad(
-            gcs,
-            format!(
-                "gs://{} : GCS buckets are not mounted on cloud nodes yet; use an s3:// bucket \
-                 (readable from GCE nodes too) or copy the data in `setup`",
-                gcs.bucket
-            ),
-        ));
-    }
-    let distinct: std::collections::BTreeSet<&str> =
-        mounted.iter().map(|m| m.bucket.as_str()).collect();
+    let distinct: std::collections::BTreeSet<(&str, &str)> = mounted
+        .iter()
+        .map(|m| (m.store.scheme(), m.bucket.as_str()))
+        .collect();
     if distinct.len() > MAX_BUCKETS_PER_TASK {
         return Err(SubmitError::BadRequest(format!(
             "file_mounts: task '{}' mounts {} buckets; at most {MAX_BUCKETS_PER_TASK} per task",
@@ -104,23 +99,24 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
             distinct.len()
         )));
     }
-    let Some(buckets) = &ctx.buckets else {
-        return Err(bad(
-            &mounted[0],
-            "this control plane has no access to buckets (deploy the stack with its \
-             NodeDataRole), so bucket mounts cannot reach cloud nodes"
-                .into(),
-        ));
-    };
-    let policy = access_policy(&grants(task)).to_string().len();
-    if policy > POLICY_LIMIT {
-        return Err(SubmitError::BadRequest(format!(
-            "file_mounts: task '{}' names buckets and prefixes too long to grant at once ({policy} \
-             characters of policy, STS allows {POLICY_LIMIT}); mount fewer or shorter paths",
-            task.name
-        )));
-    }
     for m in &mounted {
+        if ctx.buckets.of(m.store).is_none() {
+            return Err(bad(m, no_access(m.store).into()));
+        }
+        // The prefix goes into a Credential Access Boundary's expression, quoted.
+        if m.store == Store::Gcs && m.prefix.contains(['\'', '\\']) {
+            return Err(bad(
+                m,
+                format!(
+                    "gs://{}/{}: a GCS path with ' or \\ cannot be granted to nodes; rename it",
+                    m.bucket, m.prefix
+                ),
+            ));
+        }
+    }
+    check_grant_sizes(task)?;
+    for m in &mounted {
+        let buckets = ctx.buckets.of(m.store).expect("checked above");
         if buckets.is_reserved(&m.bucket) {
             return Err(bad(
                 m,
@@ -131,8 +127,8 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
             ));
         }
         // A bucket a Stratus job made is its owner's: other users' jobs may not mount it.
-        match buckets.stratus_owner(&m.bucket).await {
-            Ok(Some(other)) if other != owner => {
+        match buckets.owned_by_another(&m.bucket, owner).await {
+            Ok(true) => {
                 return Err(bad(
                     m,
                     format!(
@@ -141,26 +137,66 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
                     ),
                 ));
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e @ BucketError::Denied { .. }) => return Err(bad(m, e.to_string())),
             Err(e) => return Err(unavailable(&e)),
         }
-    }
-    for m in mounted.iter().filter(|m| !m.create) {
+        if m.create {
+            continue;
+        }
         match buckets.locate(&m.bucket).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(bad(
                     m,
                     format!(
-                        "bucket 's3://{}' does not exist (to have Stratus create one, write `name: {}` without `source`)",
-                        m.bucket, m.bucket
+                        "bucket '{}://{}' does not exist (to have Stratus create one, write `name: {}` without `source`)",
+                        m.store.scheme(),
+                        m.bucket,
+                        m.bucket
                     ),
                 ));
             }
             Err(e @ BucketError::Denied { .. }) => return Err(bad(m, e.to_string())),
             Err(e) => return Err(unavailable(&e)),
         }
+    }
+    Ok(())
+}
+
+/// What to deploy so a control plane reaches `store`'s buckets.
+fn no_access(store: Store) -> &'static str {
+    match store {
+        Store::S3 => {
+            "this control plane has no access to S3 buckets (deploy the stack with its \
+             NodeDataRole), so bucket mounts cannot reach cloud nodes"
+        }
+        Store::Gcs => {
+            "this control plane has no access to GCS buckets (deploy the stack with GCP \
+             enabled and GcpNodeDataServiceAccount set: infra/README.md), so gs:// mounts \
+             cannot reach cloud nodes"
+        }
+    }
+}
+
+/// Refuses grants too large for one issue of credentials: STS's 2,048 characters of session
+/// policy (S3), Google STS's 10 boundary rules (GCS).
+fn check_grant_sizes(task: &spec::Task) -> Result<(), SubmitError> {
+    let policy = access_policy(&grants(task, Store::S3)).to_string().len();
+    if policy > POLICY_LIMIT {
+        return Err(SubmitError::BadRequest(format!(
+            "file_mounts: task '{}' names buckets and prefixes too long to grant at once ({policy} \
+             characters of policy, STS allows {POLICY_LIMIT}); mount fewer or shorter paths",
+            task.name
+        )));
+    }
+    let rules = grants(task, Store::Gcs).len();
+    if rules > BOUNDARY_RULES_LIMIT {
+        return Err(SubmitError::BadRequest(format!(
+            "file_mounts: task '{}' has {rules} GCS mounts; at most {BOUNDARY_RULES_LIMIT} \
+             (Google's limit on one credential access boundary)",
+            task.name
+        )));
     }
     Ok(())
 }
@@ -172,11 +208,14 @@ pub async fn create(
     owner: &str,
     pipeline: &spec::Pipeline,
 ) -> Result<(), SubmitError> {
-    let (None, Some(buckets)) = (&ctx.settings.local_buckets, &ctx.buckets) else {
+    if ctx.settings.local_buckets.is_some() {
         return Ok(());
-    };
+    }
     for task in &pipeline.tasks {
         for m in mounted(task).iter().filter(|m| m.create) {
+            let Some(buckets) = ctx.buckets.of(m.store) else {
+                continue;
+            };
             match buckets.create(&m.bucket, job, owner).await {
                 Ok(_) => {}
                 Err(e @ BucketError::Taken { .. }) => {
@@ -194,57 +233,65 @@ pub async fn create(
 
 /// Deletes the buckets `job` created that are not persistent (the cleanup's part).
 pub async fn delete_ephemeral(ctx: &Context, job: &JobRecord) -> Result<(), BucketError> {
-    let (None, Some(buckets)) = (&ctx.settings.local_buckets, &ctx.buckets) else {
+    if ctx.settings.local_buckets.is_some() {
         return Ok(());
-    };
+    }
     for task in &job.pipeline.tasks {
         for m in mounted(task).iter().filter(|m| m.create && !m.persistent) {
+            let Some(buckets) = ctx.buckets.of(m.store) else {
+                continue;
+            };
             buckets.delete_created(&m.bucket, job.id).await?;
         }
     }
     Ok(())
 }
 
-/// The data identity of a node running `task` of `job`: credentials for its S3 buckets.
+/// The data identity of a node running `task` of `job`: credentials for its buckets, one
+/// part per object store it mounts (`None` when it mounts none).
 pub async fn credentials(
     ctx: &Context,
     job: JobId,
     task: &spec::Task,
 ) -> Result<Option<crate::agent_protocol::DataCredentials>, BucketError> {
-    let Some(buckets) = &ctx.buckets else {
-        return Ok(None);
-    };
-    let mut regions = BTreeMap::new();
-    for m in mounted(task).iter().filter(|m| m.store == Store::S3) {
-        if regions.contains_key(&m.bucket) {
-            continue;
+    let mut issued = crate::agent_protocol::DataCredentials::default();
+    if let Some(buckets) = &ctx.buckets.s3 {
+        let mut regions = BTreeMap::new();
+        for m in mounted(task).iter().filter(|m| m.store == Store::S3) {
+            if regions.contains_key(&m.bucket) {
+                continue;
+            }
+            let region = buckets
+                .locate(&m.bucket)
+                .await?
+                .ok_or_else(|| BucketError::Backend {
+                    operation: "HeadBucket",
+                    bucket: m.bucket.clone(),
+                    detail: "the bucket is gone".into(),
+                })?
+                .region;
+            regions.insert(m.bucket.clone(), region);
         }
-        let region = buckets
-            .locate(&m.bucket)
-            .await?
-            .ok_or_else(|| BucketError::Backend {
-                operation: "HeadBucket",
-                bucket: m.bucket.clone(),
-                detail: "the bucket is gone".into(),
-            })?
-            .region;
-        regions.insert(m.bucket.clone(), region);
+        if !regions.is_empty() {
+            issued.s3 = buckets
+                .credentials(job, &grants(task, Store::S3), &regions)
+                .await?
+                .s3;
+        }
     }
-    if regions.is_empty() {
-        return Ok(None);
+    let gcs = grants(task, Store::Gcs);
+    if let (Some(buckets), false) = (&ctx.buckets.gcs, gcs.is_empty()) {
+        issued.gcs = buckets.credentials(job, &gcs, &BTreeMap::new()).await?.gcs;
     }
-    buckets
-        .credentials(job, &grants(task), &regions)
-        .await
-        .map(Some)
+    Ok((issued.s3.is_some() || issued.gcs.is_some()).then_some(issued))
 }
 
-/// What each S3 mount of `task` may do (pure): its part of its bucket, written only by MOUNT
-/// and `MOUNT_CACHED`.
-pub fn grants(task: &spec::Task) -> Vec<Grant> {
+/// What each `store` mount of `task` may do (pure): its part of its bucket, written only by
+/// MOUNT and `MOUNT_CACHED`.
+pub fn grants(task: &spec::Task, store: Store) -> Vec<Grant> {
     mounted(task)
         .into_iter()
-        .filter(|m| m.store == Store::S3)
+        .filter(|m| m.store == store)
         .map(|m| Grant {
             bucket: m.bucket,
             prefix: m.prefix,

@@ -117,9 +117,9 @@ pub struct Context {
     pub bus: Arc<dyn EventBus>,
     pub clock: Arc<dyn Clock>,
     pub catalog: Arc<Catalog>,
-    /// Users' buckets on cloud nodes (the deployed control plane); `None` locally, where
-    /// folders stand in for buckets (`Settings::local_buckets`).
-    pub buckets: Option<Arc<dyn crate::buckets::Buckets>>,
+    /// Users' buckets on cloud nodes, per object store (the deployed control plane); none
+    /// locally, where folders stand in for buckets (`Settings::local_buckets`).
+    pub buckets: crate::buckets::BucketStores,
     pub settings: Settings,
 }
 

@@ -6,8 +6,12 @@
 //! `.venv/bin/pip install --no-deps google-api-python-client==2.202.0 && cargo test -p shared
 //! --features gcp --test gce` (the fake finds the document in `.venv`). Each test has a fake
 //! of its own and ends by asserting that the fake saw no request the real API would reject.
+//!
+//! `storage_fake` tests the fake Cloud Storage (`fake::storage`, with IAM Credentials and STS
+//! downscoping) on its own, as the fake the bucket mounts are tested against.
 
 mod fake;
+mod storage_fake;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -652,7 +656,7 @@ impl ControlPlane {
             bus: Arc::new(bus),
             clock: Arc::new(SystemClock),
             catalog: Arc::new(Catalog::embedded()),
-            buckets: None,
+            buckets: shared::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "https://api.example.com".into(),
                 secret: Secret::new(b"gce-tests".to_vec()),

@@ -213,7 +213,9 @@ impl fmt::Debug for GceCredentials {
 
 impl GceCredentials {
     /// The client credentials these stand for (`None`: application default).
-    fn build(&self) -> Result<Option<google_cloud_auth::credentials::Credentials>, ProviderError> {
+    pub(crate) fn build(
+        &self,
+    ) -> Result<Option<google_cloud_auth::credentials::Credentials>, ProviderError> {
         use google_cloud_auth::credentials::{anonymous, external_account, service_account};
         let refused = |kind: &str, e: &dyn std::fmt::Display| ProviderError::Auth {
             message: format!("GCE: the {kind} credentials cannot be used: {e}"),

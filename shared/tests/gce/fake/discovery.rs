@@ -1,10 +1,16 @@
-//! Google's own description of the Compute API (`compute.v1.json`, the discovery document
-//! shipped in the `google-api-python-client` package) and the checks the fake runs with it:
-//! which method a request is, and whether its query and body are ones the real API would take.
+//! Google's own description of an API (`compute.v1.json`, `storage.v1.json`, ...: the
+//! discovery documents shipped in the `google-api-python-client` package) and the checks the
+//! fakes run with it: which method a request is, and whether its query and body are ones the
+//! real API would take.
 //!
 //! What is checked, for every request:
-//! - the method: the HTTP verb and path must be one of the document's methods (`flatPath`
-//!   under `servicePath`, literal segments before variables);
+//! - the method: the HTTP verb and path must be one of the document's methods (`flatPath`, else
+//!   `path`, under `servicePath`; literal segments before variables; a segment may be a
+//!   variable with a literal tail, as in `{serviceAccountsId}:generateAccessToken`). Path
+//!   variables are percent-decoded, as Google decodes them: Cloud Storage object names carry
+//!   their `/` as `%2F` in one segment. Media uploads go to the method's
+//!   `mediaUpload.protocols.simple.path` (`/upload/storage/v1/b/{bucket}/o`) instead, which
+//!   [`Discovery::route_upload`] matches;
 //! - the query: every parameter must be the method's (`location: query`) or one of the
 //!   document's global parameters, or a front-end system parameter the official clients send
 //!   that the document does not list (`$alt`, checked as `alt`; `$apiVersion`); values must
@@ -42,13 +48,20 @@ pub struct Method {
     verb: String,
     /// `projects/{project}/zones/{zone}/instances`, split on `/`.
     segments: Vec<Segment>,
+    /// The simple media upload path (`/upload/storage/v1/b/{bucket}/o`, from the root), split
+    /// on `/` without the leading one; only for methods that take uploads.
+    upload: Option<Vec<Segment>>,
     json: Value,
 }
 
 #[derive(Debug)]
 enum Segment {
     Literal(String),
-    Variable(String),
+    /// `{name}`, or `{name}tail` (`{serviceAccountsId}:generateAccessToken`).
+    Variable {
+        name: String,
+        tail: String,
+    },
 }
 
 /// The discovery document, indexed.
@@ -127,25 +140,57 @@ impl Discovery {
         self.methods.iter().find(|m| m.id == id)
     }
 
-    /// The method `verb path` calls, and its path parameters.
+    /// The method `verb path` calls, and its (percent-decoded) path parameters.
     pub fn route(&self, verb: &str, path: &str) -> Option<(&Method, BTreeMap<String, String>)> {
         let rest = path.strip_prefix(&self.service_path)?;
+        self.best_fit(verb, rest, |m| Some(&m.segments))
+    }
+
+    /// The method whose simple media upload path `verb path` is
+    /// (`POST /upload/storage/v1/b/{bucket}/o`), and its path parameters. The body of such a
+    /// call is the media itself, not the method's `request`.
+    pub fn route_upload(
+        &self,
+        verb: &str,
+        path: &str,
+    ) -> Option<(&Method, BTreeMap<String, String>)> {
+        let rest = path.strip_prefix('/')?;
+        self.best_fit(verb, rest, |m| m.upload.as_ref())
+    }
+
+    /// The method of verb `verb` whose path (as `path_of` picks it) fits `rest`; where several
+    /// fit, the one with the most literal segments.
+    fn best_fit<'a>(
+        &'a self,
+        verb: &str,
+        rest: &str,
+        path_of: impl Fn(&'a Method) -> Option<&'a Vec<Segment>>,
+    ) -> Option<(&'a Method, BTreeMap<String, String>)> {
         let parts: Vec<&str> = rest.split('/').collect();
         let mut best: Option<(&Method, BTreeMap<String, String>, usize)> = None;
         for m in self.methods.iter().filter(|m| m.verb == verb) {
-            if m.segments.len() != parts.len() {
+            let Some(segments) = path_of(m) else {
+                continue;
+            };
+            if segments.len() != parts.len() {
                 continue;
             }
             let mut vars = BTreeMap::new();
             let mut literals = 0;
-            let fits = m.segments.iter().zip(&parts).all(|(s, p)| match s {
+            let fits = segments.iter().zip(&parts).all(|(s, p)| match s {
                 Segment::Literal(l) => {
                     literals += 1;
                     l == p
                 }
-                Segment::Variable(v) => {
-                    vars.insert(v.clone(), (*p).to_owned());
-                    !p.is_empty()
+                Segment::Variable { name, tail } => {
+                    let value = p.strip_suffix(tail.as_str()).and_then(percent_decode);
+                    match value {
+                        Some(v) if !v.is_empty() => {
+                            vars.insert(name.clone(), v);
+                            true
+                        }
+                        _ => false,
+                    }
                 }
             });
             if fits && best.as_ref().is_none_or(|(_, _, l)| literals > *l) {
@@ -239,6 +284,12 @@ impl Discovery {
         self.check(method, Direction::Request, schema, body)
     }
 
+    /// What is wrong with `value` as a request's `schema` (`GoogleIdentityStsV1Options`): for
+    /// JSON a method carries inside a string field, which the request schema cannot see into.
+    pub fn check_value(&self, method: &Method, schema: &str, value: &Value) -> Vec<String> {
+        self.check(method, Direction::Request, schema, value)
+    }
+
     /// What is wrong with a response of `method` (the fake's own replies).
     pub fn check_response(&self, method: &Method, body: &Value) -> Vec<String> {
         match method.json["response"]["$ref"].as_str() {
@@ -302,24 +353,58 @@ fn collect_methods(resources: &Value, out: &mut Vec<Method>) {
                     .as_str()
                     .or(m["path"].as_str())
                     .unwrap_or_default();
+                let upload = m["mediaUpload"]["protocols"]["simple"]["path"]
+                    .as_str()
+                    .map(|p| segments(p.trim_start_matches('/')));
                 out.push(Method {
                     id: m["id"].as_str().unwrap_or_default().to_owned(),
                     verb: m["httpMethod"].as_str().unwrap_or_default().to_owned(),
-                    segments: path
-                        .split('/')
-                        .map(
-                            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                                Some(v) => Segment::Variable(v.trim_start_matches('+').to_owned()),
-                                None => Segment::Literal(s.to_owned()),
-                            },
-                        )
-                        .collect(),
+                    segments: segments(path),
+                    upload,
                     json: m.clone(),
                 });
             }
         }
         collect_methods(&resource["resources"], out);
     }
+}
+
+/// `projects/{project}/zones/{zone}` as segments; `{+name}` is a variable `name`.
+fn segments(path: &str) -> Vec<Segment> {
+    path.split('/')
+        .map(|s| {
+            let variable = s.strip_prefix('{').and_then(|s| s.split_once('}'));
+            match variable {
+                Some((name, tail)) => Segment::Variable {
+                    name: name.trim_start_matches('+').to_owned(),
+                    tail: tail.to_owned(),
+                },
+                None => Segment::Literal(s.to_owned()),
+            }
+        })
+        .collect()
+}
+
+/// `s` with its `%XX` escapes decoded; `None` when an escape is broken or the result is not
+/// UTF-8 (Google answers such paths 400).
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn check_parameter(spec: &Value, value: &str) -> Result<(), String> {

@@ -28,6 +28,7 @@
 mod discovery;
 pub mod identity;
 mod pattern;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
