@@ -221,13 +221,21 @@ impl Client {
         self.get(&format!("/api/v1/jobs/{id}/events"))
     }
 
-    pub fn upload(&self, session: &str, bytes: &[u8]) -> anyhow::Result<String> {
+    /// Uploads an archive of one launch (`session`), into `bucket` (`jobs.bucket`) or the
+    /// deployment's store; returns its key.
+    pub fn upload(
+        &self,
+        session: &str,
+        bucket: Option<&str>,
+        bytes: &[u8],
+    ) -> anyhow::Result<String> {
         // Straight to the store when it takes uploads by URL (S3 in AWS: around the API's
         // payload limit), else through the API.
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        let in_bucket = bucket.map_or_else(String::new, |b| format!("&bucket={}", encode(b)));
         let target: UploadTarget = self.post(
             &format!(
-                "/api/v1/uploads/url?session={}&sha256={sha256}",
+                "/api/v1/uploads/url?session={}&sha256={sha256}{in_bucket}",
                 encode(session)
             ),
             &serde_json::json!({}),
@@ -249,7 +257,7 @@ impl Client {
             }
             return Ok(target.key);
         }
-        let path = format!("/api/v1/uploads?session={}", encode(session));
+        let path = format!("/api/v1/uploads?session={}{in_bucket}", encode(session));
         let uploaded: Uploaded = self.send("PUT", &path, "application/gzip", bytes)?;
         Ok(uploaded.key)
     }

@@ -7,6 +7,9 @@
 //!   heartbeat_timeout_secs: 30       # a running cluster silent this long is lost
 //!   ready_timeout_secs: 600          # a launch not ready this long moves to the next candidate
 //!   poll_interval_ms: 1000           # how often the sweep runs
+//! jobs:
+//!   bucket: s3://my-bucket           # SkyPilot's intermediate bucket: workdirs and file
+//!                                    # mounts go to job-<id>/ in it (deleted when the job ends)
 //! ```
 //!
 //! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS`, `STRATUS_READY_TIMEOUT_SECS` and
@@ -26,6 +29,15 @@ pub struct Config {
     pub local: LocalConfig,
     #[serde(default)]
     pub control_plane: ControlPlane,
+    #[serde(default)]
+    pub jobs: Jobs,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jobs {
+    /// The intermediate bucket (`s3://name` or `gs://name`), as SkyPilot's `jobs.bucket`.
+    pub bucket: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +60,16 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// `jobs.bucket`, checked (`s3://name` or `gs://name`).
+    pub fn jobs_bucket(&self) -> anyhow::Result<Option<String>> {
+        let Some(url) = &self.jobs.bucket else {
+            return Ok(None);
+        };
+        let bucket = shared::control::uploads::Intermediate::parse(url)
+            .map_err(|e| anyhow::anyhow!("{e} (in $STRATUS_HOME/config.yaml)"))?;
+        Ok(Some(bucket.url()))
     }
 
     pub fn heartbeat_timeout_secs(&self) -> u64 {

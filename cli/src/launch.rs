@@ -124,6 +124,9 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
 
     // The uploads must exist before anything starts.
     let paths = local_paths(&loaded)?;
+    let bucket = crate::config::Config::load(&home)
+        .and_then(|c| c.jobs_bucket())
+        .map_err(Failure::input)?;
     let client = local::ensure(&home)?;
     let clouds = server_clouds(&client)?;
     let plans: Vec<TaskPlan> = loaded
@@ -142,14 +145,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
         return Ok(1);
     }
 
-    let mut uploads = BTreeMap::new();
-    let session = upload_session();
-    for (written, resolved) in paths {
-        eprintln!("Uploading {written} ...");
-        let archive = pack::archive(&resolved)
-            .map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
-        uploads.insert(written, client.upload(&session, &archive)?);
-    }
+    let uploads = upload(&client, paths, bucket.as_deref())?;
     let request = SubmitRequest {
         yaml: args
             .entrypoint_file()
@@ -280,6 +276,27 @@ fn local_paths(loaded: &Loaded) -> Result<BTreeMap<String, PathBuf>, Failure> {
         }
     }
     Ok(paths)
+}
+
+/// Packs and uploads each local path of one launch (into `bucket`, the user's `jobs.bucket`,
+/// or the deployment's store): local path as written -> archive key.
+fn upload(
+    client: &crate::client::Client,
+    paths: BTreeMap<String, PathBuf>,
+    bucket: Option<&str>,
+) -> Result<BTreeMap<String, String>, Failure> {
+    let mut uploads = BTreeMap::new();
+    let session = upload_session();
+    for (written, resolved) in paths {
+        match bucket {
+            Some(bucket) => eprintln!("Uploading {written} to {bucket}/job-{session}/ ..."),
+            None => eprintln!("Uploading {written} ..."),
+        }
+        let archive = pack::archive(&resolved)
+            .map_err(|e| Failure::input(e.context(format!("packing {written}"))))?;
+        uploads.insert(written, client.upload(&session, bucket, &archive)?);
+    }
+    Ok(uploads)
 }
 
 /// A path as the user wrote it: `~/` is their home, relative paths are from `cwd`.

@@ -403,6 +403,77 @@ fn required_envs_and_redacted_secrets() {
 }
 
 #[test]
+fn with_jobs_bucket_the_workdir_travels_through_that_bucket_which_outlives_the_job() {
+    let home = Home::new();
+    let root = home.path().to_path_buf();
+    std::fs::write(
+        root.join("config.yaml"),
+        "jobs:\n  bucket: s3://team-scratch\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("project")).unwrap();
+    std::fs::write(root.join("project/data.txt"), "rows from the workdir\n").unwrap();
+    let file = home.file(
+        "wd.yaml",
+        "name: wd\nworkdir: ./project\nrun: cat data.txt\n",
+    );
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("rows from the workdir"), "{stdout}");
+    assert!(
+        stderr.contains("Uploading ./project to s3://team-scratch/job-"),
+        "{stderr}"
+    );
+    // The archive went to the bucket (the local cloud's folder for it), under the launch's
+    // job-<id>/ folder, never to the deployment's store; the cleanup deletes it and keeps
+    // the bucket.
+    let bucket = root.join("buckets/s3/team-scratch");
+    let archives = || -> usize {
+        walk(&bucket)
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+            .count()
+    };
+    assert!(
+        std::fs::read_dir(&bucket)
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with("job-")),
+        "{:?}",
+        walk(&bucket)
+    );
+    home.wait_controller(1, "intermediate file(s) deleted");
+    assert_eq!(archives(), 0, "{:?}", walk(&bucket));
+    assert!(bucket.is_dir());
+    assert!(walk(&root.join("blobs/uploads")).is_empty());
+
+    // A bucket that is not one is bad input: exit 2, naming the setting.
+    std::fs::write(root.join("config.yaml"), "jobs:\n  bucket: my-bucket\n").unwrap();
+    let out = home.run(&["jobs", "launch", "-y", &file]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("jobs.bucket"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
 fn workdir_and_local_file_mounts_reach_every_node_and_are_cleaned_up() {
     let home = Home::new();
     let project = home.file("unused", "");

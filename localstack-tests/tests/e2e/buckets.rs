@@ -230,3 +230,107 @@ fn s3_client(world: &World) -> aws_sdk_s3::Client {
             .build(),
     )
 }
+
+/// `jobs.bucket`: what `stratus jobs launch` does with it set. The workdir's archive goes by
+/// a presigned URL to `job-<session>/` in the user's bucket, the node gets it from there,
+/// and the cleanup deletes it while the bucket stays; a bucket that does not exist, or the
+/// deployment's own, is refused with a 400 naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
+    let world = World::new(Options::default()).await;
+    let s3 = s3_client(&world);
+    let bucket = format!("scratch-{}", world.env.bucket);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let data = b"rows from the intermediate bucket\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "data.txt", &data[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap().finish().unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive));
+    let api = world.api_url.clone();
+    let (own, missing, users) = (
+        world.env.bucket.clone(),
+        format!("missing-{}", world.env.bucket),
+        bucket.clone(),
+    );
+    let (key, refusals) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let ask = |bucket: &str| {
+            let mut answer = agent
+                .post(format!(
+                    "{api}/api/v1/uploads/url?session=e2e-s&sha256={sha}&bucket=s3%3A%2F%2F{bucket}"
+                ))
+                .send(&b"{}"[..])
+                .unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.body_mut().read_to_string().unwrap())
+        };
+        let refusals = [ask(&missing), ask(&own)];
+        let (status, text) = ask(&users);
+        assert_eq!(status, 200, "{text}");
+        let target: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut put = agent.put(target["url"].as_str().expect("an upload URL"));
+        for header in target["headers"].as_array().unwrap() {
+            put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
+        }
+        let put = put.send(&archive[..]).unwrap();
+        assert!(put.status().is_success(), "presigned PUT: {}", put.status());
+        (target["key"].as_str().unwrap().to_owned(), refusals)
+    })
+    .await
+    .unwrap();
+    for (status, text) in refusals {
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("jobs.bucket"), "{text}");
+    }
+    // In the user's bucket, under the launch's folder.
+    let object = key
+        .strip_prefix(&format!("buckets/s3/{bucket}/"))
+        .unwrap_or_else(|| panic!("{key}"))
+        .to_owned();
+    assert!(object.starts_with("job-e2e-s/"), "{object}");
+    s3.head_object()
+        .bucket(&bucket)
+        .key(&object)
+        .send()
+        .await
+        .unwrap();
+
+    let id = world
+        .submit_request(json!({
+            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
+            "uploads": { "./project": key }
+        }))
+        .await;
+    world.wait_succeeded(id).await;
+    assert!(
+        world
+            .logs(id)
+            .await
+            .contains("rows from the intermediate bucket")
+    );
+    let deadline = Instant::now() + LONG;
+    while s3
+        .head_object()
+        .bucket(&bucket)
+        .key(&object)
+        .send()
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the archive was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s3.head_bucket().bucket(&bucket).send().await.unwrap();
+}

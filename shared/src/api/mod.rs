@@ -282,14 +282,20 @@ async fn submit_job(
             format!("invalid request body: {e}"),
         )
     })?;
-    match control::submit(&state.ctx, &user.name, request).await {
-        Ok(job) => Ok((StatusCode::CREATED, Json(state.view(&job)))),
-        Err(SubmitError::Handler(e)) => Err(e.into()),
-        Err(e @ SubmitError::Unavailable(_)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+    let job = control::submit(&state.ctx, &user.name, request).await?;
+    Ok((StatusCode::CREATED, Json(state.view(&job))))
+}
+
+/// Bad input is a 400, a dependency that did not answer a 503.
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Handler(e) => e.into(),
+            e @ SubmitError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            e => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        }
     }
 }
 
@@ -471,6 +477,8 @@ pub struct Uploaded {
 struct UploadQuery {
     /// Groups one launch's uploads, so its cleanup deletes exactly them.
     session: String,
+    /// The user's intermediate bucket (`jobs.bucket`: `s3://name`), else the deployment's.
+    bucket: Option<String>,
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -482,6 +490,31 @@ struct UploadUrlQuery {
     session: String,
     /// The archive's SHA-256, hex: the object's name.
     sha256: String,
+    /// The user's intermediate bucket (`jobs.bucket`: `s3://name`), else the deployment's.
+    bucket: Option<String>,
+}
+
+/// Where one archive of `owner`'s goes: its key, the store it is in and its object there.
+/// An intermediate bucket is checked first (see `control::buckets::check_intermediate`).
+async fn upload_place(
+    ctx: &Context,
+    owner: &str,
+    session: &str,
+    sha256: &str,
+    bucket: Option<&str>,
+) -> ApiResult<(String, Arc<dyn crate::blob::BlobStore>, String)> {
+    let intermediate = match bucket.filter(|b| !b.is_empty()) {
+        None => None,
+        Some(url) => {
+            let bucket = uploads::Intermediate::parse(url).map_err(bad_request)?;
+            control::buckets::check_intermediate(ctx, &bucket, owner).await?;
+            Some(bucket)
+        }
+    };
+    let key = uploads::object_key(owner, session, sha256, intermediate.as_ref());
+    let parsed = uploads::parse_object_key(&key).expect("a key object_key made parses");
+    let (store, object) = uploads::store_of(ctx, &parsed).await?;
+    Ok((key, store, object))
 }
 
 /// Where to send an archive: a URL that takes it directly (around the API's payload limit),
@@ -504,15 +537,20 @@ async fn upload_url(
     uploads::check_session(&query.session).map_err(bad_request)?;
     uploads::check_sha256(&query.sha256).map_err(bad_request)?;
     let sha256 = query.sha256.to_ascii_lowercase();
-    let key = uploads::object_key(&user.name, &query.session, &sha256);
+    let (key, store, object) = upload_place(
+        &state.ctx,
+        &user.name,
+        &query.session,
+        &sha256,
+        query.bucket.as_deref(),
+    )
+    .await?;
     let digest: [u8; 32] = hex::decode(&sha256)
         .ok()
         .and_then(|d| d.try_into().ok())
         .expect("checked: 64 hex digits");
-    let target = state
-        .ctx
-        .blobs
-        .upload_url(&key, std::time::Duration::from_mins(30), Some(digest))
+    let target = store
+        .upload_url(&object, std::time::Duration::from_mins(30), Some(digest))
         .await?;
     Ok(Json(match target {
         Some(target) => UploadTarget {
@@ -563,8 +601,15 @@ async fn upload(
     }
     file.flush().await.map_err(io)?;
     // Content-addressed within the session: the same archive uploaded twice is stored once.
-    let key = uploads::object_key(&user.name, &query.session, &hex::encode(hasher.finalize()));
-    state.ctx.blobs.put_file(&key, tmp.path()).await?;
+    let (key, store, object) = upload_place(
+        &state.ctx,
+        &user.name,
+        &query.session,
+        &hex::encode(hasher.finalize()),
+        query.bucket.as_deref(),
+    )
+    .await?;
+    store.put_file(&object, tmp.path()).await?;
     Ok(Json(Uploaded { key }))
 }
 
@@ -666,20 +711,18 @@ async fn agent_blob(
             format!("no archive '{key}' for job {job}"),
         ));
     }
+    let gone = || ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"));
+    let parsed = uploads::parse_object_key(&key).ok_or_else(gone)?;
+    let (store, object) = uploads::store_of(&state.ctx, &parsed).await?;
     // Object storage serves it (any size, no Lambda payload limit) by a URL signed now; only
     // a store without such URLs (the local folder) streams it through the API.
-    if let Some(url) = state
-        .ctx
-        .blobs
-        .download_url(&key, crate::agent_protocol::AGENT_URL_LIFETIME)
+    if let Some(url) = store
+        .download_url(&object, crate::agent_protocol::AGENT_URL_LIFETIME)
         .await?
     {
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
     }
-    let bytes =
-        state.ctx.blobs.get(&key).await?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"))
-        })?;
+    let bytes = store.get(&object).await?.ok_or_else(gone)?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
 }
 

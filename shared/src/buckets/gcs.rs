@@ -313,6 +313,15 @@ impl Buckets for GcsBuckets {
         }
     }
 
+    /// Uploads go to buckets by signed URLs, which Cloud Storage signs only with a
+    /// service-account key the stack does not hold: GCS intermediate buckets are not served.
+    async fn objects(
+        &self,
+        _bucket: &str,
+    ) -> Result<Option<std::sync::Arc<dyn crate::blob::BlobStore>>, BucketError> {
+        Ok(None)
+    }
+
     async fn credentials(
         &self,
         _job: JobId,

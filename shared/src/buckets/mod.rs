@@ -103,6 +103,12 @@ pub trait Buckets: Send + Sync {
     /// Deletes `bucket` and its objects if `job` created it; `Ok(false)` when it is not
     /// `job`'s (never deleted) or already gone.
     async fn delete_created(&self, bucket: &str, job: JobId) -> Result<bool, BucketError>;
+    /// The objects of `bucket` as a blob store (for uploads kept in a user's intermediate
+    /// bucket, `jobs.bucket`); `None` when this store cannot serve that (no signed URLs).
+    async fn objects(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<Arc<dyn crate::blob::BlobStore>>, BucketError>;
     /// The job's data identity for `grants`; `regions`: each bucket's region.
     async fn credentials(
         &self,

@@ -23,6 +23,8 @@ const SESSION_SECS: i32 = 3600;
 /// Users' S3 buckets, and the role nodes reach them with.
 #[derive(Debug, Clone)]
 pub struct S3Buckets {
+    /// The functions' configuration, for clients of buckets in other regions.
+    config: SdkConfig,
     s3: Client,
     sts: aws_sdk_sts::Client,
     /// The node data role.
@@ -42,6 +44,7 @@ impl S3Buckets {
             builder = builder.force_path_style(true);
         }
         S3Buckets {
+            config: config.clone(),
             s3: Client::from_conf(builder.build()),
             sts: aws_sdk_sts::Client::new(config),
             role_arn: role_arn.to_owned(),
@@ -228,6 +231,28 @@ impl Buckets for S3Buckets {
             Err(e) if e.code() == Some("NoSuchBucket") => Ok(false),
             Err(e) => Err(Self::backend("DeleteBucket", bucket, &e)),
         }
+    }
+
+    async fn objects(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<std::sync::Arc<dyn crate::blob::BlobStore>>, BucketError> {
+        let Some(located) = self.locate(bucket).await? else {
+            return Err(BucketError::Backend {
+                operation: "HeadBucket",
+                bucket: bucket.to_owned(),
+                detail: "the bucket does not exist".into(),
+            });
+        };
+        // Signed for the bucket's own region, or S3 answers the URL with a redirect.
+        let mut builder = aws_sdk_s3::config::Builder::from(&self.config)
+            .region(aws_sdk_s3::config::Region::new(located.region));
+        if self.config.endpoint_url().is_some() {
+            builder = builder.force_path_style(true);
+        }
+        let store = crate::blob::S3BlobStore::new(Client::from_conf(builder.build()), bucket, "")
+            .map_err(|e| BucketError::Unavailable(e.to_string()))?;
+        Ok(Some(std::sync::Arc::new(store)))
     }
 
     async fn credentials(

@@ -164,6 +164,53 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
     Ok(())
 }
 
+/// Refuses an intermediate bucket (`jobs.bucket`) the caller may not keep uploads in: one of
+/// a store this control plane cannot reach, the deployment's own, one another user's job
+/// made, or one that does not exist (SkyPilot: "ensure that the bucket already exists"). On
+/// the local cloud its folder is made.
+pub async fn check_intermediate(
+    ctx: &Context,
+    bucket: &super::uploads::Intermediate,
+    owner: &str,
+) -> Result<(), SubmitError> {
+    let bad = |why: String| SubmitError::BadRequest(format!("jobs.bucket: {why}"));
+    if let Some(root) = &ctx.settings.local_buckets {
+        let folder = root.join(bucket.store.scheme()).join(&bucket.bucket);
+        return std::fs::create_dir_all(&folder).map_err(|e| {
+            SubmitError::Unavailable(format!("cannot make {}: {e}", folder.display()))
+        });
+    }
+    let Some(buckets) = ctx.buckets.of(bucket.store) else {
+        return Err(bad(no_access(bucket.store).into()));
+    };
+    if buckets.is_reserved(&bucket.bucket) {
+        return Err(bad(format!(
+            "'{}' is this deployment's own bucket; name a bucket of your own",
+            bucket.url()
+        )));
+    }
+    match buckets.owned_by_another(&bucket.bucket, owner).await {
+        Ok(true) => {
+            return Err(bad(format!(
+                "'{}' was made by another user's job; only their jobs may use it",
+                bucket.url()
+            )));
+        }
+        Ok(false) => {}
+        Err(e @ BucketError::Denied { .. }) => return Err(bad(e.to_string())),
+        Err(e) => return Err(unavailable(&e)),
+    }
+    match buckets.locate(&bucket.bucket).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(bad(format!(
+            "'{}' does not exist; create it first (it holds each launch's files under job-<id>/)",
+            bucket.url()
+        ))),
+        Err(e @ BucketError::Denied { .. }) => Err(bad(e.to_string())),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
 /// What to deploy so a control plane reaches `store`'s buckets.
 fn no_access(store: Store) -> &'static str {
     match store {

@@ -94,7 +94,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         }
     }
 
-    cleaned.files_deleted += uploads::delete(ctx.blobs.as_ref(), job_id, &job.owner).await?;
+    cleaned.files_deleted += uploads::delete(ctx, job_id, &job.owner).await?;
     // The buckets the job created that are not persistent go with it (SkyPilot's rule).
     if let Err(e) = super::buckets::delete_ephemeral(ctx, &job).await {
         return Err(HandlerError::Unfinished {

@@ -6,6 +6,15 @@
 //! jobs/<id>/uploads.json                            the job's record: local path -> key
 //! ```
 //!
+//! With an **intermediate bucket** (`jobs.bucket` in the user's config, SkyPilot's setting),
+//! the archive is in that bucket instead, under a folder of the launch as SkyPilot names it,
+//! and its key says so:
+//!
+//! ```text
+//! buckets/<s3|gs>/<bucket>/job-<session>/<owner space>/<sha256>.tar.gz
+//!   = the object job-<session>/<owner space>/<sha256>.tar.gz of that bucket
+//! ```
+//!
 //! # Guarantees
 //! - **A user writes only under their own space** (`owner_space`: a hash of the owner's
 //!   name): the upload routes build the key from the authenticated caller, so no one can
@@ -18,13 +27,15 @@
 //!   node's token reaches only its own job's archives.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::HandlerError;
-use crate::blob::BlobStore;
+use super::{Context, HandlerError};
+use crate::blob::{BlobStore, LocalBlobStore};
 use crate::job::JobId;
+use crate::spec::Store;
 
 /// The job's record of its uploads.
 pub fn record_key(job_id: JobId) -> String {
@@ -36,9 +47,73 @@ pub fn owner_space(owner: &str) -> String {
     hex::encode(&Sha256::digest(owner.as_bytes())[..16])
 }
 
-/// Where an archive with this SHA-256 (hex, lower case) of this user's session is stored.
-pub fn object_key(owner: &str, session: &str, sha256: &str) -> String {
-    format!("uploads/{}/{session}/{sha256}.tar.gz", owner_space(owner))
+/// Where an archive with this SHA-256 (hex, lower case) of this user's session is stored:
+/// the deployment's store, or `intermediate`, a bucket of the user's.
+pub fn object_key(
+    owner: &str,
+    session: &str,
+    sha256: &str,
+    intermediate: Option<&Intermediate>,
+) -> String {
+    let space = owner_space(owner);
+    match intermediate {
+        None => format!("uploads/{space}/{session}/{sha256}.tar.gz"),
+        Some(bucket) => format!(
+            "buckets/{}/{}/job-{session}/{space}/{sha256}.tar.gz",
+            bucket.store.scheme(),
+            bucket.bucket
+        ),
+    }
+}
+
+/// A user's bucket that holds their uploads (`jobs.bucket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intermediate {
+    pub store: Store,
+    pub bucket: String,
+}
+
+impl Intermediate {
+    /// Reads `s3://bucket` or `gs://bucket` (a trailing `/` allowed, no path).
+    pub fn parse(url: &str) -> Result<Intermediate, String> {
+        let wrong = || {
+            format!(
+                "jobs.bucket: '{}' is not a bucket: write s3://<bucket> or gs://<bucket>",
+                url.chars().take(100).collect::<String>()
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(wrong)?;
+        let store = match scheme {
+            "s3" => Store::S3,
+            "gs" => Store::Gcs,
+            _ => return Err(wrong()),
+        };
+        let bucket = rest.strip_suffix('/').unwrap_or(rest);
+        if !bucket_name_ok(bucket) {
+            return Err(wrong());
+        }
+        Ok(Intermediate {
+            store,
+            bucket: bucket.to_owned(),
+        })
+    }
+
+    /// `s3://bucket`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.store.scheme(), self.bucket)
+    }
+}
+
+/// 3 to 63 lower-case letters, digits, `.`, `-` and `_`, starting and ending with a letter
+/// or digit: a name both stores could have (each checks its own rules on use).
+fn bucket_name_ok(name: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
 }
 
 /// A session is 1 to 64 letters, digits and `-`.
@@ -62,22 +137,38 @@ pub fn check_sha256(sha256: &str) -> Result<(), String> {
 /// The parts of an archive's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectKey {
+    /// The user's bucket it is in (`None`: the deployment's store).
+    pub intermediate: Option<Intermediate>,
     pub space: String,
     pub session: String,
     pub sha256: String,
 }
 
+impl ObjectKey {
+    /// The object's key in its store.
+    pub fn object(&self) -> String {
+        match &self.intermediate {
+            None => format!(
+                "uploads/{}/{}/{}.tar.gz",
+                self.space, self.session, self.sha256
+            ),
+            Some(_) => format!("job-{}/{}/{}.tar.gz", self.session, self.space, self.sha256),
+        }
+    }
+}
+
 /// Reads an archive key back; `None` for anything that is not exactly one.
 pub fn parse_object_key(key: &str) -> Option<ObjectKey> {
-    let mut parts = key.split('/');
-    let (Some("uploads"), Some(space), Some(session), Some(file), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
+    let parts: Vec<&str> = key.split('/').collect();
+    let (intermediate, space, session, file) = match parts[..] {
+        ["uploads", space, session, file] => (None, space, session, file),
+        ["buckets", scheme, bucket, folder, space, file] => (
+            Some(Intermediate::parse(&format!("{scheme}://{bucket}")).ok()?),
+            space,
+            folder.strip_prefix("job-")?,
+            file,
+        ),
+        _ => return None,
     };
     let sha256 = file.strip_suffix(".tar.gz")?;
     let space_ok = space.len() == 32
@@ -86,20 +177,52 @@ pub fn parse_object_key(key: &str) -> Option<ObjectKey> {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let sha_ok = check_sha256(sha256).is_ok() && !sha256.bytes().any(|b| b.is_ascii_uppercase());
     (space_ok && sha_ok && check_session(session).is_ok()).then(|| ObjectKey {
+        intermediate,
         space: space.to_owned(),
         session: session.to_owned(),
         sha256: sha256.to_owned(),
     })
 }
 
+/// The store an archive key is in, and the object's key there: the deployment's store, or
+/// the user's intermediate bucket (on the local cloud, the folder standing in for it).
+pub async fn store_of(
+    ctx: &Context,
+    key: &ObjectKey,
+) -> Result<(Arc<dyn BlobStore>, String), HandlerError> {
+    let Some(bucket) = &key.intermediate else {
+        return Ok((ctx.blobs.clone(), key.object()));
+    };
+    if let Some(root) = &ctx.settings.local_buckets {
+        let folder = root.join(bucket.store.scheme()).join(&bucket.bucket);
+        return Ok((Arc::new(LocalBlobStore::new(folder)), key.object()));
+    }
+    let unavailable = |why: String| {
+        HandlerError::Blob(crate::blob::BlobError::Backend {
+            key: key.object(),
+            source: format!("the intermediate bucket {}: {why}", bucket.url()).into(),
+        })
+    };
+    let buckets = ctx
+        .buckets
+        .of(bucket.store)
+        .ok_or_else(|| unavailable("this control plane has no access to its store".into()))?;
+    let store = buckets
+        .objects(&bucket.bucket)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| unavailable("its store cannot hold uploads here".into()))?;
+    Ok((store, key.object()))
+}
+
 /// Checks a submit's uploads (local path → key): every key an archive of `owner`'s, all of
-/// one session. Returns that session (`None` when there are no uploads).
+/// one session (so of one store). Returns that session (`None` when there are no uploads).
 pub fn check_request(
     owner: &str,
     uploads: &BTreeMap<String, String>,
 ) -> Result<Option<String>, String> {
     let space = owner_space(owner);
-    let mut session: Option<String> = None;
+    let mut session: Option<(String, Option<Intermediate>)> = None;
     for (path, key) in uploads {
         let parsed = parse_object_key(key).filter(|k| k.space == space).ok_or_else(|| {
             format!(
@@ -108,15 +231,15 @@ pub fn check_request(
             )
         })?;
         match &session {
-            Some(s) if *s != parsed.session => {
+            Some((s, bucket)) if *s != parsed.session || *bucket != parsed.intermediate => {
                 return Err(format!(
                     "uploads.{path}: every archive of a job comes from one upload session"
                 ));
             }
-            _ => session = Some(parsed.session),
+            _ => session = Some((parsed.session, parsed.intermediate)),
         }
     }
-    Ok(session)
+    Ok(session.map(|(s, _)| s))
 }
 
 /// Uploaded local paths (as written in the task) and their keys.
@@ -146,19 +269,17 @@ pub async fn read(blobs: &dyn BlobStore, job_id: JobId) -> Result<Uploads, Handl
     }
 }
 
-/// Deletes the job's archives (each checked again to be one of `owner`'s), returning how
-/// many keys were deleted.
-pub async fn delete(
-    blobs: &dyn BlobStore,
-    job_id: JobId,
-    owner: &str,
-) -> Result<usize, HandlerError> {
-    let uploads = read(blobs, job_id).await?;
+/// Deletes the job's archives (each checked again to be one of `owner`'s), wherever they
+/// are, returning how many keys were deleted. In an intermediate bucket only the archives go
+/// (the `job-<session>/` folder with them); the bucket stays, as SkyPilot leaves it.
+pub async fn delete(ctx: &Context, job_id: JobId, owner: &str) -> Result<usize, HandlerError> {
+    let uploads = read(ctx.blobs.as_ref(), job_id).await?;
     let space = owner_space(owner);
     let mut deleted = 0;
     for key in uploads.0.values() {
-        if parse_object_key(key).is_some_and(|k| k.space == space) {
-            blobs.delete_prefix(key).await?;
+        if let Some(parsed) = parse_object_key(key).filter(|k| k.space == space) {
+            let (store, object) = store_of(ctx, &parsed).await?;
+            store.delete_prefix(&object).await?;
             deleted += 1;
         } else {
             tracing::warn!(
@@ -178,7 +299,7 @@ mod tests {
     #[test]
     fn only_the_owners_archives_of_one_session_pass() {
         let sha = "a".repeat(64);
-        let mine = object_key("alice", "s-1", &sha);
+        let mine = object_key("alice", "s-1", &sha, None);
         assert!(
             mine.starts_with("uploads/") && mine.ends_with(".tar.gz"),
             "{mine}"
@@ -190,22 +311,72 @@ mod tests {
             "jobs/",
             "jobs/2/logs/000/0001/1-run/000-00000000",
             "../../etc/passwd",
-            &object_key("bob", "s-1", &sha),
+            &object_key("bob", "s-1", &sha, None),
             &format!("{mine}/x"),
             &mine.replace(".tar.gz", ".tgz"),
-            &object_key("alice", "s 1", &sha),
+            &object_key("alice", "s 1", &sha, None),
         ] {
             let request = BTreeMap::from([("./wd".to_owned(), bad.to_owned())]);
             assert!(check_request("alice", &request).is_err(), "{bad}");
         }
         let two = BTreeMap::from([
             ("a".to_owned(), mine),
-            ("b".to_owned(), object_key("alice", "s-2", &sha)),
+            ("b".to_owned(), object_key("alice", "s-2", &sha, None)),
         ]);
         assert!(
             check_request("alice", &two)
                 .unwrap_err()
                 .contains("one upload session")
         );
+    }
+
+    #[test]
+    fn an_archive_in_an_intermediate_bucket_is_under_the_launchs_folder() {
+        let sha = "b".repeat(64);
+        let bucket = Intermediate::parse("s3://team-scratch/").unwrap();
+        let key = object_key("alice", "s-1", &sha, Some(&bucket));
+        let space = owner_space("alice");
+        assert_eq!(
+            key,
+            format!("buckets/s3/team-scratch/job-s-1/{space}/{sha}.tar.gz")
+        );
+        let parsed = parse_object_key(&key).unwrap();
+        assert_eq!(parsed.intermediate, Some(bucket.clone()));
+        assert_eq!(parsed.object(), format!("job-s-1/{space}/{sha}.tar.gz"));
+        let ok = BTreeMap::from([("./wd".to_owned(), key.clone())]);
+        assert_eq!(check_request("alice", &ok), Ok(Some("s-1".to_owned())));
+        // Not another user's, not half here and half in the deployment's store.
+        assert!(check_request("bob", &ok).is_err());
+        let mixed = BTreeMap::from([
+            ("a".to_owned(), key),
+            ("b".to_owned(), object_key("alice", "s-1", &sha, None)),
+        ]);
+        assert!(check_request("alice", &mixed).is_err());
+        for bad in [
+            "buckets/s3/Team/job-s-1/x/y.tar.gz",
+            "buckets/az/team-scratch/job-s-1/{space}/{sha}.tar.gz",
+            "buckets/s3/team-scratch/s-1/{space}/{sha}.tar.gz",
+        ] {
+            assert_eq!(parse_object_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_intermediate_bucket_is_an_s3_or_gs_bucket_without_a_path() {
+        assert_eq!(
+            Intermediate::parse("gs://data.example").unwrap().url(),
+            "gs://data.example"
+        );
+        for bad in [
+            "my-bucket",
+            "r2://b",
+            "s3://b",
+            "s3://b/path",
+            "s3://UPPER",
+            "s3://-x-",
+        ] {
+            let e = Intermediate::parse(bad).unwrap_err();
+            assert!(e.starts_with("jobs.bucket:"), "{bad}: {e}");
+        }
     }
 }
