@@ -355,14 +355,23 @@ fn realize(
                 &destination,
             ))?;
         }
-        MountSource::Bucket {
-            store,
+        MountSource::S3 {
+            bucket,
+            prefix,
+            mode,
+        }
+        | MountSource::Gcs {
             bucket,
             prefix,
             mode,
         } => {
+            let store = if matches!(mount.source, MountSource::Gcs { .. }) {
+                shared::spec::Store::Gcs
+            } else {
+                shared::spec::Store::S3
+            };
             let write_back = *mode != StorageMode::Copy;
-            data.mount(api, *store, bucket, prefix, &destination, write_back)
+            data.mount(api, store, bucket, prefix, &destination, write_back)
                 .map_err(|source| PrepareError::Bucket {
                     what: what(),
                     source,
@@ -400,7 +409,39 @@ fn download(
     let fetched = api::retry(&format!("download of blob '{key}'"), || {
         api.download(key, file.as_file_mut())
     });
+    if fetched.is_ok() {
+        verify(key, file.path())?;
+    }
     Ok(fetched.map(|()| file))
+}
+
+/// An archive is named for its SHA-256 (`.../<sha256>.tar.gz`, the key the upload route made):
+/// what was fetched must hash to it. In a user's intermediate bucket (`jobs.bucket`) others
+/// with access to the bucket could replace the object; a changed archive is never unpacked.
+fn verify(key: &str, path: &Path) -> io::Result<()> {
+    use sha2::Digest as _;
+    let Some(expected) = key
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.strip_suffix(".tar.gz"))
+        .filter(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(());
+    };
+    let mut hasher = sha2::Sha256::new();
+    io::copy(&mut File::open(path)?, &mut hasher)?;
+    let actual = hex::encode(hasher.finalize());
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the archive '{key}' was changed after it was uploaded (its SHA-256 is {actual}); \
+                 not unpacking it"
+            ),
+        ))
+    }
 }
 
 fn open_archive(archive: &Path) -> io::Result<tar::Archive<GzDecoder<BufReader<File>>>> {

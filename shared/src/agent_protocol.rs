@@ -245,12 +245,18 @@ pub enum MountSource {
     /// A folder on this machine standing in for a bucket (local cloud): link the destination
     /// to it (`copy: false`, MOUNT) or copy its contents (`copy: true`, COPY).
     LocalFolder { path: String, copy: bool },
-    /// A bucket (or the part under `prefix`) of `store`, reached with the job's data
-    /// credentials (`credentials`). `mode` `COPY` downloads it once; `MOUNT` and
-    /// `MOUNT_CACHED` keep the destination and the bucket in step (a copy written back while
-    /// the command runs, when it ends, and on SIGTERM).
-    Bucket {
-        store: crate::spec::Store,
+    /// An S3 bucket (or the part under `prefix`), reached with the job's data credentials
+    /// (`credentials`). `mode` `COPY` downloads it once; `MOUNT` and `MOUNT_CACHED` keep the
+    /// destination and the bucket in step (a copy written back while the command runs, when
+    /// it ends, and on SIGTERM).
+    S3 {
+        bucket: String,
+        prefix: String,
+        mode: crate::spec::StorageMode,
+    },
+    /// A GCS bucket, as `S3` (a variant of its own: agents of the previous release, still
+    /// running while a stack is updated, keep reading `S3` mounts).
+    Gcs {
         bucket: String,
         prefix: String,
         mode: crate::spec::StorageMode,
@@ -262,7 +268,8 @@ pub enum MountSource {
 /// expire), one part per object store the task uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataCredentials {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At the top level, as the previous release's agents read them.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Credentials>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcs: Option<GcsCredentials>,
@@ -382,6 +389,41 @@ pub fn blob_path(job: u64, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_credentials_keep_the_s3_part_where_the_previous_agents_read_it() {
+        let s3 = S3Credentials {
+            access_key_id: "ASIA".into(),
+            secret_access_key: "secret".into(),
+            session_token: "token".into(),
+            expires_at_ms: 5,
+            regions: BTreeMap::from([("b".to_owned(), "us-east-1".to_owned())]),
+            endpoint: None,
+        };
+        let both = DataCredentials {
+            s3: Some(s3),
+            gcs: Some(GcsCredentials {
+                access_token: "ya29".into(),
+                expires_at_ms: 3,
+                endpoint: None,
+            }),
+        };
+        let json = serde_json::to_value(&both).unwrap();
+        assert_eq!(json["access_key_id"], "ASIA", "{json}");
+        assert_eq!(json["gcs"]["access_token"], "ya29", "{json}");
+        assert_eq!(
+            serde_json::from_value::<DataCredentials>(json).unwrap(),
+            both
+        );
+        assert_eq!(both.expires_at_ms(), 3);
+        let gcs_only = DataCredentials { s3: None, ..both };
+        let json = serde_json::to_value(&gcs_only).unwrap();
+        assert!(json.get("access_key_id").is_none(), "{json}");
+        assert_eq!(
+            serde_json::from_value::<DataCredentials>(json).unwrap(),
+            gcs_only
+        );
+    }
 
     #[test]
     fn wire_shapes() {

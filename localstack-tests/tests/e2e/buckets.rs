@@ -261,32 +261,44 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         format!("missing-{}", world.env.bucket),
         bucket.clone(),
     );
-    let (key, refusals) = tokio::task::spawn_blocking(move || {
+    let (key, refusals, tampered) = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let ask = |bucket: &str| {
+        let ask = |bucket: &str, session: &str| {
+            let bucket = if bucket.starts_with("gs%3A") {
+                bucket.to_owned()
+            } else {
+                format!("s3%3A%2F%2F{bucket}")
+            };
             let mut answer = agent
                 .post(format!(
-                    "{api}/api/v1/uploads/url?session=e2e-s&sha256={sha}&bucket=s3%3A%2F%2F{bucket}"
+                    "{api}/api/v1/uploads/url?session={session}&sha256={sha}&bucket={bucket}"
                 ))
                 .send(&b"{}"[..])
                 .unwrap();
             let status = answer.status().as_u16();
             (status, answer.body_mut().read_to_string().unwrap())
         };
-        let refusals = [ask(&missing), ask(&own)];
-        let (status, text) = ask(&users);
-        assert_eq!(status, 200, "{text}");
-        let target: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut put = agent.put(target["url"].as_str().expect("an upload URL"));
-        for header in target["headers"].as_array().unwrap() {
-            put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
-        }
-        let put = put.send(&archive[..]).unwrap();
-        assert!(put.status().is_success(), "presigned PUT: {}", put.status());
-        (target["key"].as_str().unwrap().to_owned(), refusals)
+        let refusals = [
+            ask(&missing, "e2e-s"),
+            ask(&own, "e2e-s"),
+            ask(&format!("gs%3A%2F%2F{users}"), "e2e-s"),
+        ];
+        let put = |session: &str| {
+            let (status, text) = ask(&users, session);
+            assert_eq!(status, 200, "{text}");
+            let target: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut put = agent.put(target["url"].as_str().expect("an upload URL"));
+            for header in target["headers"].as_array().unwrap() {
+                put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
+            }
+            let put = put.send(&archive[..]).unwrap();
+            assert!(put.status().is_success(), "presigned PUT: {}", put.status());
+            target["key"].as_str().unwrap().to_owned()
+        };
+        (put("e2e-s"), refusals, put("e2e-t"))
     })
     .await
     .unwrap();
@@ -333,4 +345,45 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     s3.head_bucket().bucket(&bucket).send().await.unwrap();
+
+    // Submit checks the bucket again, whoever made the keys: one that does not exist is
+    // refused, naming the setting.
+    let forged = tampered.replace(&bucket, &format!("missing-{}", world.env.bucket));
+    let (status, text) = world
+        .post_job(json!({
+            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
+            "uploads": { "./project": forged }
+        }))
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("jobs.bucket"), "{text}");
+
+    // Someone else with access to the bucket replaces the archive: the node does not unpack
+    // it, and the task never runs.
+    let object = tampered
+        .strip_prefix(&format!("buckets/s3/{bucket}/"))
+        .unwrap()
+        .to_owned();
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&object)
+        .body(b"not the archive that was uploaded".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let id = world
+        .submit_request(json!({
+            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
+            "uploads": { "./project": tampered }
+        }))
+        .await;
+    let job = world.wait_status(id, &crate::lifecycle::ENDED, LONG).await;
+    assert_ne!(job.status(), JobStatus::Succeeded);
+    let logs = world.logs(id).await;
+    assert!(!logs.contains("rows from the intermediate bucket"), "{logs}");
+    let controller = world.controller_log(id).await;
+    assert!(
+        format!("{logs}{controller}").contains("changed after it was uploaded"),
+        "{logs}\n{controller}"
+    );
 }

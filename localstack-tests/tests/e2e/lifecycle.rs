@@ -13,7 +13,7 @@ use crate::lambda;
 use crate::proxy::{self, Fault};
 
 const LONG: Duration = Duration::from_secs(90);
-const ENDED: [JobStatus; 5] = [
+pub const ENDED: [JobStatus; 5] = [
     JobStatus::Succeeded,
     JobStatus::Failed,
     JobStatus::FailedSetup,

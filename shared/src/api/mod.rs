@@ -513,7 +513,9 @@ async fn upload_place(
     };
     let key = uploads::object_key(owner, session, sha256, intermediate.as_ref());
     let parsed = uploads::parse_object_key(&key).expect("a key object_key made parses");
-    let (store, object) = uploads::store_of(ctx, &parsed).await?;
+    let (store, object) = uploads::store_of(ctx, &parsed).await?.ok_or_else(|| {
+        bad_request("jobs.bucket: the bucket cannot hold uploads here".to_owned())
+    })?;
     Ok((key, store, object))
 }
 
@@ -713,7 +715,9 @@ async fn agent_blob(
     }
     let gone = || ApiError::new(StatusCode::NOT_FOUND, format!("archive '{key}' is gone"));
     let parsed = uploads::parse_object_key(&key).ok_or_else(gone)?;
-    let (store, object) = uploads::store_of(&state.ctx, &parsed).await?;
+    let (store, object) = uploads::store_of(&state.ctx, &parsed)
+        .await?
+        .ok_or_else(gone)?;
     // Object storage serves it (any size, no Lambda payload limit) by a URL signed now; only
     // a store without such URLs (the local folder) streams it through the API.
     if let Some(url) = store

@@ -160,9 +160,14 @@ impl GcsBuckets {
         match answer.status.as_u16() {
             200 => Ok(Some(answer.body)),
             404 => Ok(None),
-            401 | 403 => Err(BucketError::Denied {
+            403 => Err(BucketError::Denied {
                 bucket: bucket.to_owned(),
             }),
+            // Our own token was refused: the stack's set-up, not the user's bucket.
+            401 => Err(BucketError::Unavailable(format!(
+                "Cloud Storage refused the control plane's Google credentials: {}",
+                Self::backend("buckets.get", bucket, &answer)
+            ))),
             _ => Err(Self::backend("buckets.get", bucket, &answer)),
         }
     }

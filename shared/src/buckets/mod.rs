@@ -47,6 +47,10 @@ pub const POLICY_LIMIT: usize = 2048;
 /// Google STS's limit on the rules of one Credential Access Boundary (one per GCS mount).
 pub const BOUNDARY_RULES_LIMIT: usize = 10;
 
+/// The most text of one Credential Access Boundary Stratus sends (Google caps a condition's
+/// expression at 2,048 characters; the whole boundary is kept within that too).
+pub const BOUNDARY_LIMIT: usize = 2048;
+
 /// The tag a bucket Stratus created carries: the job that created it.
 pub const CREATED_BY_TAG: &str = "stratus-created-by-job";
 /// The tag a bucket Stratus created carries: whose job created it (only that user's jobs may
@@ -104,7 +108,8 @@ pub trait Buckets: Send + Sync {
     /// `job`'s (never deleted) or already gone.
     async fn delete_created(&self, bucket: &str, job: JobId) -> Result<bool, BucketError>;
     /// The objects of `bucket` as a blob store (for uploads kept in a user's intermediate
-    /// bucket, `jobs.bucket`); `None` when this store cannot serve that (no signed URLs).
+    /// bucket, `jobs.bucket`); `None` when there is no such bucket or this store cannot
+    /// serve that (no signed URLs).
     async fn objects(
         &self,
         bucket: &str,

@@ -238,11 +238,7 @@ impl Buckets for S3Buckets {
         bucket: &str,
     ) -> Result<Option<std::sync::Arc<dyn crate::blob::BlobStore>>, BucketError> {
         let Some(located) = self.locate(bucket).await? else {
-            return Err(BucketError::Backend {
-                operation: "HeadBucket",
-                bucket: bucket.to_owned(),
-                detail: "the bucket does not exist".into(),
-            });
+            return Ok(None);
         };
         // Signed for the bucket's own region, or S3 answers the URL with a redirect.
         let mut builder = aws_sdk_s3::config::Builder::from(&self.config)

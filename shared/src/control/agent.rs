@@ -447,11 +447,17 @@ fn node_mount(ctx: &Context, uploads: &Uploads, mount: &spec::FileMount) -> Opti
                 }
             }
             // On cloud nodes it is the bucket itself (submit refused what cannot reach them).
-            None => MountSource::Bucket {
-                store: bucket.store,
-                bucket: bucket.bucket,
-                prefix: bucket.prefix,
-                mode: bucket.mode,
+            None => match bucket.store {
+                spec::Store::S3 => MountSource::S3 {
+                    bucket: bucket.bucket,
+                    prefix: bucket.prefix,
+                    mode: bucket.mode,
+                },
+                spec::Store::Gcs => MountSource::Gcs {
+                    bucket: bucket.bucket,
+                    prefix: bucket.prefix,
+                    mode: bucket.mode,
+                },
             },
         },
     };

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use super::Context;
 use super::submit::SubmitError;
 use crate::buckets::{
-    BOUNDARY_RULES_LIMIT, BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT, access_policy,
+    BOUNDARY_LIMIT, BOUNDARY_RULES_LIMIT, BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT,
+    access_boundary, access_policy,
 };
 use crate::job::{JobId, JobRecord};
 use crate::spec::{self, MountSource, StorageSource, Store};
@@ -180,6 +181,14 @@ pub async fn check_intermediate(
             SubmitError::Unavailable(format!("cannot make {}: {e}", folder.display()))
         });
     }
+    if bucket.store == Store::Gcs {
+        return Err(bad(format!(
+            "'{}': a deployed stack keeps uploads only in S3 buckets (Cloud Storage signs \
+             upload URLs only with a service-account key, which the stack does not hold); use \
+             s3://",
+            bucket.url()
+        )));
+    }
     let Some(buckets) = ctx.buckets.of(bucket.store) else {
         return Err(bad(no_access(bucket.store).into()));
     };
@@ -227,7 +236,7 @@ fn no_access(store: Store) -> &'static str {
 }
 
 /// Refuses grants too large for one issue of credentials: STS's 2,048 characters of session
-/// policy (S3), Google STS's 10 boundary rules (GCS).
+/// policy (S3), Google STS's 10 boundary rules and 2,048 characters of boundary (GCS).
 fn check_grant_sizes(task: &spec::Task) -> Result<(), SubmitError> {
     let policy = access_policy(&grants(task, Store::S3)).to_string().len();
     if policy > POLICY_LIMIT {
@@ -237,7 +246,17 @@ fn check_grant_sizes(task: &spec::Task) -> Result<(), SubmitError> {
             task.name
         )));
     }
-    let rules = grants(task, Store::Gcs).len();
+    let gcs = grants(task, Store::Gcs);
+    let rules = gcs.len();
+    let boundary = access_boundary(&gcs).to_string().len();
+    if boundary > BOUNDARY_LIMIT {
+        return Err(SubmitError::BadRequest(format!(
+            "file_mounts: task '{}' names GCS buckets and prefixes too long to grant at once \
+             ({boundary} characters of access boundary, at most {BOUNDARY_LIMIT}); mount fewer \
+             or shorter paths",
+            task.name
+        )));
+    }
     if rules > BOUNDARY_RULES_LIMIT {
         return Err(SubmitError::BadRequest(format!(
             "file_mounts: task '{}' has {rules} GCS mounts; at most {BOUNDARY_RULES_LIMIT} \

@@ -84,6 +84,11 @@ pub async fn submit(
     let pipeline = loaded.pipeline;
     let session =
         uploads::check_request(owner, &request.uploads).map_err(SubmitError::BadRequest)?;
+    // Archives in a user's bucket: the bucket is checked again here, whoever made the keys.
+    if let Some((_, Some(bucket))) = &session {
+        super::buckets::check_intermediate(ctx, bucket, owner).await?;
+    }
+    let session = session.map(|(session, _)| session);
     let mut candidates = Vec::new();
     for task in &pipeline.tasks {
         check_uploads(task, &request.uploads)?;

@@ -19,7 +19,9 @@
 //! - **A user writes only under their own space** (`owner_space`: a hash of the owner's
 //!   name): the upload routes build the key from the authenticated caller, so no one can
 //!   replace another user's archive. Presigned upload URLs also sign the archive's SHA-256,
-//!   which S3 checks against the body.
+//!   which S3 checks against the body. In an intermediate bucket others with access to that
+//!   bucket could still replace an object: nodes check each archive against the SHA-256 in
+//!   its key before unpacking it (`agent::prepare`).
 //! - **A job names only its owner's archives, of one session, which no other job has**:
 //!   `check_request` refuses any other key at submit (a `jobs/...` key, another user's, a
 //!   path), and the session is claimed for the job in the state table. So the job's cleanup,
@@ -186,41 +188,38 @@ pub fn parse_object_key(key: &str) -> Option<ObjectKey> {
 
 /// The store an archive key is in, and the object's key there: the deployment's store, or
 /// the user's intermediate bucket (on the local cloud, the folder standing in for it).
+/// `None` when that bucket cannot hold uploads here (gone, or of a store this control plane
+/// does not serve them from).
 pub async fn store_of(
     ctx: &Context,
     key: &ObjectKey,
-) -> Result<(Arc<dyn BlobStore>, String), HandlerError> {
+) -> Result<Option<(Arc<dyn BlobStore>, String)>, HandlerError> {
     let Some(bucket) = &key.intermediate else {
-        return Ok((ctx.blobs.clone(), key.object()));
+        return Ok(Some((ctx.blobs.clone(), key.object())));
     };
     if let Some(root) = &ctx.settings.local_buckets {
         let folder = root.join(bucket.store.scheme()).join(&bucket.bucket);
-        return Ok((Arc::new(LocalBlobStore::new(folder)), key.object()));
+        return Ok(Some((Arc::new(LocalBlobStore::new(folder)), key.object())));
     }
-    let unavailable = |why: String| {
+    let Some(buckets) = ctx.buckets.of(bucket.store) else {
+        return Ok(None);
+    };
+    let store = buckets.objects(&bucket.bucket).await.map_err(|e| {
         HandlerError::Blob(crate::blob::BlobError::Backend {
             key: key.object(),
-            source: format!("the intermediate bucket {}: {why}", bucket.url()).into(),
+            source: format!("the intermediate bucket {}: {e}", bucket.url()).into(),
         })
-    };
-    let buckets = ctx
-        .buckets
-        .of(bucket.store)
-        .ok_or_else(|| unavailable("this control plane has no access to its store".into()))?;
-    let store = buckets
-        .objects(&bucket.bucket)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .ok_or_else(|| unavailable("its store cannot hold uploads here".into()))?;
-    Ok((store, key.object()))
+    })?;
+    Ok(store.map(|store| (store, key.object())))
 }
 
 /// Checks a submit's uploads (local path → key): every key an archive of `owner`'s, all of
-/// one session (so of one store). Returns that session (`None` when there are no uploads).
+/// one session in one store. Returns that session and its intermediate bucket, if any
+/// (`None` when there are no uploads).
 pub fn check_request(
     owner: &str,
     uploads: &BTreeMap<String, String>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<(String, Option<Intermediate>)>, String> {
     let space = owner_space(owner);
     let mut session: Option<(String, Option<Intermediate>)> = None;
     for (path, key) in uploads {
@@ -239,7 +238,7 @@ pub fn check_request(
             _ => session = Some((parsed.session, parsed.intermediate)),
         }
     }
-    Ok(session.map(|(s, _)| s))
+    Ok(session)
 }
 
 /// Uploaded local paths (as written in the task) and their keys.
@@ -278,9 +277,18 @@ pub async fn delete(ctx: &Context, job_id: JobId, owner: &str) -> Result<usize, 
     let mut deleted = 0;
     for key in uploads.0.values() {
         if let Some(parsed) = parse_object_key(key).filter(|k| k.space == space) {
-            let (store, object) = store_of(ctx, &parsed).await?;
-            store.delete_prefix(&object).await?;
-            deleted += 1;
+            if let Some((store, object)) = store_of(ctx, &parsed).await? {
+                store.delete_prefix(&object).await?;
+                deleted += 1;
+            } else {
+                // The user deleted the bucket, or it cannot be reached from here any more:
+                // nothing of the job's to delete (a cleanup that waited would wait forever).
+                tracing::warn!(
+                    job_id,
+                    key,
+                    "the intermediate bucket of this upload is gone or out of reach; skipped"
+                );
+            }
         } else {
             tracing::warn!(
                 job_id,
@@ -305,7 +313,10 @@ mod tests {
             "{mine}"
         );
         let ok = BTreeMap::from([("./wd".to_owned(), mine.clone())]);
-        assert_eq!(check_request("alice", &ok), Ok(Some("s-1".to_owned())));
+        assert_eq!(
+            check_request("alice", &ok),
+            Ok(Some(("s-1".to_owned(), None)))
+        );
         assert_eq!(check_request("alice", &BTreeMap::new()), Ok(None));
         for bad in [
             "jobs/",
@@ -344,7 +355,10 @@ mod tests {
         assert_eq!(parsed.intermediate, Some(bucket.clone()));
         assert_eq!(parsed.object(), format!("job-s-1/{space}/{sha}.tar.gz"));
         let ok = BTreeMap::from([("./wd".to_owned(), key.clone())]);
-        assert_eq!(check_request("alice", &ok), Ok(Some("s-1".to_owned())));
+        assert_eq!(
+            check_request("alice", &ok),
+            Ok(Some(("s-1".to_owned(), Some(bucket.clone()))))
+        );
         // Not another user's, not half here and half in the deployment's store.
         assert!(check_request("bob", &ok).is_err());
         let mixed = BTreeMap::from([
