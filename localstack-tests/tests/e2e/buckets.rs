@@ -380,7 +380,10 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
     let job = world.wait_status(id, &crate::lifecycle::ENDED, LONG).await;
     assert_ne!(job.status(), JobStatus::Succeeded);
     let logs = world.logs(id).await;
-    assert!(!logs.contains("rows from the intermediate bucket"), "{logs}");
+    assert!(
+        !logs.contains("rows from the intermediate bucket"),
+        "{logs}"
+    );
     let controller = world.controller_log(id).await;
     assert!(
         format!("{logs}{controller}").contains("changed after it was uploaded"),

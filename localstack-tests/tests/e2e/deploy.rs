@@ -74,8 +74,9 @@ async fn login_check_and_launch_against_the_stack() {
     .await
     .unwrap();
     let id: u64 = launched
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| !w.is_empty())
+        .split("Job ID: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no job id in {launched}"));
     world.wait_succeeded(id).await;

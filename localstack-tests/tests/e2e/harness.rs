@@ -71,6 +71,8 @@ pub const OWNER: &str = "arn:aws:iam::123456789012:user/tester";
 struct Emulator {
     child: Child,
     url: String,
+    /// One given by `STRATUS_E2E_ENDPOINT` (LocalStack), shared by the tests.
+    shared: bool,
 }
 
 impl Emulator {
@@ -80,6 +82,7 @@ impl Emulator {
             return Self {
                 child: Command::new("true").spawn().unwrap(),
                 url,
+                shared: true,
             };
         }
         let server = std::env::var("STRATUS_MOTO_SERVER").unwrap_or_else(|_| {
@@ -110,7 +113,11 @@ impl Emulator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, url }
+        Self {
+            child,
+            url,
+            shared: false,
+        }
     }
 }
 
@@ -130,6 +137,8 @@ pub struct World {
     pub metered: Option<Metered>,
     /// The schedule sweeps while this holds (a test may pause it to watch the nodes alone).
     pub sweeping: Arc<std::sync::atomic::AtomicBool>,
+    /// The `detail-type` of every event the emulator's rules delivered that a handler took.
+    pub delivered: Arc<Mutex<Vec<String>>>,
     /// The fake Compute API, when the options asked for GCP.
     pub gce: Option<Arc<FakeCompute>>,
     /// The fake Google STS (and AWS metadata service) GCP credentials come from.
@@ -196,7 +205,16 @@ impl World {
     // The whole stack, step by step, as the template would create it.
     #[allow(clippy::too_many_lines)]
     pub async fn new(options: Options) -> Self {
-        let emulator = Emulator::start();
+        let mut emulator = Emulator::start();
+        // LocalStack (a shared emulator) cannot run DynamoDB offline: a proxy in front of it
+        // sends DynamoDB's requests to the moto at AWS_ENDPOINT_URL_DYNAMODB, and everything
+        // else (functions, machines, the CLI) talks to that proxy as the one AWS endpoint.
+        if let (true, Ok(dynamodb)) = (emulator.shared, std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        {
+            emulator.url = crate::proxy::start_routed(&emulator.url, None, Some(&dynamodb))
+                .await
+                .url;
+        }
         let wire = if options.metered {
             Some(crate::proxy::start(&emulator.url, None).await)
         } else {
@@ -210,6 +228,34 @@ impl World {
             .create_table()
             .await
             .unwrap();
+        if emulator.shared {
+            // One emulator for every world: job ids (and so cluster names and tags) must not
+            // repeat from one world to the next, or a world would count another's machines.
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % 10_000_000
+                * 1_000;
+            aws_sdk_dynamodb::Client::new(&sdk)
+                .put_item()
+                .table_name(&name)
+                .item(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("COUNTER".into()),
+                )
+                .item(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("JOB_ID".into()),
+                )
+                .item(
+                    "value",
+                    aws_sdk_dynamodb::types::AttributeValue::N(base.to_string()),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
         let blobs = S3BlobStore::from_sdk_config(&sdk, &name, "").unwrap();
         blobs.create_bucket_if_missing().await.unwrap();
 
@@ -250,22 +296,23 @@ impl World {
                 "EC2 Spot Instance Interruption Warning"
             ]
         });
+        // And the template's poll schedule, rate(1 minute) on the default bus (LocalStack fires
+        // it; moto keeps it but never does, and the harness's own tick stands in for it).
         for (rule, bus, pattern) in [
             (
                 name.clone(),
                 name.as_str(),
-                json!({ "source": ["stratus"] }),
+                Some(json!({ "source": ["stratus"] })),
             ),
-            (format!("{name}-ec2"), "default", ec2_pattern),
+            (format!("{name}-ec2"), "default", Some(ec2_pattern)),
+            (format!("{name}-poll"), "default", None),
         ] {
-            events
-                .put_rule()
-                .name(&rule)
-                .event_bus_name(bus)
-                .event_pattern(pattern.to_string())
-                .send()
-                .await
-                .unwrap();
+            let put = events.put_rule().name(&rule).event_bus_name(bus);
+            let put = match pattern {
+                Some(pattern) => put.event_pattern(pattern.to_string()),
+                None => put.schedule_expression("rate(1 minute)"),
+            };
+            put.send().await.unwrap();
             events
                 .put_targets()
                 .rule(&rule)
@@ -385,6 +432,7 @@ impl World {
             .unwrap();
         let mut tasks = Vec::new();
         let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let delivered = Arc::new(Mutex::new(Vec::new()));
         if options.local_plane {
             // The local control plane's stack: a SQLite state table, a folder of blobs, the
             // in-process bus and its loops; the clouds stay the emulated ones.
@@ -396,7 +444,12 @@ impl World {
             ctx.bus = Arc::new(bus);
             run_local_loops(&ctx, messages, Duration::from_millis(500));
         } else {
-            tasks.push(tokio::spawn(dispatch(ctx.clone(), sqs, queue_url)));
+            tasks.push(tokio::spawn(dispatch(
+                ctx.clone(),
+                sqs,
+                queue_url,
+                delivered.clone(),
+            )));
             tasks.push(tokio::spawn(schedule(ctx.clone(), sweeping.clone())));
         }
         let metered = wire.map(|wire| Metered {
@@ -461,6 +514,7 @@ impl World {
             ctx,
             metered,
             sweeping,
+            delivered,
             gce,
             identity,
             gcs,
@@ -473,6 +527,11 @@ impl World {
             _nodes: nodes,
             emulator,
         }
+    }
+
+    /// Whether the emulator is a shared one (LocalStack), not this world's own moto.
+    pub fn on_localstack(&self) -> bool {
+        self.emulator.shared
     }
 
     /// The emulator's URL (for a proxy in front of it).
@@ -666,7 +725,12 @@ pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
 }
 
 /// EventBridge → Lambda: drains the rule's queue into the `recover` and `cleanup` handlers.
-async fn dispatch(ctx: Context, sqs: aws_sdk_sqs::Client, queue_url: String) {
+async fn dispatch(
+    ctx: Context,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    delivered: Arc<Mutex<Vec<String>>>,
+) {
     loop {
         let Ok(out) = sqs
             .receive_message()
@@ -689,11 +753,18 @@ async fn dispatch(ctx: Context, sqs: aws_sdk_sqs::Client, queue_url: String) {
                 Some(shared::control::JOB_ENDED_DETAIL_TYPE) => {
                     functions::on_job_ended(&ctx, event.clone()).await
                 }
-                _ if event["source"] == "aws.ec2" => functions::on_poll(&ctx, event.clone()).await,
+                // EC2's events, and the poll schedule's ticks.
+                _ if event["source"] == "aws.ec2" || event["source"] == "aws.events" => {
+                    functions::on_poll(&ctx, event.clone()).await
+                }
                 _ => Ok(Value::Null),
             };
-            if let Err(e) = result {
-                eprintln!("handler failed on {event}: {e:#}");
+            match result {
+                Ok(_) => delivered
+                    .lock()
+                    .unwrap()
+                    .push(event["detail-type"].as_str().unwrap_or_default().to_owned()),
+                Err(e) => eprintln!("handler failed on {event}: {e:#}"),
             }
             if let Some(handle) = message.receipt_handle() {
                 let _ = sqs

@@ -68,7 +68,10 @@ async fn a_spot_job_runs_on_ec2_and_cleanup_leaves_nothing() {
         tag(instance, "stratus-job-id"),
         Some(id.to_string().as_str())
     );
-    assert_eq!(tag(instance, "stratus-cluster"), Some("hello-1-1"));
+    assert_eq!(
+        tag(instance, "stratus-cluster"),
+        Some(format!("hello-{id}-1").as_str())
+    );
     assert_eq!(tag(instance, "stratus-owner"), Some(crate::harness::OWNER));
     let user_data = ec2_client(&world.sdk, "us-east-1")
         .describe_instance_attribute()
@@ -81,7 +84,8 @@ async fn a_spot_job_runs_on_ec2_and_cleanup_leaves_nothing() {
         shared::provider::decode_user_data(user_data.user_data().unwrap().value().unwrap())
             .unwrap();
     assert!(
-        script.contains("STRATUS_AGENT_TOKEN") && script.contains("STRATUS_CLUSTER='hello-1-1'"),
+        script.contains("STRATUS_AGENT_TOKEN")
+            && script.contains(&format!("STRATUS_CLUSTER='hello-{id}-1'")),
         "{script}"
     );
 
@@ -225,10 +229,12 @@ async fn throttled_launches_back_off_and_never_double() {
         &world.sdk.to_builder().endpoint_url(&proxy.url).build(),
         shared::provider::Ec2Settings::new(),
     );
+    // An id of this world's (a shared emulator has seen other worlds' jobs).
+    let job_id = world.ctx.store.next_job_id().await.unwrap();
     let spec = shared::provider::ClusterSpec {
-        job_id: 77,
+        job_id,
         task: 0,
-        cluster: "throttled-77-1".into(),
+        cluster: format!("throttled-{job_id}-1"),
         owner: "tester".into(),
         candidate: serde_json::from_value(json!({
             "cloud": "aws", "region": "us-east-1", "zone": "us-east-1a", "instance_type": "m6i.large",
@@ -254,7 +260,7 @@ async fn throttled_launches_back_off_and_never_double() {
     assert_eq!(proxy.failed(), 2);
     // A retried launch (a redelivered event) finds the cluster: still two instances.
     provider.launch(&spec).await.unwrap();
-    assert_eq!(world.instances("us-east-1", 77).await.len(), 2);
+    assert_eq!(world.instances("us-east-1", job_id).await.len(), 2);
     assert_eq!(proxy.launches(), 1, "one RunInstances reached EC2");
 }
 

@@ -12,6 +12,7 @@
 //!   preemption; `name:` buckets created and deleted; a missing bucket refused at submit.
 //! - `gcs`: GCS bucket mounts against the fake Cloud Storage: a checkpoint survives a GCE
 //!   preemption; an EC2 node copies a GCS prefix; bad GCS buckets refused at submit.
+//! - `schedule`: job events through the bus rule; the poll rule firing (LocalStack).
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
@@ -30,4 +31,5 @@ mod lambda;
 mod lifecycle;
 mod placement;
 mod proxy;
+mod schedule;
 mod warning;

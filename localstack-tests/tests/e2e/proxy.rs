@@ -1,7 +1,8 @@
 //! An HTTP proxy between the AWS clients and the emulator. It records every request it
-//! forwards (which service, which operation, which item or object: what AWS would bill), and
-//! can answer some `RunInstances` calls with an EC2 error (capacity, throttling: what an
-//! emulator cannot produce).
+//! forwards (which service, which operation, which item or object: what AWS would bill), can
+//! answer some `RunInstances` calls with an EC2 error (capacity, throttling: what an
+//! emulator cannot produce), and can send DynamoDB's requests to another emulator (moto, for
+//! LocalStack, whose DynamoDB cannot run offline: [`start_routed`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub struct Call {
 #[derive(Clone)]
 struct Shared {
     upstream: String,
+    /// Where requests signed for `dynamodb` go instead, when not `upstream`.
+    dynamodb: Option<String>,
     fault: Option<Fault>,
     failed: Arc<AtomicUsize>,
     forwarded_launches: Arc<AtomicUsize>,
@@ -72,11 +75,17 @@ impl Proxy {
 }
 
 pub async fn start(upstream: &str, fault: Option<Fault>) -> Proxy {
+    start_routed(upstream, fault, None).await
+}
+
+/// A proxy that sends DynamoDB's requests to `dynamodb` and the rest to `upstream`.
+pub async fn start_routed(upstream: &str, fault: Option<Fault>, dynamodb: Option<&str>) -> Proxy {
     let failed = Arc::new(AtomicUsize::new(0));
     let forwarded_launches = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(Mutex::new(Vec::new()));
     let shared = Shared {
         upstream: upstream.trim_end_matches('/').to_owned(),
+        dynamodb: dynamodb.map(|d| d.trim_end_matches('/').to_owned()),
         fault,
         failed: failed.clone(),
         forwarded_launches: forwarded_launches.clone(),
@@ -84,7 +93,11 @@ pub async fn start(upstream: &str, fault: Option<Fault>) -> Proxy {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().fallback(handle).with_state(shared);
+    // Archives of 50 MB pass through it: no body limit.
+    let app = axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(shared);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -195,10 +208,13 @@ async fn handle(
         shared.forwarded_launches.fetch_add(1, Ordering::SeqCst);
     }
     let call = classify(&method, &uri, &headers, &body);
+    let upstream = match &shared.dynamodb {
+        Some(dynamodb) if call.service == "dynamodb" => dynamodb.clone(),
+        _ => shared.upstream.clone(),
+    };
     shared.calls.lock().unwrap().push(call);
     let url = format!(
-        "{}{}",
-        shared.upstream,
+        "{upstream}{}",
         uri.path_and_query().map_or("/", |p| p.as_str())
     );
     let forwarded = tokio::task::spawn_blocking(move || {
@@ -217,27 +233,41 @@ async fn handle(
         let request = request.body(body.to_vec()).unwrap();
         let mut response = agent.run(request).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let content_type = response
+        // The answer's headers travel too (a bucket's region, an object's ETag), but not
+        // those of the hop itself.
+        let headers: Vec<(String, Vec<u8>)> = response
             .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("text/xml")
-            .to_owned();
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "connection"
+                )
+            })
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        // ureq stops at 10 MB by default; archives are larger.
         let bytes = response
             .body_mut()
+            .with_config()
+            .limit(u64::MAX)
             .read_to_vec()
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, content_type, bytes))
+        Ok::<_, String>((status, headers, bytes))
     })
     .await
     .unwrap();
     match forwarded {
-        Ok((status, content_type, bytes)) => (
-            StatusCode::from_u16(status).unwrap(),
-            [("content-type", content_type)],
-            bytes,
-        )
-            .into_response(),
+        Ok((status, headers, bytes)) => {
+            let mut answer = Response::builder().status(StatusCode::from_u16(status).unwrap());
+            for (name, value) in headers {
+                answer = answer.header(name, value);
+            }
+            answer
+                .body(axum::body::Body::from(bytes))
+                .unwrap()
+                .into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
     }
 }
