@@ -231,16 +231,8 @@ fn s3_client(world: &World) -> aws_sdk_s3::Client {
     )
 }
 
-/// `jobs.bucket`: what `stratus jobs launch` does with it set. The workdir's archive goes by
-/// a presigned URL to `job-<session>/` in the user's bucket, the node gets it from there,
-/// and the cleanup deletes it while the bucket stays; a bucket that does not exist, or the
-/// deployment's own, is refused with a 400 naming the setting.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
-    let world = World::new(Options::default()).await;
-    let s3 = s3_client(&world);
-    let bucket = format!("scratch-{}", world.env.bucket);
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+/// A workdir archive (`data.txt`) and its SHA-256.
+fn small_archive() -> (Vec<u8>, String) {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
@@ -255,57 +247,66 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         .unwrap();
     let archive = builder.into_inner().unwrap().finish().unwrap();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive));
-    let api = world.api_url.clone();
-    let (own, missing, users) = (
-        world.env.bucket.clone(),
-        format!("missing-{}", world.env.bucket),
-        bucket.clone(),
+    (archive, sha)
+}
+
+/// What `stratus jobs launch` does with `jobs.bucket: <bucket>` (`s3://...` or `gs://...`):
+/// asks where to put the archive, then puts it. The key, or the refusal's status and body.
+async fn upload_into(world: &World, bucket: &str, session: &str) -> Result<String, (u16, String)> {
+    let (archive, sha) = small_archive();
+    let url = format!(
+        "{}/api/v1/uploads/url?session={session}&sha256={sha}&bucket={}",
+        world.api_url,
+        bucket.replace(':', "%3A").replace('/', "%2F")
     );
-    let (key, refusals, tampered) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let ask = |bucket: &str, session: &str| {
-            let bucket = if bucket.starts_with("gs%3A") {
-                bucket.to_owned()
-            } else {
-                format!("s3%3A%2F%2F{bucket}")
-            };
-            let mut answer = agent
-                .post(format!(
-                    "{api}/api/v1/uploads/url?session={session}&sha256={sha}&bucket={bucket}"
-                ))
-                .send(&b"{}"[..])
-                .unwrap();
-            let status = answer.status().as_u16();
-            (status, answer.body_mut().read_to_string().unwrap())
-        };
-        let refusals = [
-            ask(&missing, "e2e-s"),
-            ask(&own, "e2e-s"),
-            ask(&format!("gs%3A%2F%2F{users}"), "e2e-s"),
-        ];
-        let put = |session: &str| {
-            let (status, text) = ask(&users, session);
-            assert_eq!(status, 200, "{text}");
-            let target: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let mut put = agent.put(target["url"].as_str().expect("an upload URL"));
-            for header in target["headers"].as_array().unwrap() {
-                put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
-            }
-            let put = put.send(&archive[..]).unwrap();
-            assert!(put.status().is_success(), "presigned PUT: {}", put.status());
-            target["key"].as_str().unwrap().to_owned()
-        };
-        (put("e2e-s"), refusals, put("e2e-t"))
+        let mut answer = agent.post(&url).send(&b"{}"[..]).unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.body_mut().read_to_string().unwrap();
+        if status != 200 {
+            return Err((status, text));
+        }
+        let target: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut put = agent.put(target["url"].as_str().expect("an upload URL"));
+        for header in target["headers"].as_array().unwrap() {
+            put = put.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
+        }
+        let put = put.send(&archive[..]).unwrap();
+        assert!(put.status().is_success(), "presigned PUT: {}", put.status());
+        Ok(target["key"].as_str().unwrap().to_owned())
     })
     .await
-    .unwrap();
-    for (status, text) in refusals {
-        assert_eq!(status, 400, "{text}");
-        assert!(text.contains("jobs.bucket"), "{text}");
+    .unwrap()
+}
+
+const WORKDIR_TASK: &str = "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n";
+
+/// `jobs.bucket`: the workdir's archive goes by a presigned URL to `job-<session>/` in the
+/// user's bucket, the node gets it from there, and the cleanup deletes it while the bucket
+/// stays; a bucket that does not exist, the deployment's own, or a GCS one (on a deployed
+/// stack) is refused with a 400 naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
+    let world = World::new(Options::default()).await;
+    let s3 = s3_client(&world);
+    let bucket = format!("scratch-{}", world.env.bucket);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    for refused in [
+        format!("s3://missing-{}", world.env.bucket),
+        format!("s3://{}", world.env.bucket),
+        format!("gs://{bucket}"),
+    ] {
+        let (status, text) = upload_into(&world, &refused, "e2e-s").await.unwrap_err();
+        assert_eq!(status, 400, "{refused}: {text}");
+        assert!(text.contains("jobs.bucket"), "{refused}: {text}");
     }
+    let key = upload_into(&world, &format!("s3://{bucket}"), "e2e-s")
+        .await
+        .unwrap();
     // In the user's bucket, under the launch's folder.
     let object = key
         .strip_prefix(&format!("buckets/s3/{bucket}/"))
@@ -320,10 +321,7 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         .unwrap();
 
     let id = world
-        .submit_request(json!({
-            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
-            "uploads": { "./project": key }
-        }))
+        .submit_request(json!({ "yaml": WORKDIR_TASK, "uploads": { "./project": key } }))
         .await;
     world.wait_succeeded(id).await;
     assert!(
@@ -345,22 +343,29 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     s3.head_bucket().bucket(&bucket).send().await.unwrap();
+}
 
-    // Submit checks the bucket again, whoever made the keys: one that does not exist is
-    // refused, naming the setting.
-    let forged = tampered.replace(&bucket, &format!("missing-{}", world.env.bucket));
+/// Others with access to a `jobs.bucket` can replace an archive there: the node does not
+/// unpack it and the task never runs. And submit checks the bucket again, whoever made the
+/// keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_replaced_in_the_users_bucket_is_never_unpacked() {
+    let world = World::new(Options::default()).await;
+    let s3 = s3_client(&world);
+    let bucket = format!("scratch-{}", world.env.bucket);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let key = upload_into(&world, &format!("s3://{bucket}"), "e2e-t")
+        .await
+        .unwrap();
+
+    let forged = key.replace(&bucket, &format!("missing-{}", world.env.bucket));
     let (status, text) = world
-        .post_job(json!({
-            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
-            "uploads": { "./project": forged }
-        }))
+        .post_job(json!({ "yaml": WORKDIR_TASK, "uploads": { "./project": forged } }))
         .await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("jobs.bucket"), "{text}");
 
-    // Someone else with access to the bucket replaces the archive: the node does not unpack
-    // it, and the task never runs.
-    let object = tampered
+    let object = key
         .strip_prefix(&format!("buckets/s3/{bucket}/"))
         .unwrap()
         .to_owned();
@@ -372,10 +377,7 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
         .await
         .unwrap();
     let id = world
-        .submit_request(json!({
-            "yaml": "name: wd\nworkdir: ./project\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: cat data.txt\n",
-            "uploads": { "./project": tampered }
-        }))
+        .submit_request(json!({ "yaml": WORKDIR_TASK, "uploads": { "./project": key } }))
         .await;
     let job = world.wait_status(id, &crate::lifecycle::ENDED, LONG).await;
     assert_ne!(job.status(), JobStatus::Succeeded);
