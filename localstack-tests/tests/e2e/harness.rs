@@ -73,16 +73,22 @@ struct Emulator {
     url: String,
     /// One given by `STRATUS_E2E_ENDPOINT` (LocalStack), shared by the tests.
     shared: bool,
+    /// It is LocalStack (it answers `/_localstack/health`): its scheduled rules fire.
+    localstack: bool,
 }
 
 impl Emulator {
     fn start() -> Self {
         if let Ok(url) = std::env::var("STRATUS_E2E_ENDPOINT") {
             // A shared emulator (e.g. LocalStack): the tests then run one at a time.
+            let localstack = ureq::get(format!("{}/_localstack/health", url.trim_end_matches('/')))
+                .call()
+                .is_ok();
             return Self {
                 child: Command::new("true").spawn().unwrap(),
                 url,
                 shared: true,
+                localstack,
             };
         }
         let server = std::env::var("STRATUS_MOTO_SERVER").unwrap_or_else(|_| {
@@ -117,6 +123,7 @@ impl Emulator {
             child,
             url,
             shared: false,
+            localstack: false,
         }
     }
 }
@@ -169,6 +176,8 @@ pub struct Options {
     /// Regions whose machines run but never start their agent (a broken image, no route to
     /// the API): their clusters never report.
     pub silent_regions: Vec<&'static str>,
+    /// Also create the template's `rate(1 minute)` poll rule (see `schedule`).
+    pub poll_rule: bool,
     /// The control plane's ready timeout (`STRATUS_READY_TIMEOUT_SECS`).
     pub ready_timeout_secs: Option<u64>,
     /// Run the local control plane's stack (SQLite, a blob folder, the in-process bus and its
@@ -229,13 +238,28 @@ impl World {
             .await
             .unwrap();
         if emulator.shared {
+            // A test may have taken a region's default VPC away (placement): put it back.
+            for region in REGIONS {
+                let ec2 = ec2_client(&sdk, region);
+                let has_default = ec2
+                    .describe_vpcs()
+                    .filters(filter("is-default", "true"))
+                    .send()
+                    .await
+                    .is_ok_and(|out| !out.vpcs().is_empty());
+                if !has_default {
+                    ec2.create_default_vpc().send().await.unwrap();
+                }
+            }
             // One emulator for every world: job ids (and so cluster names and tags) must not
             // repeat from one world to the next, or a world would count another's machines.
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 10_000_000
+            let base = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap()
                 * 1_000;
             aws_sdk_dynamodb::Client::new(&sdk)
                 .put_item()
@@ -296,8 +320,9 @@ impl World {
                 "EC2 Spot Instance Interruption Warning"
             ]
         });
-        // And the template's poll schedule, rate(1 minute) on the default bus (LocalStack fires
-        // it; moto keeps it but never does, and the harness's own tick stands in for it).
+        // And, when asked for, the template's poll schedule, rate(1 minute) on the default bus
+        // (LocalStack fires it; moto never does, and matches it against every event on the bus,
+        // so other tests leave it out and the harness's own tick stands in for it).
         for (rule, bus, pattern) in [
             (
                 name.clone(),
@@ -305,8 +330,13 @@ impl World {
                 Some(json!({ "source": ["stratus"] })),
             ),
             (format!("{name}-ec2"), "default", Some(ec2_pattern)),
-            (format!("{name}-poll"), "default", None),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            options
+                .poll_rule
+                .then(|| (format!("{name}-poll"), "default", None)),
+        ) {
             let put = events.put_rule().name(&rule).event_bus_name(bus);
             let put = match pattern {
                 Some(pattern) => put.event_pattern(pattern.to_string()),
@@ -502,6 +532,7 @@ impl World {
             machines.clone(),
             nodes.path().to_path_buf(),
             options.silent_regions.clone(),
+            api_url.clone(),
         )));
         if let Some(fake) = gce.clone() {
             tasks.push(tokio::spawn(boot_gce_machines(
@@ -529,9 +560,9 @@ impl World {
         }
     }
 
-    /// Whether the emulator is a shared one (LocalStack), not this world's own moto.
+    /// Whether the emulator is LocalStack (shared by the tests), not this world's own moto.
     pub fn on_localstack(&self) -> bool {
-        self.emulator.shared
+        self.emulator.localstack
     }
 
     /// The emulator's URL (for a proxy in front of it).
@@ -799,6 +830,7 @@ async fn boot_machines(
     machines: Machines,
     nodes: PathBuf,
     silent: Vec<&'static str>,
+    api_url: String,
 ) {
     let agent = env!("CARGO_BIN_EXE_e2e-agent");
     loop {
@@ -842,6 +874,10 @@ async fn boot_machines(
                         .and_then(decode_user_data)
                         .unwrap_or_default();
                     let mut env = agent_env_from_user_data(&script);
+                    // On a shared emulator, other worlds' machines are not this world's.
+                    if env.get(shared::agent_protocol::env::API_URL) != Some(&api_url) {
+                        continue;
+                    }
                     // The machines are processes of the test: no task user to switch to.
                     env.remove(shared::agent_protocol::env::TASK_USER);
                     let dir = nodes.join(&id);

@@ -10,7 +10,11 @@ use crate::harness::{Options, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_events_travel_through_the_bus_rule_and_the_poll_rule_fires_on_its_schedule() {
-    let world = World::new(Options::default()).await;
+    let world = World::new(Options {
+        poll_rule: true,
+        ..Options::default()
+    })
+    .await;
     let id = world
         .submit("name: hi\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: echo hi\n")
         .await;
