@@ -475,6 +475,24 @@ fn attempt<T>(
     })
 }
 
+/// A transfer of any size: no overall deadline, but at most a minute without a byte.
+fn unhurried<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    request
+        .config()
+        .timeout_global(None)
+        .timeout_per_read(Some(Duration::from_mins(1)))
+        .build()
+}
+
+/// `Ok` for a 2xx answer about `key` (and for a 404 when `gone_is_done`), else the status.
+fn answered(status: u16, key: &str, gone_is_done: bool) -> Result<(), String> {
+    match status {
+        200..=299 => Ok(()),
+        404 if gone_is_done => Ok(()),
+        status => Err(format!("HTTP {status} for {key}")),
+    }
+}
+
 /// Saves a `200` answer's body to `part` (the download's own file; renamed by the caller).
 fn save(
     mut response: ureq::http::Response<ureq::Body>,

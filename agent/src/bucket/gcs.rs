@@ -5,12 +5,13 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use shared::agent_protocol::GcsCredentials;
 
-use super::{BucketError, ObjectStore, attempt, first_line, io_error, open_upload, save};
+use super::{
+    BucketError, ObjectStore, answered, attempt, first_line, io_error, open_upload, save, unhurried,
+};
 use crate::api::Api;
 
 const GOOGLE: &str = "https://storage.googleapis.com";
@@ -127,16 +128,13 @@ impl ObjectStore for Gcs<'_> {
     fn download(&self, key: &str, path: &Path) -> Result<(), BucketError> {
         let part = path.with_extension("stratus-part");
         self.attempt("objects.get", || {
-            let response = self
-                .http
-                .get(&format!("{}?alt=media", self.object_url(key)))
-                .header("authorization", &self.bearer)
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
-                .call()
-                .map_err(|e| e.to_string())?;
+            let response = unhurried(
+                self.http
+                    .get(&format!("{}?alt=media", self.object_url(key)))
+                    .header("authorization", &self.bearer),
+            )
+            .call()
+            .map_err(|e| e.to_string())?;
             save(response, key, &part)
         })?;
         fs::rename(&part, path).map_err(io_error("cannot write", path))
@@ -153,22 +151,16 @@ impl ObjectStore for Gcs<'_> {
                 segment(&self.bucket),
                 segment(key)
             );
-            let response = self
-                .http
-                .post(&url)
-                .header("authorization", &self.bearer)
-                .header("content-type", "application/octet-stream")
-                .header("content-length", len.to_string())
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
-                .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
-                .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
+            let response = unhurried(
+                self.http
+                    .post(&url)
+                    .header("authorization", &self.bearer)
+                    .header("content-type", "application/octet-stream")
+                    .header("content-length", len.to_string()),
+            )
+            .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
+            .map_err(|e| e.to_string())?;
+            answered(response.status().as_u16(), key, false)
         })
     }
 
@@ -180,10 +172,7 @@ impl ObjectStore for Gcs<'_> {
                 .header("authorization", &self.bearer)
                 .call()
                 .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 | 404 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
+            answered(response.status().as_u16(), key, true)
         })
     }
 }

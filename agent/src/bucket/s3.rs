@@ -10,7 +10,9 @@ use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use shared::agent_protocol::S3Credentials;
 
-use super::{BucketError, ObjectStore, attempt, first_line, io_error, open_upload, save};
+use super::{
+    BucketError, ObjectStore, answered, attempt, first_line, io_error, open_upload, save, unhurried,
+};
 use crate::api::Api;
 
 /// How long a signed request stays valid (it is sent at once).
@@ -137,13 +139,7 @@ impl ObjectStore for S3<'_> {
                 .bucket
                 .get_object(Some(&self.credentials), key)
                 .sign(SIGNED_FOR);
-            let response = self
-                .http
-                .get(url.as_str())
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
+            let response = unhurried(self.http.get(url.as_str()))
                 .call()
                 .map_err(|e| e.to_string())?;
             save(response, key, &part)
@@ -160,20 +156,14 @@ impl ObjectStore for S3<'_> {
             let Some((file, len)) = open_upload(path)? else {
                 return Ok(());
             };
-            let response = self
-                .http
-                .put(url.as_str())
-                .header("content-length", len.to_string())
-                .config()
-                .timeout_global(None)
-                .timeout_per_read(Some(Duration::from_mins(1)))
-                .build()
-                .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
-                .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
+            let response = unhurried(
+                self.http
+                    .put(url.as_str())
+                    .header("content-length", len.to_string()),
+            )
+            .send(ureq::SendBody::from_reader(&mut io::BufReader::new(file)))
+            .map_err(|e| e.to_string())?;
+            answered(response.status().as_u16(), key, false)
         })
     }
 
@@ -188,10 +178,7 @@ impl ObjectStore for S3<'_> {
                 .delete(url.as_str())
                 .call()
                 .map_err(|e| e.to_string())?;
-            match response.status().as_u16() {
-                200..=299 | 404 => Ok(()),
-                status => Err(format!("HTTP {status} for {key}")),
-            }
+            answered(response.status().as_u16(), key, true)
         })
     }
 }

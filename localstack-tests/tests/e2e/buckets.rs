@@ -103,14 +103,7 @@ async fn a_spot_job_checkpointing_to_an_s3_mount_resumes_from_it_after_a_preempt
     let (job, _) = world.wait_succeeded(id).await;
     assert_eq!(job.recoveries(), 1);
     let logs = world.logs(id).await;
-    let resumed: u32 = logs
-        .split("Resuming from checkpoint at step ")
-        .nth(1)
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the new cluster did not resume:\n{logs}"));
-    assert!(resumed >= 4, "resumed at step {resumed}:\n{logs}");
-    assert!(logs.contains("Training done after 14 steps."), "{logs}");
+    assert_resumed(&logs);
     // The job created the bucket and it is not persistent: its cleanup deletes it.
     let deadline = Instant::now() + LONG;
     while s3.head_bucket().bucket(&bucket).send().await.is_ok() {
@@ -194,6 +187,34 @@ async fn copy_downloads_an_existing_bucket_and_a_missing_one_is_refused_at_submi
             text.contains("file_mounts./data") && text.contains(says),
             "{source}: {text}"
         );
+    }
+}
+
+/// The checkpoint task's log: the new cluster resumed from step 4 or later and finished.
+pub fn assert_resumed(logs: &str) {
+    let resumed: u32 = logs
+        .split("Resuming from checkpoint at step ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the new cluster did not resume:\n{logs}"));
+    assert!(resumed >= 4, "resumed at step {resumed}:\n{logs}");
+    assert!(logs.contains("Training done after 14 steps."), "{logs}");
+}
+
+/// Waits until `bucket` holds no object `key` (the cleanup deleted it).
+async fn wait_object_gone(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    let deadline = Instant::now() + LONG;
+    while s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "{key} was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -330,18 +351,7 @@ async fn with_jobs_bucket_the_workdir_goes_through_the_users_bucket() {
             .await
             .contains("rows from the intermediate bucket")
     );
-    let deadline = Instant::now() + LONG;
-    while s3
-        .head_object()
-        .bucket(&bucket)
-        .key(&object)
-        .send()
-        .await
-        .is_ok()
-    {
-        assert!(Instant::now() < deadline, "the archive was not deleted");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_object_gone(&s3, &bucket, &object).await;
     s3.head_bucket().bucket(&bucket).send().await.unwrap();
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shared::job::JobStatus;
 
-use crate::buckets::checkpoint_task;
+use crate::buckets::{assert_resumed, checkpoint_task};
 use crate::fake::storage::FakeStorage;
 use crate::harness::{Options, World};
 
@@ -67,14 +67,7 @@ async fn a_spot_job_on_gce_checkpointing_to_a_gcs_mount_resumes_from_it_after_a_
     let (job, log) = world.wait_succeeded(id).await;
     assert_eq!(job.recoveries(), 1, "{log}");
     let logs = world.logs(id).await;
-    let resumed: u32 = logs
-        .split("Resuming from checkpoint at step ")
-        .nth(1)
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the new cluster did not resume:\n{logs}"));
-    assert!(resumed >= 4, "resumed at step {resumed}:\n{logs}");
-    assert!(logs.contains("Training done after 14 steps."), "{logs}");
+    assert_resumed(&logs);
     // The job created the bucket and it is not persistent: its cleanup deletes it.
     let deadline = Instant::now() + LONG;
     while gcs.bucket(&bucket).is_some() {
