@@ -238,6 +238,7 @@ impl Sim {
                 agent_cadence: CADENCE,
                 agent_binary: None,
                 cloud_notes: std::collections::BTreeMap::new(),
+                monthly_budget: None,
             },
         };
         let nodes = (0..scenario.nodes)

@@ -10,6 +10,8 @@
 //! jobs:
 //!   bucket: s3://my-bucket           # SkyPilot's intermediate bucket: workdirs and file
 //!                                    # mounts go to job-<id>/ in it (deleted when the job ends)
+//!   monthly_budget: 100              # USD a user's jobs may cost a calendar month (UTC)
+//!                                    # before new launches are refused (estimates)
 //! ```
 //!
 //! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS`, `STRATUS_READY_TIMEOUT_SECS` and
@@ -38,6 +40,8 @@ pub struct Config {
 pub struct Jobs {
     /// The intermediate bucket (`s3://name` or `gs://name`), as SkyPilot's `jobs.bucket`.
     pub bucket: Option<String>,
+    /// USD a user's jobs may cost per calendar month before new launches are refused.
+    pub monthly_budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,6 +74,16 @@ impl Config {
         let bucket = shared::control::uploads::Intermediate::parse(url)
             .map_err(|e| anyhow::anyhow!("{e} (in $STRATUS_HOME/config.yaml)"))?;
         Ok(Some(bucket.url()))
+    }
+
+    /// `jobs.monthly_budget`, checked (a positive number of US dollars).
+    pub fn monthly_budget(&self) -> anyhow::Result<Option<f64>> {
+        match self.jobs.monthly_budget {
+            Some(b) if !b.is_finite() || b <= 0.0 => Err(anyhow::anyhow!(
+                "jobs.monthly_budget: {b} is not a positive number of US dollars (in $STRATUS_HOME/config.yaml)"
+            )),
+            other => Ok(other),
+        }
     }
 
     pub fn heartbeat_timeout_secs(&self) -> u64 {

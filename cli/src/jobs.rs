@@ -9,6 +9,7 @@ use anyhow::anyhow;
 use clap::Args;
 use shared::api::JobView;
 use shared::clock::{Clock, SystemClock, Timestamp};
+use shared::job::cost::format_usd;
 use shared::job::{JobStatus, Phase};
 
 use crate::Failure;
@@ -102,7 +103,7 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
         out.push_str("No in-progress managed jobs.\n");
         return out;
     }
-    let mut rows: Vec<[String; 9]> = vec![[
+    let mut rows: Vec<[String; 10]> = vec![[
         "ID".into(),
         "TASK".into(),
         "NAME".into(),
@@ -111,6 +112,8 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
         "TOT. DURATION".into(),
         "JOB DURATION".into(),
         "#RECOVERIES".into(),
+        // Machine time × catalog price: an estimate, and the header says so.
+        "EST. COST".into(),
         "STATUS".into(),
     ]];
     for job in jobs {
@@ -133,6 +136,7 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
             duration(job.total_duration_ms),
             job_duration,
             job.recoveries.to_string(),
+            format_usd(job.cost.usd),
             job.status.to_string(),
         ]);
         if pipeline {
@@ -155,12 +159,13 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
                         "-".into()
                     },
                     task.recoveries.to_string(),
+                    format_usd(task.cost.usd),
                     task.status.to_string(),
                 ]);
             }
         }
     }
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

@@ -27,7 +27,8 @@ use crate::{Failure, client, jobs, local, pack};
 #[command(after_help = "Examples:\n  \
     stratus jobs launch --dry-run task.yaml\n  \
     stratus jobs launch --dry-run -n train --env WANDB_API_KEY --gpus A100:8 task.yaml\n  \
-    stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3")]
+    stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3\n  \
+    stratus jobs launch --dry-run --max-cost 20 --max-duration 6h task.yaml")]
 pub struct LaunchArgs {
     /// A task YAML file (a pipeline when it has several `---` documents), or a command to run
     /// (put it after `--` when it has flags of its own).
@@ -98,6 +99,17 @@ pub struct LaunchArgs {
     /// Use on-demand instances.
     #[arg(long, overrides_with = "use_spot")]
     no_use_spot: bool,
+
+    /// Stop the job (FAILED) once its machines have cost this many US dollars, all tasks
+    /// and recoveries together (an estimate from catalog prices; over the file's
+    /// `stratus.max_cost`).
+    #[arg(long, value_name = "USD")]
+    max_cost: Option<f64>,
+
+    /// Stop each task (FAILED) this long after it started, recoveries included, e.g. `2h` or
+    /// `90m` (over the file's `max_duration`).
+    #[arg(long, value_name = "DURATION")]
+    max_duration: Option<String>,
 }
 
 pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
@@ -370,6 +382,8 @@ fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
         memory: args.memory.clone(),
         instance_type: args.instance_type.clone(),
         num_nodes: args.num_nodes,
+        max_cost: args.max_cost,
+        max_duration: args.max_duration.clone(),
     })
 }
 

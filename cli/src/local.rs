@@ -314,6 +314,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         agent_cadence: shared::agent_protocol::AgentCadence::LOCAL,
         agent_binary: None,
         cloud_notes: std::collections::BTreeMap::new(),
+        monthly_budget: config.monthly_budget()?,
     };
     let ctx = Context {
         store: Arc::new(store),

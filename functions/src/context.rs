@@ -146,6 +146,7 @@ pub async fn context_from(
                 None
             },
             cloud_notes: notes,
+            monthly_budget: env.monthly_budget,
         },
     })
 }

@@ -29,6 +29,9 @@ pub struct Env {
     pub heartbeat_timeout_secs: Option<u64>,
     /// A launched cluster not ready this long is torn down (`STRATUS_READY_TIMEOUT_SECS`).
     pub ready_timeout_secs: Option<u64>,
+    /// USD each user's jobs may cost a month (`STRATUS_MONTHLY_BUDGET`, stack parameter
+    /// `MonthlyBudgetPerUser`; empty: no budget).
+    pub monthly_budget: Option<f64>,
     /// Per region, the VPC, subnets and security groups EC2 nodes go in
     /// (`STRATUS_EC2_NETWORKS`, JSON; empty: each region's default VPC).
     pub ec2_networks: BTreeMap<String, Ec2Network>,
@@ -134,6 +137,20 @@ impl Env {
             agent_heartbeat_secs: secs("STRATUS_AGENT_HEARTBEAT_SECS")?,
             heartbeat_timeout_secs: secs("STRATUS_HEARTBEAT_TIMEOUT_SECS")?,
             ready_timeout_secs: secs("STRATUS_READY_TIMEOUT_SECS")?,
+            monthly_budget: get("STRATUS_MONTHLY_BUDGET")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|b| b.is_finite() && *b > 0.0)
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "STRATUS_MONTHLY_BUDGET (stack parameter MonthlyBudgetPerUser): '{v}' is not a positive number of US dollars"
+                            )
+                        })
+                })
+                .transpose()?,
             ec2_networks,
             gcp: GcpEnv::from_lookup(&get)?,
             node_data_role_arn: get("STRATUS_NODE_DATA_ROLE_ARN").filter(|a| !a.trim().is_empty()),

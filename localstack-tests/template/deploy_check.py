@@ -79,7 +79,7 @@ FUNCTIONS = {
     "SubmitFunction": ("submit", 29, {"StateTableAccess", "BlobAccess", "BusPublish", "GcpCredentialAccess", "UserBuckets"}),
     "PollFunction": ("poll", 300, LAUNCHER),
     "RecoverFunction": ("recover", 120, LAUNCHER),
-    "CleanupFunction": ("cleanup", 120, {"StateTableAccess", "BlobAccess", "ClusterTeardown", "GcpCredentialAccess", "UserBuckets"}),
+    "CleanupFunction": ("cleanup", 120, {"StateTableAccess", "BlobAccess", "TimerAccess", "ClusterTeardown", "GcpCredentialAccess", "UserBuckets"}),
 }
 # Where the functions read their environment: every variable the template sets must be read
 # there (a parameter that reaches no code is a claim the stack does not keep).
@@ -717,8 +717,9 @@ def check_translation(t: dict, check: Checker) -> None:
     )
     timer = json.dumps(props("TimerAccess").get("PolicyDocument"))
     check.that(
-        "schedule/${ScheduleGroup}/*" in timer and '"iam:PassRole"' in timer and "scheduler.amazonaws.com" in timer,
-        "translation: TimerAccess creates schedules in the group only, passes SchedulerRole to Scheduler only",
+        "schedule/${ScheduleGroup}/*" in timer and '"iam:PassRole"' in timer and "scheduler.amazonaws.com" in timer
+        and '"scheduler:DeleteSchedule"' in timer,
+        "translation: TimerAccess creates and deletes schedules in the group only, passes SchedulerRole to Scheduler only",
     )
 
     # Functions and their roles.

@@ -127,6 +127,7 @@ async fn sweep(jobs: usize) {
             agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
             agent_binary: None,
             cloud_notes: std::collections::BTreeMap::new(),
+            monthly_budget: None,
         },
     };
     let started = Instant::now();

@@ -247,6 +247,7 @@ impl TestPlane {
                 agent_cadence: crate::agent_protocol::AgentCadence::CLOUD,
                 agent_binary: None,
                 cloud_notes: std::collections::BTreeMap::new(),
+                monthly_budget: None,
             },
         };
         TestPlane {

@@ -259,7 +259,7 @@ fn job_rows(browser: &Browser) -> Value {
     browser.script(
         "const rows = {};
          for (const r of document.querySelectorAll('#jobs tr.job')) {
-           const badge = r.cells[11].querySelector('.status');
+           const badge = r.cells[12].querySelector('.status');
            rows[r.dataset.jobId] = { status: r.dataset.status, shown: badge.textContent,
                                      class: badge.className, name: r.cells[3].textContent };
          }
@@ -370,6 +370,7 @@ fn the_jobs_page_and_a_job_page_in_headless_chromium() {
         "TOT. DURATION",
         "JOB DURATION",
         "#RECOVERIES",
+        "EST. COST",
         "STATUS",
     ] {
         assert!(header.contains(column), "{column} in {header}");

@@ -6,6 +6,7 @@
 //! - `check`: `stratus check` with and without credentials.
 //! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
+//! - `limits`: time limits, cost caps, the monthly budget, `NO_RECOVERY`, `max_recoveries`.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
 //! - `logs`: live logs of multi-node jobs, exactly once, and logs larger than a response.
 //! - `safety`: a large upload in bounded memory; a crash after a burst of submits.
@@ -15,6 +16,7 @@ mod compat;
 mod dashboard;
 mod dry_run;
 mod harness;
+mod limits;
 mod local_mode;
 mod logs;
 mod safety;

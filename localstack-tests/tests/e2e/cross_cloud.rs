@@ -18,12 +18,12 @@ const TASK: &str = "name: xc\nresources:\n  use_spot: true\n  any_of:\n    - inf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_deployed_stack_preempted_on_gcp_the_job_recovers_on_aws() {
-    preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(false).await;
+    Box::pin(preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_local_plane_preempted_on_gcp_the_job_recovers_on_aws() {
-    preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(true).await;
+    Box::pin(preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(true)).await;
 }
 
 async fn preempted_on_gcp_then_exhausted_there_the_job_recovers_on_aws(local_plane: bool) {

@@ -481,6 +481,10 @@ impl World {
                 delivered.clone(),
             )));
             tasks.push(tokio::spawn(schedule(ctx.clone(), sweeping.clone())));
+            tasks.push(tokio::spawn(fire_schedules(
+                sdk.clone(),
+                env.schedule_group.clone(),
+            )));
         }
         let metered = wire.map(|wire| Metered {
             wire,
@@ -820,6 +824,68 @@ async fn schedule(ctx: Context, sweeping: Arc<std::sync::atomic::AtomicBool>) {
             json!({ "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} });
         if let Err(e) = functions::on_poll(&ctx, event).await {
             eprintln!("poll failed: {e:#}");
+        }
+    }
+}
+
+/// EventBridge Scheduler's part, which the emulators keep but never run: once a second, each
+/// one-time schedule of the world's group whose `at(...)` time has come is fired as the
+/// Scheduler would (its target's input put on the target bus with the target's source and
+/// detail-type), then deleted (`ActionAfterCompletion: DELETE`). A schedule is never fired
+/// before its expression's time, so a test sees the real (minute-rounded) delay.
+async fn fire_schedules(sdk: SdkConfig, group: String) {
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk);
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(listed) = scheduler.list_schedules().group_name(&group).send().await else {
+            continue;
+        };
+        for summary in listed.schedules() {
+            let Some(name) = summary.name() else { continue };
+            let Ok(schedule) = scheduler
+                .get_schedule()
+                .group_name(&group)
+                .name(name)
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let due = schedule
+                .schedule_expression()
+                .and_then(|e| e.strip_prefix("at(")?.strip_suffix(')'))
+                .and_then(|at| at.parse::<jiff::civil::DateTime>().ok())
+                .and_then(|at| at.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .is_some_and(|at| at.timestamp() <= jiff::Timestamp::now());
+            let Some(target) = schedule.target().filter(|_| due) else {
+                continue;
+            };
+            let bridge = target.event_bridge_parameters();
+            let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .event_bus_name(target.arn())
+                .source(
+                    bridge
+                        .map(aws_sdk_scheduler::types::EventBridgeParameters::source)
+                        .unwrap_or_default(),
+                )
+                .detail_type(
+                    bridge
+                        .map(aws_sdk_scheduler::types::EventBridgeParameters::detail_type)
+                        .unwrap_or_default(),
+                )
+                .detail(target.input().unwrap_or("{}"))
+                .build();
+            if let Err(e) = events.put_events().entries(entry).send().await {
+                eprintln!("firing schedule {name} failed: {e:?}");
+                continue;
+            }
+            let _ = scheduler
+                .delete_schedule()
+                .group_name(&group)
+                .name(name)
+                .send()
+                .await;
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - `gcs`: GCS bucket mounts against the fake Cloud Storage: a checkpoint survives a GCE
 //!   preemption; an EC2 node copies a GCS prefix; bad GCS buckets refused at submit.
 //! - `schedule`: job events through the bus rule; the poll rule firing (LocalStack).
+//! - `limits`: a time limit's Scheduler timer created, fired and deleted; one never fired
+//!   deleted by the cleanup.
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
@@ -29,6 +31,7 @@ mod gcs;
 mod harness;
 mod lambda;
 mod lifecycle;
+mod limits;
 mod placement;
 mod proxy;
 mod schedule;

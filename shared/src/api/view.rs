@@ -23,6 +23,51 @@ pub struct JobView {
     pub recoveries: u32,
     pub failure_reason: Option<String>,
     pub tasks: Vec<TaskView>,
+    /// What the job's machines cost so far, every task and attempt.
+    #[serde(default)]
+    pub cost: CostView,
+    /// The job's cap (`stratus.max_cost`, `--max-cost`), if any.
+    #[serde(default)]
+    pub max_cost: Option<f64>,
+}
+
+/// A cost, always an estimate: machine time × the catalog's hourly price.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostView {
+    pub usd: f64,
+    /// Always true: no cloud bill is read.
+    pub estimate: bool,
+    /// How it was estimated, and the prices' date.
+    pub basis: String,
+}
+
+impl CostView {
+    fn of(usd: f64) -> Self {
+        Self {
+            usd,
+            estimate: true,
+            basis: format!(
+                "machine time from launch request to teardown x catalog price (built-in prices of {}, or $STRATUS_HOME/catalogs/<cloud>.csv)",
+                crate::catalog::PRICES_AS_OF
+            ),
+        }
+    }
+}
+
+/// One attempt's machines, as the cost ledger has them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub cluster: String,
+    pub infra: Option<String>,
+    pub instance_type: Option<String>,
+    pub use_spot: bool,
+    /// USD an hour for the whole cluster.
+    pub hourly_usd: f64,
+    pub launched_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub machine_ms: u64,
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +89,12 @@ pub struct TaskView {
     pub ended_at: Option<Timestamp>,
     pub job_duration_ms: u64,
     pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub cost: CostView,
+    /// The cost ledger: one entry per cluster that ran machines (the oldest folded into the
+    /// cost once there are many).
+    #[serde(default)]
+    pub attempts: Vec<AttemptView>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -75,6 +126,26 @@ impl JobView {
                     ended_at: state.ended_at,
                     job_duration_ms: millis(state.job_duration(now)),
                     failure_reason: state.failure_reason.clone(),
+                    cost: CostView::of(state.cost(now)),
+                    attempts: state
+                        .attempts
+                        .iter()
+                        .map(|a| {
+                            let on = job.candidates[i].get(a.candidate);
+                            AttemptView {
+                                attempt: a.attempt,
+                                cluster: a.cluster.clone(),
+                                infra: on.map(|c| format!("{} ({})", c.cloud, c.zone)),
+                                instance_type: on.map(|c| c.instance_type.clone()),
+                                use_spot: a.spot,
+                                hourly_usd: a.hourly,
+                                launched_at: a.launched_at,
+                                ended_at: a.ended_at,
+                                machine_ms: millis(a.machine_time(now)),
+                                cost_usd: a.cost(now),
+                            }
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -97,6 +168,8 @@ impl JobView {
             recoveries: job.recoveries(),
             failure_reason,
             tasks,
+            cost: CostView::of(job.cost(now)),
+            max_cost: job.pipeline.max_cost,
         }
     }
 }

@@ -16,6 +16,10 @@ const EMBEDDED: [(Cloud, &str); 3] = [
     (Cloud::Local, include_str!("../../data/catalog/local.csv")),
 ];
 
+/// When the built-in catalog's prices were compiled (its README gives the sources). Costs are
+/// estimates from these prices, or from `$STRATUS_HOME/catalogs/<cloud>.csv` where present.
+pub const PRICES_AS_OF: &str = "2026-11-27";
+
 /// One instance type in one zone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offering {

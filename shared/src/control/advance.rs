@@ -113,6 +113,11 @@ async fn carry_out(
                     .schedule(job.id, JobEvent::BackoffElapsed, at, ctx.clock.now())
                     .await?;
             }
+            Action::ScheduleLimit { at } => {
+                ctx.bus
+                    .schedule(job.id, JobEvent::LimitDue, at, ctx.clock.now())
+                    .await?;
+            }
             // Node agents pull their work (see `agent::work`), which follows from the record
             // this step wrote; there is nothing to push. Log lines were written above.
             Action::RunTask { .. } | Action::StartNextTask { .. } | Action::EmitEvent(_) => {}

@@ -1,6 +1,9 @@
 //! The event-bus port: deliver a job event now or at a time, at least once. EventBridge (and
 //! its scheduler) in AWS; an in-process channel and timers locally.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -42,6 +45,9 @@ pub trait EventBus: Send + Sync {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<(), BusError>;
+    /// Drops the job's scheduled events not yet delivered (its cleanup calls this: an ended
+    /// job's timers have nothing left to do). Returns how many were dropped.
+    async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError>;
 }
 
 /// The in-process bus of the local control plane: a channel its event loop drains, and tokio
@@ -50,13 +56,21 @@ pub trait EventBus: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct LocalBus {
     tx: mpsc::UnboundedSender<LocalMessage>,
+    /// Each job's timers not yet fired, so that its cleanup can drop them.
+    timers: Arc<Mutex<HashMap<JobId, Vec<tokio::task::AbortHandle>>>>,
 }
 
 impl LocalBus {
     /// The bus and the receiving end its event loop reads.
     pub fn new() -> (Self, mpsc::UnboundedReceiver<LocalMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (
+            Self {
+                tx,
+                timers: Arc::default(),
+            },
+            rx,
+        )
     }
 
     fn send(&self, message: LocalMessage) -> Result<(), BusError> {
@@ -85,11 +99,32 @@ impl EventBus for LocalBus {
     ) -> Result<(), BusError> {
         let bus = self.clone();
         let wait = at.since(now);
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let _ = bus.send(LocalMessage::Event(Envelope { job_id, event }));
         });
+        let mut timers = self
+            .timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = timers.entry(job_id).or_default();
+        mine.retain(|t| !t.is_finished());
+        mine.push(timer.abort_handle());
         Ok(())
+    }
+
+    async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
+        let mine = self
+            .timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&job_id)
+            .unwrap_or_default();
+        let pending = mine.iter().filter(|t| !t.is_finished()).count();
+        for timer in mine {
+            timer.abort();
+        }
+        Ok(pending)
     }
 }
 

@@ -2,6 +2,7 @@
 //! every region its candidates could have used, and delete its intermediate files.
 //!
 //! # Guarantees
+//! - Deletes the job's schedules that never fired (a limit's timer, a backoff's).
 //! - Finds clusters by tag (`describe_region`), not only through the record, so a launch that
 //!   half ran, or whose answer was lost, is torn down too.
 //! - Idempotent: on a job that is already clean it finds nothing and deletes nothing.
@@ -29,6 +30,7 @@ use crate::provider::ClusterHealth;
 pub struct Cleaned {
     pub clusters_terminated: usize,
     pub files_deleted: usize,
+    pub schedules_deleted: usize,
 }
 
 /// Cleans up job `job_id` if it has ended.
@@ -95,6 +97,9 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
     }
 
     cleaned.files_deleted += uploads::delete(ctx, job_id, &job.owner).await?;
+    // Its timers (limits, backoffs) have nothing left to do: each schedule would otherwise
+    // wait for its time, then fire into a job that ignores it.
+    cleaned.schedules_deleted += ctx.bus.cancel_schedules(job_id).await?;
     // The buckets the job created that are not persistent go with it (SkyPilot's rule).
     if let Err(e) = super::buckets::delete_ephemeral(ctx, &job).await {
         return Err(HandlerError::Unfinished {
@@ -102,7 +107,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
             what: format!("cleanup: {e}"),
         });
     }
-    if cleaned != Cleaned::default() {
+    if cleaned.clusters_terminated + cleaned.files_deleted > 0 {
         let current = &job.tasks[job.current_task];
         let line = ControllerEvent {
             at: ctx.clock.now(),
@@ -120,6 +125,7 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         job_id,
         clusters = cleaned.clusters_terminated,
         files = cleaned.files_deleted,
+        schedules = cleaned.schedules_deleted,
         "cleanup done"
     );
     Ok(cleaned)

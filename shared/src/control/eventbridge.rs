@@ -10,8 +10,8 @@
 //! | [`JOB_EVENT_DETAIL_TYPE`] (`stratus.job-event`) | an [`Envelope`]: `{"job_id":7,"event":{"type":"cluster_launched","cluster":"..."}}` | [`envelope_from_event`] |
 //! | [`JOB_ENDED_DETAIL_TYPE`] (`stratus.job-ended`) | `{"job_id":7}` | [`ended_job_from_event`] |
 //!
-//! A scheduled event is a one-time schedule, `stratus-job-<id>-<at, ms>` in the configured
-//! group, whose target is the bus itself (`EventBridgeParameters` with the same source and
+//! A scheduled event is a one-time schedule, `stratus-job-<id>-<at, ms>` (a backoff) or
+//! `stratus-job-<id>-limit-<at, ms>` (a time or cost limit) in the configured group, whose target is the bus itself (`EventBridgeParameters` with the same source and
 //! detail-type, `Input` = the envelope JSON), so it arrives exactly like a published one.
 //!
 //! # Guarantees
@@ -23,12 +23,14 @@
 //! - An event whose time has come (`at <= now`) is published at once rather than scheduled.
 //! - Scheduling is idempotent per (job, `at`): the schedule name is fixed by them, and a name
 //!   that exists already (`ConflictException`) means the event is scheduled.
-//! - Schedules delete themselves after firing (`ActionAfterCompletion: DELETE`).
+//! - Schedules delete themselves after firing (`ActionAfterCompletion: DELETE`), and the
+//!   job's cleanup deletes the ones that never fired (`cancel_schedules`: `ListSchedules` by
+//!   the `stratus-job-<id>-` prefix, then `DeleteSchedule` each).
 //!
 //! # Caveats
-//! - Two *different* events for one job at the same millisecond share a schedule name: the
-//!   second is dropped. Stratus schedules one kind (`BackoffElapsed`), so this cannot happen
-//!   today; a second kind would need its type in the name.
+//! - Two events of one kind for one job at the same millisecond share a schedule name: the
+//!   second is dropped. Both kinds (`BackoffElapsed`, `LimitDue`) carry no data, so they are
+//!   the same event.
 //! - `PutEvents` entries that fail (`FailedEntryCount > 0`) with a transient code
 //!   (`ThrottlingException`, `InternalFailure`) are retried twice; other codes fail at once.
 //!   The SDK retries whole requests that fail.
@@ -154,6 +156,15 @@ impl EventBridgeBus {
         format!("stratus-job-{job_id}-{}", at.as_millis())
     }
 
+    /// The name of the schedule that delivers `event` at `at`: [`Self::schedule_name`], with
+    /// `limit-` before the time for a `LimitDue` (at most 52 characters).
+    pub fn schedule_name_of(job_id: JobId, event: &JobEvent, at: Timestamp) -> String {
+        match event {
+            JobEvent::LimitDue => format!("stratus-job-{job_id}-limit-{}", at.as_millis()),
+            _ => Self::schedule_name(job_id, at),
+        }
+    }
+
     /// The one-time expression for `at`, in UTC, rounded up to the whole minute so that the
     /// Scheduler (which fires anywhere in the minute it names) is never early.
     pub fn schedule_expression(at: Timestamp) -> String {
@@ -250,7 +261,7 @@ impl EventBus for EventBridgeBus {
             tracing::debug!(job_id, %at, %now, "scheduled event is due: publishing it now");
             return self.publish(job_id, event).await;
         }
-        let name = Self::schedule_name(job_id, at);
+        let name = Self::schedule_name_of(job_id, &event, at);
         let expression = Self::schedule_expression(at);
         let input = envelope_json(&Envelope { job_id, event })?;
         let build = |e: aws_sdk_scheduler::error::BuildError| BusError {
@@ -305,6 +316,56 @@ impl EventBus for EventBridgeBus {
                 &e,
             )),
         }
+    }
+
+    async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
+        let prefix = format!("stratus-job-{job_id}-");
+        let group = &self.config.schedule_group;
+        let mut names = Vec::new();
+        let mut pages = self
+            .scheduler
+            .list_schedules()
+            .group_name(group)
+            .name_prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                sdk_failure(&format!("ListSchedules {prefix}* in group {group}"), &e)
+            })?;
+            // Filtered again here: the prefix must not match job 12's for job 1.
+            names.extend(
+                page.schedules()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    .filter(|n| n.starts_with(&prefix))
+                    .map(ToOwned::to_owned),
+            );
+        }
+        for name in &names {
+            match self
+                .scheduler
+                .delete_schedule()
+                .name(name)
+                .group_name(group)
+                .send()
+                .await
+            {
+                Ok(_) => tracing::debug!(job_id, schedule = %name, "deleted a schedule that never fired"),
+                // It fired (and deleted itself) meanwhile.
+                Err(e)
+                    if e.as_service_error().is_some_and(
+                        aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleError::is_resource_not_found_exception,
+                    ) => {}
+                Err(e) => {
+                    return Err(sdk_failure(
+                        &format!("DeleteSchedule {name} in group {group} for job {job_id}"),
+                        &e,
+                    ));
+                }
+            }
+        }
+        Ok(names.len())
     }
 }
 

@@ -18,6 +18,8 @@
 //! - `token`: per-job agent tokens.
 //! - `advance`: apply one event to one job and carry out the actions.
 //! - `submit`: validate, plan and store a new job.
+//! - `budget`: the money checks at submit (`max_cost` against the duration limits, the monthly
+//!   budget per user).
 //! - `poll`: the sweep over active jobs and the clouds.
 //! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
 //! - `agent`: node agents' work, reports and logs.
@@ -27,6 +29,7 @@
 mod advance;
 pub mod agent;
 pub(crate) mod buckets;
+pub mod budget;
 mod bus;
 mod capacity;
 mod cleanup;
@@ -92,6 +95,9 @@ pub struct Settings {
     /// What `stratus check` says of each cloud: where an enabled one's credentials come
     /// from, or why one is not enabled.
     pub cloud_notes: BTreeMap<Cloud, String>,
+    /// USD each user's jobs may cost per calendar month (UTC) before new launches are refused
+    /// (`control::budget`); `None`: no budget.
+    pub monthly_budget: Option<f64>,
 }
 
 /// Where the node agent binary is kept, and where it comes from.

@@ -312,6 +312,10 @@ pub enum Found {
 pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestamp) -> Vec<Found> {
     let t = job.current_task;
     let task = &job.tasks[t];
+    if job.deadline_at.is_some_and(|at| at <= now) && !job.is_terminal() {
+        // A limit fell due and its timer was lost (or is late): it is checked now.
+        return vec![Found::Event(JobEvent::LimitDue)];
+    }
     if job.next_attempt_at.is_some_and(|at| at <= now) {
         return vec![Found::Event(JobEvent::BackoffElapsed)];
     }

@@ -104,6 +104,9 @@ pub async fn submit(
         candidates.push(plan.ranked);
     }
 
+    super::budget::check_cap(&pipeline, &candidates)?;
+    super::budget::check_monthly(ctx, owner).await?;
+
     let id = ctx.store.next_job_id().await?;
     let now = ctx.clock.now();
     super::buckets::create(ctx, id, owner, &pipeline).await?;

@@ -61,6 +61,7 @@ fn task(name: &str) -> Task {
         run: Some("python train.py".to_owned()),
         resources: ResourceSpec::default(),
         config: None,
+        limits: crate::spec::TaskLimits::default(),
     }
 }
 
@@ -71,6 +72,7 @@ impl JobRecord {
         let pipeline = Pipeline {
             name: "train".to_owned(),
             tasks: vec![task("train")],
+            max_cost: None,
         };
         JobRecord::new(1, "alice", pipeline, vec![candidates()], T0)
     }
@@ -102,6 +104,7 @@ impl JobRecord {
         let pipeline = Pipeline {
             tasks: (0..n).map(|i| task(&format!("{name}-{i}"))).collect(),
             name,
+            max_cost: self.pipeline.max_cost,
         };
         let candidates = vec![self.candidates[0].clone(); n];
         JobRecord::new(self.id, self.owner, pipeline, candidates, self.submitted_at)
@@ -110,6 +113,12 @@ impl JobRecord {
     pub fn submitted(mut self, at: Timestamp) -> Self {
         self.submitted_at = at;
         self.tasks[0].submitted_at = Some(at);
+        self
+    }
+
+    /// A time or cost limit falls due at `at`.
+    pub fn deadline(mut self, at: Timestamp) -> Self {
+        self.deadline_at = Some(at);
         self
     }
 
@@ -147,6 +156,52 @@ impl JobRecord {
         for task in &mut self.pipeline.tasks {
             task.resources.recovery.recover_on_exit_codes = codes.to_vec();
         }
+        self
+    }
+
+    /// The time limits of every task.
+    pub fn limits(mut self, limits: crate::spec::TaskLimits) -> Self {
+        for task in &mut self.pipeline.tasks {
+            task.limits = limits;
+        }
+        self
+    }
+
+    /// The job's `max_cost`.
+    pub fn max_cost(mut self, usd: f64) -> Self {
+        self.pipeline.max_cost = Some(usd);
+        self
+    }
+
+    /// `job_recovery.max_recoveries` of every task.
+    pub fn max_recoveries(mut self, n: u32) -> Self {
+        for task in &mut self.pipeline.tasks {
+            task.resources.recovery.max_recoveries = Some(n);
+        }
+        self
+    }
+
+    /// Relaunches after lost machines already charged against `max_recoveries`.
+    pub fn lost_recoveries(mut self, n: u32) -> Self {
+        self.current_mut().lost_recoveries = n;
+        self
+    }
+
+    /// The current cluster's machines cost `hourly` USD an hour since the job's submission.
+    pub fn costing(mut self, hourly: f64) -> Self {
+        let at = self.submitted_at;
+        let task = self.current_mut();
+        let entry = super::AttemptCost {
+            attempt: task.attempt,
+            cluster: task.cluster.clone().unwrap_or_default(),
+            candidate: task.candidate.unwrap_or(0),
+            hourly,
+            spot: false,
+            launched_at: at,
+            ended_at: None,
+            confirmed: false,
+        };
+        task.attempts.push(entry);
         self
     }
 
@@ -210,6 +265,7 @@ impl JobRecord {
         let task = self.current_mut();
         task.status = JobStatus::Running;
         task.launch = None;
+        task.waiting_since = None;
         task.started_at.get_or_insert(since);
         task.running_since = Some(since);
         self
@@ -314,8 +370,10 @@ impl JobRecord {
     fn launching(mut self, status: JobStatus) -> Self {
         let n = self.candidates[self.current_task].len();
         let since = Some(self.submitted_at);
+        let self_submitted = self.submitted_at;
         let task = self.current_mut();
         task.status = status;
+        task.waiting_since.get_or_insert(self_submitted);
         task.attempt += 1;
         task.candidate = Some(0);
         task.launch = Some(LaunchWalk {

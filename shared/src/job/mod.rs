@@ -18,11 +18,15 @@
 //! - `status`: [`JobStatus`] and [`Phase`].
 //! - `step`: the state machine, [`step`] and [`Step`].
 //! - `backoff`: the no-capacity wait (60 s ×1.6 up to 300 s, ±40 %).
+//! - `cost`: the ledger: what each attempt's machines cost, and when a cap is reached.
+//! - `limits`: the time and cost limits: which one is reached, and when the next falls due.
 //! - `builder` (feature `test-util`): `JobRecord::test()`, records that read like prose.
 
 pub mod backoff;
 #[cfg(any(test, feature = "test-util"))]
 pub mod builder;
+pub mod cost;
+pub mod limits;
 mod status;
 mod step;
 
@@ -35,6 +39,8 @@ use crate::clock::Timestamp;
 use crate::optimizer::Candidate;
 use crate::spec::{Pipeline, RecoveryPolicy, Task};
 
+pub use cost::AttemptCost;
+pub use limits::Breach;
 pub use status::{JobStatus, Phase, UnknownStatus};
 pub use step::{Step, step};
 
@@ -67,6 +73,10 @@ pub struct JobRecord {
     /// ran is run again.
     #[serde(default)]
     pub cleaned_at: Option<Timestamp>,
+    /// When the next time or cost limit falls due (`limits::next_deadline`), while the job is
+    /// active and has limits: a timer is set for it, and the sweep re-sends a due one.
+    #[serde(default)]
+    pub deadline_at: Option<Timestamp>,
 }
 
 /// The changing part of one task.
@@ -103,6 +113,20 @@ pub struct TaskState {
     /// Time spent RUNNING in earlier stretches (excludes launching and recovering).
     #[serde(with = "millis", rename = "run_time_ms")]
     pub run_time: Duration,
+    /// The cost ledger: one entry per cluster that ran (or may have run) machines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptCost>,
+    /// USD of ledger entries folded away to keep the record small (`cost::LEDGER_ENTRIES`).
+    #[serde(default, skip_serializing_if = "cost::is_zero")]
+    pub earlier_cost: f64,
+    /// Since when the task has been waiting for a cluster (first launch or a recovery); the
+    /// pending limit counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
+    /// Relaunches after preemptions and lost machines (part of `recoveries`), charged against
+    /// `job_recovery.max_recoveries`.
+    #[serde(default, skip_serializing_if = "cost::is_zero_u32")]
+    pub lost_recoveries: u32,
 }
 
 /// The candidates one launch goes through, in order, and those already tried.
@@ -216,6 +240,9 @@ pub enum JobEvent {
     ControllerFailed {
         reason: String,
     },
+    /// A time or cost limit may have been reached (its timer fired, or the sweep found it
+    /// due): the job stops if one has (early deliveries are ignored).
+    LimitDue,
 }
 
 /// Something the handler must do after writing the next record. Plain data, in order.
@@ -247,6 +274,8 @@ pub enum Action {
     },
     /// Append to the job's controller log (`jobs logs --controller`).
     EmitEvent(ControllerEvent),
+    /// Send `LimitDue` at `at`: the next time or cost limit falls due then.
+    ScheduleLimit { at: Timestamp },
 }
 
 /// One line of a job's controller log.
@@ -297,6 +326,7 @@ impl JobRecord {
             submitted_at: now,
             next_attempt_at: None,
             cleaned_at: None,
+            deadline_at: None,
         }
     }
 
@@ -420,6 +450,10 @@ impl TaskState {
             ended_at: None,
             running_since: None,
             run_time: Duration::ZERO,
+            attempts: Vec::new(),
+            earlier_cost: 0.0,
+            waiting_since: None,
+            lost_recoveries: 0,
         }
     }
 

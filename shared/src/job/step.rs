@@ -27,9 +27,10 @@ use std::fmt::Write as _;
 use crate::clock::Timestamp;
 use crate::spec::RecoveryStrategy;
 
+use super::cost::{AttemptCost, format_usd};
 use super::{
     Action, ControllerEvent, JobEvent, JobRecord, JobStatus, LaunchFailure, LaunchWalk, Phase,
-    TaskState, backoff, cluster_name,
+    TaskState, backoff, cluster_name, limits,
 };
 
 /// What `step` decided: the record to write and what to do once it is written.
@@ -50,6 +51,7 @@ pub fn step(job: &JobRecord, event: JobEvent, now: Timestamp) -> Step {
         now,
     };
     machine.apply(event);
+    machine.track_deadline();
     let changed = machine.job != *job;
     Step {
         next: machine.job,
@@ -81,6 +83,17 @@ struct Machine {
 
 impl Machine {
     fn apply(&mut self, event: JobEvent) {
+        if let JobEvent::ClusterTerminated { cluster } = &event {
+            // The ledger's end of those machines, whatever the job's state (even ended).
+            if let Some(task) = self.job.task_of_cluster(cluster).or_else(|| {
+                self.job
+                    .tasks
+                    .iter()
+                    .position(|t| t.attempts.iter().any(|a| &a.cluster == cluster))
+            }) {
+                self.job.tasks[task].ledger_confirm(cluster, self.now);
+            }
+        }
         if let JobEvent::ControllerFailed { reason } = event {
             self.controller_failed(&reason);
             return;
@@ -117,6 +130,7 @@ impl Machine {
             JobEvent::CancelRequested => self.cancel(),
             JobEvent::BackoffElapsed => self.backoff_elapsed(false),
             JobEvent::CapacityFreed => self.backoff_elapsed(true),
+            JobEvent::LimitDue => self.limit_due(),
             JobEvent::ClusterTerminated { .. } | JobEvent::ControllerFailed { .. } => {}
         }
     }
@@ -163,6 +177,10 @@ impl Machine {
         if failure != LaunchFailure::KnownFull {
             // The launch may have half run: whatever it started goes.
             self.terminate(cluster);
+        }
+        if failure != LaunchFailure::NeverReady {
+            // The cloud refused it: no machine ran, nothing to pay for.
+            self.task_mut().ledger_forget(cluster);
         }
         if failure == LaunchFailure::Unavailable {
             let candidate = self.task().candidate;
@@ -379,6 +397,28 @@ impl Machine {
         self.begin_launch(&Order::Ranked);
     }
 
+    /// A limit's timer fired (or the sweep found it due): stop the job if one is reached.
+    fn limit_due(&mut self) {
+        let Some(breach) = limits::breach(&self.job, self.now) else {
+            return;
+        };
+        if let Some(cluster) = self.task().cluster.clone() {
+            self.terminate(&cluster);
+        }
+        self.fail(breach.status(), breach.to_string());
+    }
+
+    /// Keeps `deadline_at` on the next limit, and asks for a timer whenever it moves.
+    fn track_deadline(&mut self) {
+        let next = limits::next_deadline(&self.job);
+        if next != self.job.deadline_at {
+            self.job.deadline_at = next;
+            if let Some(at) = next {
+                self.actions.push(Action::ScheduleLimit { at });
+            }
+        }
+    }
+
     fn controller_failed(&mut self, reason: &str) {
         let current = self.job.current_task;
         let task = self.task();
@@ -429,11 +469,16 @@ impl Machine {
                 let (same, other): (Vec<usize>, Vec<usize>) = ranked.partition(same_region);
                 match strategy {
                     RecoveryStrategy::EagerNextRegion => [other, same].concat(),
-                    RecoveryStrategy::Failover => [same, other].concat(),
+                    // NO_RECOVERY relaunches only to restart after the user's code failed.
+                    RecoveryStrategy::Failover | RecoveryStrategy::NoRecovery => {
+                        [same, other].concat()
+                    }
                 }
             }
             Order::Recover(None) | Order::Ranked => ranked.collect(),
         };
+        let now = self.now;
+        self.task_mut().waiting_since.get_or_insert(now);
         self.task_mut().launch = Some(LaunchWalk {
             order,
             tried: Vec::new(),
@@ -515,6 +560,17 @@ impl Machine {
         task.cluster = Some(cluster.clone());
         task.candidate = Some(index);
         let candidate = self.job.candidates[current][index].clone();
+        let now = self.now;
+        self.task_mut().ledger_launch(AttemptCost {
+            attempt,
+            cluster: cluster.clone(),
+            candidate: index,
+            hourly: candidate.cost(),
+            spot: candidate.use_spot,
+            launched_at: now,
+            ended_at: None,
+            confirmed: false,
+        });
         self.emit(format!(
             "Launching {cluster} on {candidate} (candidate {nth} of {total} in this round)."
         ));
@@ -557,8 +613,31 @@ impl Machine {
         let lost_on = self.task().candidate;
         if let Some(cluster) = self.task().cluster.clone() {
             self.terminate(&cluster);
+            self.emit_attempt_cost(&cluster);
         }
         let cluster = self.task().cluster.clone().unwrap_or_default();
+        if let Relaunch::Lost(what) = why {
+            let policy = self.job.recovery_policy(self.job.current_task);
+            let refused = if policy.strategy == RecoveryStrategy::NoRecovery {
+                Some(format!(
+                    "Cluster {cluster} {what}; job_recovery.strategy is NO_RECOVERY, so the task is not relaunched."
+                ))
+            } else {
+                policy
+                    .max_recoveries
+                    .filter(|max| self.task().lost_recoveries >= *max)
+                    .map(|max| {
+                        format!(
+                            "Cluster {cluster} {what}; the task has already recovered {max} time(s), its job_recovery.max_recoveries."
+                        )
+                    })
+            };
+            if let Some(reason) = refused {
+                self.fail(JobStatus::Failed, reason);
+                return;
+            }
+            self.task_mut().lost_recoveries += 1;
+        }
         let strategy = self.job.recovery_policy(self.job.current_task).strategy;
         let task = self.task_mut();
         task.recoveries += 1;
@@ -593,6 +672,7 @@ impl Machine {
         let name = self.job.task_spec(current).name.clone();
         if current + 1 == self.job.tasks.len() {
             self.emit("Job succeeded.".to_owned());
+            self.emit_job_cost();
             return;
         }
         self.emit(format!("Task {current} ({name}) succeeded."));
@@ -630,6 +710,7 @@ impl Machine {
             task.ended_at = Some(now);
         }
         self.emit(reason);
+        self.emit_job_cost();
     }
 
     // ---- helpers ------------------------------------------------------------------------
@@ -671,6 +752,7 @@ impl Machine {
         let task = self.task_mut();
         task.status = JobStatus::Running;
         task.launch = None;
+        task.waiting_since = None;
         task.no_capacity_rounds = 0;
         task.started_at.get_or_insert(now);
         task.running_since = Some(now);
@@ -691,6 +773,8 @@ impl Machine {
     }
 
     fn terminate(&mut self, cluster: &str) {
+        let now = self.now;
+        self.task_mut().ledger_end(cluster, now);
         self.actions.push(Action::TerminateCluster {
             task: self.job.current_task,
             cluster: cluster.to_owned(),
@@ -708,6 +792,37 @@ impl Machine {
             task: owner,
             cluster: cluster.to_owned(),
         });
+    }
+
+    /// "What this attempt cost" for the controller log, once its teardown is decided.
+    fn emit_attempt_cost(&mut self, cluster: &str) {
+        let current = self.job.current_task;
+        let now = self.now;
+        let Some(entry) = self
+            .task()
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.cluster == cluster)
+        else {
+            return;
+        };
+        let on = self.job.candidates[current]
+            .get(entry.candidate)
+            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let secs = entry.machine_time(now).as_secs();
+        let cost = format_usd(entry.cost(now));
+        self.emit(format!(
+            "Attempt {} on {on} ran its machines {secs} s: {cost} (estimate).",
+            entry.attempt
+        ));
+    }
+
+    fn emit_job_cost(&mut self) {
+        let cost = format_usd(self.job.cost(self.now));
+        self.emit(format!(
+            "The job's machines cost {cost} in all (an estimate from catalog prices)."
+        ));
     }
 
     fn candidate_label(&self) -> String {

@@ -334,6 +334,11 @@ impl EventBus for CountingBus {
         self.meter.add(|u| u.scheduler_invocations += 1);
         self.inner.schedule(job_id, event, at, now).await
     }
+
+    async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
+        // ListSchedules and DeleteSchedule are free Scheduler API calls.
+        self.inner.cancel_schedules(job_id).await
+    }
 }
 
 /// A [`Provider`] that counts cloud API calls.

@@ -13,9 +13,11 @@
 //! - `error`: [`SpecError`] and [`Warning`].
 //! - `config`: the task's `config:` keys Stratus applies (`<cloud>.provision_timeout`).
 //! - `limits`: the bounds a task file must keep (size, nesting, aliases, nodes, variables).
+//! - `extensions`: the time and money limits (`max_duration`, `stratus:`, `--max-cost`).
 
 pub mod config;
 mod error;
+mod extensions;
 pub mod limits;
 mod locate;
 mod overrides;
@@ -29,6 +31,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Position, SpecError, Warning};
+pub use extensions::{MAX_COST_LIMIT, parse_duration};
 pub use overrides::Overrides;
 pub use resources::{
     Accelerator, Accelerators, DiskTier, ImageId, Infra, NetworkTier, PortRange, Preference,
@@ -41,6 +44,9 @@ pub struct Pipeline {
     /// The job name (from `-n`, the header document, or the single task's name).
     pub name: String,
     pub tasks: Vec<Task>,
+    /// USD the whole job may cost, all tasks and attempts (`stratus.max_cost`, `--max-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
 }
 
 /// One task: where and how to run `setup` and `run`.
@@ -57,6 +63,49 @@ pub struct Task {
     pub resources: ResourceSpec,
     /// The task-level `config:` overrides, kept as given (see `config` for what applies).
     pub config: Option<serde_json::Value>,
+    /// How long the task may run and wait.
+    #[serde(default, skip_serializing_if = "TaskLimits::is_none")]
+    pub limits: TaskLimits,
+}
+
+/// A task's time limits, each ending it when reached (see `job::limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// `max_duration`: from the task's first start to its end, recoveries included → FAILED.
+    #[serde(default, with = "opt_millis", skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<std::time::Duration>,
+    /// `stratus.max_attempt_duration`: one attempt's run (from RUNNING) → FAILED.
+    #[serde(default, with = "opt_millis", skip_serializing_if = "Option::is_none")]
+    pub max_attempt_duration: Option<std::time::Duration>,
+    /// `stratus.max_pending`: one wait for a cluster (first launch or a recovery, backoffs
+    /// included) → `FAILED_NO_RESOURCE`.
+    #[serde(default, with = "opt_millis", skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<std::time::Duration>,
+}
+
+impl TaskLimits {
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Optional durations stored as whole milliseconds.
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<_>`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|v| v.map(Duration::from_millis))
+    }
 }
 
 /// A secret value: stored for the nodes, never printed.

@@ -21,6 +21,10 @@ pub struct Overrides {
     pub memory: Option<String>,
     pub instance_type: Option<String>,
     pub num_nodes: Option<u32>,
+    /// `--max-cost`: USD the whole job may cost.
+    pub max_cost: Option<f64>,
+    /// `--max-duration`: every task's `max_duration`.
+    pub max_duration: Option<String>,
 }
 
 impl Overrides {

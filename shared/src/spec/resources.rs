@@ -213,6 +213,10 @@ pub enum RecoveryStrategy {
     EagerNextRegion,
     /// Relaunch in the same region first, then fail over.
     Failover,
+    /// Never relaunch after a preemption or a lost machine: the job ends FAILED (for jobs
+    /// with side effects; SkyPilot #10258's spelling). Restarts after the user's code fails
+    /// still follow `max_restarts_on_errors`.
+    NoRecovery,
 }
 
 impl fmt::Display for RecoveryStrategy {
@@ -220,6 +224,7 @@ impl fmt::Display for RecoveryStrategy {
         f.write_str(match self {
             RecoveryStrategy::EagerNextRegion => "EAGER_NEXT_REGION",
             RecoveryStrategy::Failover => "FAILOVER",
+            RecoveryStrategy::NoRecovery => "NO_RECOVERY",
         })
     }
 }
@@ -232,6 +237,10 @@ pub struct RecoveryPolicy {
     pub max_restarts_on_errors: u32,
     /// Exit codes that restart without limit and without counting against the above.
     pub recover_on_exit_codes: Vec<i32>,
+    /// Relaunches allowed after preemptions and lost machines (`None`: without limit, as in
+    /// SkyPilot). A Stratus extension beside `max_restarts_on_errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recoveries: Option<u32>,
 }
 
 impl fmt::Display for RecoveryPolicy {
@@ -248,6 +257,9 @@ impl fmt::Display for RecoveryPolicy {
                 .map(ToString::to_string)
                 .collect();
             write!(f, ", recover_on_exit_codes: [{}]", codes.join(", "))?;
+        }
+        if let Some(max) = self.max_recoveries {
+            write!(f, ", max_recoveries: {max}")?;
         }
         Ok(())
     }

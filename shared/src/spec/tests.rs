@@ -12,6 +12,9 @@ use super::*;
 /// A one-line-per-task summary of what a file means.
 fn summary(loaded: &Loaded) -> String {
     let mut out = format!("job {}\n", loaded.pipeline.name);
+    if let Some(cap) = loaded.pipeline.max_cost {
+        out.push_str(&format!("max_cost {cap}\n"));
+    }
     for t in &loaded.pipeline.tasks {
         out.push_str(&format!("task {} nodes={}", t.name, t.num_nodes));
         if !t.envs.is_empty() {
@@ -53,6 +56,9 @@ fn summary(loaded: &Loaded) -> String {
         }
         if t.resources.recovery != RecoveryPolicy::default() {
             out.push_str(&format!(" recovery=[{}]", t.resources.recovery));
+        }
+        if !t.limits.is_none() {
+            out.push_str(&format!(" limits={:?}", t.limits));
         }
         for m in &t.file_mounts {
             out.push_str(&format!(" mount {}<-{:?}", m.destination, m.source));
@@ -305,6 +311,88 @@ fn recovery_policies() {
 }
 
 #[test]
+fn time_and_money_limits() {
+    check(
+        "max_duration: 2h30m\nstratus:\n  max_cost: 25\n  max_attempt_duration: 45m\n  max_pending: 10m\nresources:\n  job_recovery: {strategy: NO_RECOVERY, max_recoveries: 2}\nrun: x",
+        expect![[r#"
+        job stratus-job
+        max_cost 25
+        task stratus-job nodes=1 |  recovery=[NO_RECOVERY, max_restarts_on_errors: 0, max_recoveries: 2] limits=TaskLimits { max_duration: Some(9000s), max_attempt_duration: Some(2700s), max_pending: Some(600s) }
+    "#]],
+    );
+    // A pipeline: each task its own limits, the lowest cap the job's.
+    check(
+        "name: p\n---\nstratus: {max_cost: 5}\nrun: a\n---\nstratus: {max_cost: 2.5}\nmax_duration: 1h\nrun: b",
+        expect![[r#"
+        job p
+        max_cost 2.5
+        task p-0 nodes=1 | 
+        task p-1 nodes=1 |  limits=TaskLimits { max_duration: Some(3600s), max_attempt_duration: None, max_pending: None }
+    "#]],
+    );
+    let flags = Overrides {
+        max_cost: Some(7.0),
+        max_duration: Some("90m".into()),
+        ..Overrides::default()
+    };
+    check_with(
+        "stratus: {max_cost: 1}\nmax_duration: 5h\nrun: x",
+        &flags,
+        expect![[r#"
+        job stratus-job
+        max_cost 7
+        task stratus-job nodes=1 |  limits=TaskLimits { max_duration: Some(5400s), max_attempt_duration: None, max_pending: None }
+    "#]],
+    );
+    check(
+        "max_duration: 90\nrun: x",
+        expect![[r#"
+            error line 1, column 1: max_duration: '90' has no unit: write e.g. `90s`, `90m` or `90h`
+        "#]],
+    );
+    check(
+        "max_duration: banana\nrun: x",
+        expect![[r#"
+            error line 1, column 1: max_duration: 'banana' is not a duration (expected number at 0): write e.g. `90s`, `30m` or `2h30m`
+        "#]],
+    );
+    check(
+        "stratus: {max_cost: free}\nrun: x",
+        expect![[r#"
+            error line 1, column 11: stratus.max_cost: 'free' is not a number of US dollars: write e.g. `max_cost: 25`
+        "#]],
+    );
+    check(
+        "stratus: {max_cost: -3}\nrun: x",
+        expect![[r#"
+            error line 1, column 11: stratus.max_cost: -3 is not a positive amount of US dollars
+        "#]],
+    );
+    check(
+        "stratus: {max_budget: 3}\nrun: x",
+        expect![[r#"
+            error line 1, column 11: stratus.max_budget: unknown field 'max_budget' (did you mean 'max_cost'?)
+        "#]],
+    );
+    check(
+        "resources:\n  job_recovery: {max_recoveries: many}\nrun: x",
+        expect![[r#"
+            error line 2, column 18: resources.job_recovery.max_recoveries: 'many' is not a whole number of recoveries (0 or more)
+        "#]],
+    );
+    check_with(
+        "run: x",
+        &Overrides {
+            max_cost: Some(0.0),
+            ..Overrides::default()
+        },
+        expect![[r#"
+            error --max-cost: 0 is not a positive amount of US dollars
+        "#]],
+    );
+}
+
+#[test]
 fn envs_keep_their_text_and_secrets_stay_redacted() {
     check(
         "envs:\n  LR: 1e-6\n  FLAG: true\n  N: 20\n  Q: '007'\nsecrets:\n  TOKEN: abc\nrun: echo",
@@ -490,7 +578,7 @@ fn invalid_files() {
     check(
         "resources:\n  job_recovery: sometimes",
         expect![[r#"
-        error line 2, column 3: resources.job_recovery: unknown recovery strategy 'sometimes': use EAGER_NEXT_REGION or FAILOVER
+        error line 2, column 3: resources.job_recovery: unknown recovery strategy 'sometimes': use EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY
     "#]],
     );
     check(

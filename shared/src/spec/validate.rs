@@ -105,6 +105,8 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
     }
     let single = documents.len() <= 1;
     let job_name = job_name(overrides, header_name.as_deref(), &documents)?;
+    let max_cost =
+        super::extensions::job_max_cost(documents.iter().map(|(i, d)| (*i, d)), overrides)?;
 
     let mut tasks = Vec::new();
     if documents.is_empty() {
@@ -133,6 +135,7 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
         pipeline: Pipeline {
             name: job_name,
             tasks,
+            max_cost,
         },
         warnings,
     })
@@ -174,6 +177,7 @@ pub(super) fn load_command(command: &str, overrides: &Overrides) -> Result<Loade
         pipeline: Pipeline {
             name,
             tasks: vec![task],
+            max_cost: super::extensions::job_max_cost([], overrides)?,
         },
         warnings,
     })
@@ -213,6 +217,8 @@ fn present_keys(doc: &TaskYaml) -> usize {
         setup,
         run,
         config,
+        max_duration,
+        stratus,
         execution,
         primary_tasks,
         termination_delay,
@@ -238,6 +244,8 @@ fn present_keys(doc: &TaskYaml) -> usize {
         setup.is_some(),
         run.is_some(),
         config.is_some(),
+        max_duration.is_some(),
+        stratus.is_some(),
         execution.is_some(),
         primary_tasks.is_some(),
         termination_delay.is_some(),
@@ -370,7 +378,7 @@ fn untagged_hint(path: &str) -> String {
     match last {
         "workdir" => "expected a local path or {url: <git url>, ref: <branch, tag or commit>}".into(),
         "image_id" => "expected an image (ami-..., docker:<image>, a GCE image) or a mapping {region: image}".into(),
-        "job_recovery" | "spot_recovery" => "expected a strategy name (EAGER_NEXT_REGION or FAILOVER) or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes".into(),
+        "job_recovery" | "spot_recovery" => "expected a strategy name (EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY) or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes, max_recoveries".into(),
         "source" => "expected a path or URL, or a list of them".into(),
         _ if path.starts_with("file_mounts") => "expected a local path, a bucket URL (s3://..., gs://...), or a storage mapping {name, source, store, persistent, mode}".into(),
         _ => "this value has the wrong shape".into(),
@@ -385,6 +393,7 @@ fn task(
 ) -> Result<Task> {
     reject_unsupported(&yaml)?;
     warn_ignored(&yaml, warnings);
+    let limits = super::extensions::task_limits(&yaml, overrides)?;
     if yaml.execution.is_some() || yaml.primary_tasks.is_some() || yaml.termination_delay.is_some()
     {
         return Err(SpecError::new(
@@ -472,6 +481,7 @@ fn task(
         run: yaml.run,
         resources,
         config,
+        limits,
     })
 }
 
@@ -1405,11 +1415,12 @@ fn recovery(yaml: &ResourcesYaml, warnings: &mut Vec<Warning>) -> Result<Recover
         match s.to_ascii_uppercase().replace('-', "_").as_str() {
             "EAGER_NEXT_REGION" => Ok(RecoveryStrategy::EagerNextRegion),
             "FAILOVER" => Ok(RecoveryStrategy::Failover),
+            "NO_RECOVERY" => Ok(RecoveryStrategy::NoRecovery),
             _ => Err(SpecError::new(
                 path,
                 format!(
-                    "unknown recovery strategy '{s}'{}: use EAGER_NEXT_REGION or FAILOVER",
-                    suggest::did_you_mean(s, ["EAGER_NEXT_REGION", "FAILOVER"])
+                    "unknown recovery strategy '{s}'{}: use EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY",
+                    suggest::did_you_mean(s, ["EAGER_NEXT_REGION", "FAILOVER", "NO_RECOVERY"])
                 ),
             )),
         }
@@ -1440,10 +1451,26 @@ fn recovery(yaml: &ResourcesYaml, warnings: &mut Vec<Warning>) -> Result<Recover
                 Some(v) => exit_codes(v)
                     .map_err(|m| SpecError::new(format!("{field}.recover_on_exit_codes"), m))?,
             };
+            let max_recoveries = full
+                .max_recoveries
+                .as_ref()
+                .map(|v| {
+                    non_negative_int(v).ok_or_else(|| {
+                        SpecError::new(
+                            format!("{field}.max_recoveries"),
+                            format!(
+                                "{} is not a whole number of recoveries (0 or more)",
+                                show(v)
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
             Ok(RecoveryPolicy {
                 strategy,
                 max_restarts_on_errors,
                 recover_on_exit_codes,
+                max_recoveries,
             })
         }
     }

@@ -23,6 +23,11 @@ pub struct TaskYaml {
     pub setup: Option<String>,
     pub run: Option<String>,
     pub config: Option<Value>,
+    /// SkyPilot's proposed limit (PR #10476): how long the task may take from its start,
+    /// recoveries included.
+    pub max_duration: Option<Value>,
+    /// Stratus's own keys.
+    pub stratus: Option<StratusYaml>,
     // Header-only keys of pipelines and job groups.
     pub execution: Option<String>,
     pub primary_tasks: Option<Value>,
@@ -152,7 +157,7 @@ pub enum ImageIdYaml {
 #[derive(Debug, Clone)]
 pub enum JobRecoveryYaml {
     Strategy(String),
-    Full(JobRecoveryFullYaml),
+    Full(Box<JobRecoveryFullYaml>),
 }
 
 impl<'de> Deserialize<'de> for JobRecoveryYaml {
@@ -160,10 +165,10 @@ impl<'de> Deserialize<'de> for JobRecoveryYaml {
         match Value::deserialize(deserializer)? {
             Value::String(s) => Ok(JobRecoveryYaml::Strategy(s)),
             map @ Value::Mapping(_) => serde_yaml::from_value(map)
-                .map(JobRecoveryYaml::Full)
+                .map(|full| JobRecoveryYaml::Full(Box::new(full)))
                 .map_err(serde::de::Error::custom),
             _ => Err(serde::de::Error::custom(
-                "expected a strategy name (EAGER_NEXT_REGION or FAILOVER) or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes",
+                "expected a strategy name (EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY) or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes, max_recoveries",
             )),
         }
     }
@@ -175,6 +180,21 @@ pub struct JobRecoveryFullYaml {
     pub strategy: Option<String>,
     pub max_restarts_on_errors: Option<Value>,
     pub recover_on_exit_codes: Option<Value>,
+    /// Stratus: relaunches allowed after preemptions and lost machines.
+    pub max_recoveries: Option<Value>,
+}
+
+/// `stratus:`, the task keys no SkyPilot release has (see the README, "Beyond SkyPilot").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StratusYaml {
+    /// USD the whole job may cost (all tasks, all attempts).
+    pub max_cost: Option<Value>,
+    /// How long one attempt may run (from RUNNING to its end).
+    pub max_attempt_duration: Option<Value>,
+    /// How long the task may wait for a cluster (launching, backing off) before
+    /// `FAILED_NO_RESOURCE`.
+    pub max_pending: Option<Value>,
 }
 
 /// Keeps "present but null" apart from "absent" (`image_id: null` resets a default).

@@ -33,6 +33,12 @@ struct StateDoc {
     /// Written by the cleanup once it is done (an optional field: older documents lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cleaned_at: Option<Timestamp>,
+    /// The job's cost cap (fixed at creation; optional, so older documents read as none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_cost: Option<f64>,
+    /// When the next time or cost limit falls due (optional, as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline_at: Option<Timestamp>,
 }
 
 /// One task's fixed part.
@@ -64,6 +70,8 @@ pub(crate) fn encode_state(job: &JobRecord) -> Result<String, StoreError> {
         next_attempt_at: job.next_attempt_at,
         cleaned_at: job.cleaned_at,
         tasks: job.tasks.clone(),
+        max_cost: job.pipeline.max_cost,
+        deadline_at: job.deadline_at,
     };
     to_json(job.id, &doc)
 }
@@ -123,6 +131,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         pipeline: Pipeline {
             name: stored.name,
             tasks,
+            max_cost: state.max_cost,
         },
         candidates,
         tasks: state.tasks,
@@ -131,6 +140,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         submitted_at: state.submitted_at,
         next_attempt_at: state.next_attempt_at,
         cleaned_at: state.cleaned_at,
+        deadline_at: state.deadline_at,
     };
     let status: JobStatus = stored
         .status

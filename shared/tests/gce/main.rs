@@ -668,6 +668,7 @@ impl ControlPlane {
                 agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
                 agent_binary: None,
                 cloud_notes: std::collections::BTreeMap::new(),
+                monthly_budget: None,
             },
         };
         Self {

@@ -199,6 +199,10 @@ impl EventBus for ChaosBus {
         self.chaos.point("schedule");
         self.inner.schedule(job_id, event, at, now).await
     }
+    async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
+        self.chaos.point("cancel_schedules");
+        self.inner.cancel_schedules(job_id).await
+    }
 }
 
 /// The jobs of a run: name, task file, the end it must reach, and the clusters its life needs.

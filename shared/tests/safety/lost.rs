@@ -67,6 +67,11 @@ impl EventBus for DownBus {
             message: "CreateSchedule: service unavailable".into(),
         })
     }
+    async fn cancel_schedules(&self, _: JobId) -> Result<usize, BusError> {
+        Err(BusError {
+            message: "ListSchedules: service unavailable".into(),
+        })
+    }
 }
 
 #[tokio::test]

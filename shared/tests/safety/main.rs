@@ -9,6 +9,7 @@
 //! - `input`: hostile task files and bodies; limits.
 //! - `lost`: work a crash or a failed call dropped (PENDING jobs, cleanups, orphans).
 //! - `capacity`: freed capacity wakes waiting jobs in order.
+//! - `limits`: the cost ledger, time and cost limits, budgets.
 //! - `campaign`: crashes at random points of the handlers, and every event delivered thrice.
 //! - `fuzz`: fuzz targets (the task-spec loader, every API and agent body), short runs here.
 
@@ -17,6 +18,7 @@ mod campaign;
 mod capacity;
 mod fuzz;
 mod input;
+mod limits;
 mod lost;
 mod nodes;
 mod uploads;

@@ -135,6 +135,13 @@
     setText(link, text);
   }
 
+  // `$0.4200` under a dollar, `$12.40` above: as `stratus jobs queue` prints costs.
+  function usd(value) {
+    const v = Number(value) || 0;
+    if (v === 0) return '$0.00';
+    return '$' + v.toFixed(v < 1 ? 4 : 2);
+  }
+
   function cells(row, count) {
     while (row.cells.length < count) row.append(el('td'));
     return row.cells;
@@ -327,7 +334,7 @@
     row.dataset.jobId = job.id;
     row.dataset.status = job.status;
     row.classList.toggle('pipeline', pipeline);
-    const c = cells(row, 12);
+    const c = cells(row, 13);
     if (pipeline) {
       let toggle = c[0].firstElementChild;
       if (!toggle) {
@@ -355,15 +362,16 @@
     setText(c[8], duration(job.total_duration_ms));
     setText(c[9], job.started_at != null ? duration(job.job_duration_ms) : '-');
     setText(c[10], String(job.recoveries));
-    setStatus(c[11], job.status);
-    c[11].title = job.failure_reason || '';
+    setText(c[11], usd(job.cost && job.cost.usd), 'estimate');
+    setStatus(c[12], job.status);
+    c[12].title = job.failure_reason || '';
   }
 
   function fillTaskRow(row, job, task) {
     row.dataset.parent = job.id;
     row.dataset.task = task.index;
     row.dataset.status = task.status;
-    const c = cells(row, 12);
+    const c = cells(row, 13);
     setText(c[0], '');
     setText(c[1], '↳');
     setText(c[2], String(task.index));
@@ -377,8 +385,9 @@
     setText(c[8], task.submitted_at != null ? duration(end - task.submitted_at) : '-');
     setText(c[9], task.started_at != null ? duration(task.job_duration_ms) : '-');
     setText(c[10], String(task.recoveries));
-    setStatus(c[11], task.status);
-    c[11].title = task.failure_reason || '';
+    setText(c[11], usd(task.cost && task.cost.usd), 'estimate');
+    setStatus(c[12], task.status);
+    c[12].title = task.failure_reason || '';
   }
 
   // ---- A job's page -----------------------------------------------------------------------
@@ -398,6 +407,7 @@
     $('job-facts').replaceChildren();
     $('job-failure').hidden = true;
     $('tasks').tBodies[0].replaceChildren();
+    $('attempts').tBodies[0].replaceChildren();
     $('events').replaceChildren();
     const log = $('log');
     log.replaceChildren();
@@ -447,6 +457,8 @@
       ['Tot. duration', duration(job.total_duration_ms)],
       ['Job duration', job.started_at != null ? duration(job.job_duration_ms) : '-'],
       ['#Recoveries', String(job.recoveries)],
+      ['Est. cost', usd(job.cost && job.cost.usd)
+        + (job.max_cost != null ? ' of max ' + usd(job.max_cost) : '')],
     ];
     const list = $('job-facts');
     if (list.children.length !== facts.length * 2) {
@@ -462,7 +474,7 @@
       const row = body.rows[i] || body.appendChild(el('tr', 'task'));
       row.dataset.task = task.index;
       row.dataset.status = task.status;
-      const c = cells(row, 10);
+      const c = cells(row, 11);
       setText(c[0], String(task.index));
       setText(c[1], task.name);
       setText(c[2], task.requested);
@@ -472,8 +484,24 @@
       setText(c[6], task.started_at != null ? duration(task.job_duration_ms) : '-');
       setText(c[7], String(task.recoveries));
       setText(c[8], String(task.restarts));
-      setStatus(c[9], task.status);
-      c[9].title = task.failure_reason || '';
+      setText(c[9], usd(task.cost && task.cost.usd), 'estimate');
+      setStatus(c[10], task.status);
+      c[10].title = task.failure_reason || '';
+    });
+
+    const attempts = job.tasks.flatMap((task) => (task.attempts || []).map((a) => [task, a]));
+    const ledger = $('attempts').tBodies[0];
+    attempts.forEach(([task, a], i) => {
+      const row = ledger.rows[i] || ledger.appendChild(el('tr', 'attempt'));
+      const c = cells(row, 8);
+      setText(c[0], String(task.index));
+      setText(c[1], String(a.attempt));
+      setText(c[2], a.cluster);
+      setText(c[3], a.infra || '-');
+      setText(c[4], (a.instance_type || '-') + (a.use_spot ? ' (spot)' : ''));
+      setText(c[5], usd(a.hourly_usd));
+      setText(c[6], duration(a.machine_ms));
+      setText(c[7], usd(a.cost_usd), 'estimate');
     });
 
     const cancel = $('cancel');

@@ -179,6 +179,9 @@ fn the_sweep_closes_each_gap_once() {
     let failed = ClusterHealth::Failed { reason: "host error".into() };
     let rows = [
         ("a due backoff is re-sent", job().in_backoff(NOW, 1), Saw::default()),
+        ("a due limit whose timer was lost is checked", job().running().deadline(ago(secs(1))), up().seen(secs(1))),
+        ("a limit not yet due waits", job().running().deadline(NOW.plus(secs(1))), up().seen(secs(1))),
+        ("a due limit in a backoff comes first", job().in_backoff(NOW, 1).deadline(NOW), Saw::default()),
         ("PENDING with nothing under way: Submitted again", job(), Saw::default()),
         ("PENDING, submitted just now: its event may be on its way", job().submitted(NOW), Saw::default()),
         ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
@@ -210,6 +213,9 @@ fn the_sweep_closes_each_gap_once() {
     ];
     check(&rows, &expect![[r#"
         a due backoff is re-sent                             backoff_elapsed
+        a due limit whose timer was lost is checked          limit_due
+        a limit not yet due waits                            -
+        a due limit in a backoff comes first                 limit_due
         PENDING with nothing under way: Submitted again      submitted
         PENDING, submitted just now: its event may be on its way -
         a backoff not yet due waits                          -

@@ -14,7 +14,7 @@ use super::step;
 use crate::clock::Timestamp;
 use crate::job::builder::T0;
 use crate::job::{Action, JobEvent, JobRecord, JobStatus, LaunchFailure, Phase};
-use crate::spec::RecoveryStrategy;
+use crate::spec::{RecoveryStrategy, TaskLimits};
 
 /// When every row's events happen, unless a row says otherwise: ten minutes after submission.
 const NOW: Timestamp = Timestamp::from_secs(1_700_000_600);
@@ -83,6 +83,7 @@ fn action(action: &Action) -> Option<String> {
         Action::RunTask { cluster, .. } => format!("run {cluster}"),
         Action::StartNextTask { task } => format!("next-task {task}"),
         Action::Requeue { after, .. } => format!("requeue {:.1}s", after.as_secs_f64()),
+        Action::ScheduleLimit { at } => format!("timer +{}s", at.since(NOW).as_secs()),
         Action::EmitEvent(_) => return None,
     })
 }
@@ -127,7 +128,7 @@ fn controller_failed() -> JobEvent {
         reason: "state table unreachable".into(),
     }
 }
-use JobEvent::{BackoffElapsed, CancelRequested, CapacityFreed, Submitted};
+use JobEvent::{BackoffElapsed, CancelRequested, CapacityFreed, LimitDue, Submitted};
 
 fn job() -> JobRecord {
     JobRecord::test()
@@ -456,10 +457,12 @@ fn controller_log() {
         [STARTING] Launching train-1-2 on aws/us-east-1/us-east-1b m6i.large[Spot] (candidate 2 of 4 in this round).
         [STARTING] Cluster launched: train-1-2 (aws/us-east-1/us-east-1b m6i.large[Spot]).
         [RUNNING] Job started on train-1-2.
+        [RUNNING] Attempt 2 on aws/us-east-1/us-east-1b m6i.large[Spot] ran its machines 0 s: $0.00 (estimate).
         [RECOVERING] Exit code(s) [29] matched recover_on_exit_codes; recovering on a new cluster (EAGER_NEXT_REGION).
         [RECOVERING] Launching train-1-3 on aws/us-west-2/us-west-2a m6i.large[Spot] (candidate 1 of 4 in this round).
         [RECOVERING] Cluster launched: train-1-3 (aws/us-west-2/us-west-2a m6i.large[Spot]).
         [RUNNING] Recovered: the task is running on train-1-3.
+        [RUNNING] Attempt 3 on aws/us-west-2/us-west-2a m6i.large[Spot] ran its machines 0 s: $0.00 (estimate).
         [RECOVERING] Cluster train-1-3 was preempted; recovering on a new cluster (EAGER_NEXT_REGION).
         [RECOVERING] Launching train-1-4 on aws/us-east-1/us-east-1a m6i.large[Spot] (candidate 1 of 4 in this round).
         [CANCELLING] Cancel requested; tearing down train-1-4.
@@ -493,4 +496,92 @@ fn a_launch_is_logged_once_whichever_event_comes_first() {
         assert_eq!(launched, 1, "{order:?}: {lines:?}");
         assert_eq!(job.status(), JobStatus::Running);
     }
+}
+
+#[test]
+#[rustfmt::skip]
+fn limits() {
+    let mins = |m| Some(Duration::from_mins(m));
+    let duration = |m| TaskLimits { max_duration: mins(m), ..TaskLimits::default() };
+    let attempt = |m| TaskLimits { max_attempt_duration: mins(m), ..TaskLimits::default() };
+    let pending = |m| TaskLimits { max_pending: mins(m), ..TaskLimits::default() };
+    let later = NOW.plus(Duration::from_secs(10));
+    check(
+        vec![
+            row("max_duration reached: FAILED, torn down", job().running().limits(duration(5)), &[LimitDue]),
+            row("max_duration not reached: early timer, no-op", job().running().limits(duration(60)), &[LimitDue]),
+            row("attempt limit reached: FAILED", job().running().limits(attempt(5)), &[LimitDue]),
+            row("pending limit in a backoff: FAILED_NO_RESOURCE", job().in_backoff(later, 1).limits(pending(5)), &[LimitDue]),
+            row("pending limit while launching: torn down", job().starting().limits(pending(5)), &[LimitDue]),
+            row("pending limit does not apply while running", job().running().limits(pending(5)), &[LimitDue]),
+            row("cost cap reached ($0.60 of $0.50): FAILED", job().running().costing(3.6).max_cost(0.5), &[LimitDue]),
+            row("cost cap not reached: no-op", job().running().costing(3.6).max_cost(1.0), &[LimitDue]),
+            row("cancelling: limits do not apply", job().cancelling().limits(duration(5)), &[LimitDue]),
+            row("submit with a pending limit: timer at its end", job().limits(pending(5)), &[Submitted]),
+            row("submit with a cost cap: timer when it is reached", job().max_cost(1.0), &[Submitted]),
+            row("running with max_duration: timer at its end", job().starting().launched().limits(duration(60)), &[ready("train-1-1")]),
+            row("preempted under NO_RECOVERY: FAILED", job().running().strategy(RecoveryStrategy::NoRecovery), &[preempted("train-1-1")]),
+            row("lost under NO_RECOVERY: FAILED", job().running().strategy(RecoveryStrategy::NoRecovery), &[heartbeat_lost("train-1-1")]),
+            row("NO_RECOVERY still restarts on user errors", job().running().in_phase(Phase::Run).strategy(RecoveryStrategy::NoRecovery).max_restarts(1), &[exited("train-1-1", Phase::Run, &[1])]),
+            row("max_recoveries 1, none used: recover", job().running().max_recoveries(1), &[preempted("train-1-1")]),
+            row("max_recoveries 1, used: FAILED", job().running().max_recoveries(1).lost_recoveries(1), &[preempted("train-1-1")]),
+            row("restarts do not count against max_recoveries", job().running().in_phase(Phase::Run).max_recoveries(0).max_restarts(1), &[exited("train-1-1", Phase::Run, &[1])]),
+        ],
+        &expect![[r#"
+            max_duration reached: FAILED, torn down        RUNNING → FAILED | terminate train-1-1
+            max_duration not reached: early timer, no-op   RUNNING → RUNNING | timer +3060s
+            attempt limit reached: FAILED                  RUNNING → FAILED | terminate train-1-1
+            pending limit in a backoff: FAILED_NO_RESOURCE PENDING → FAILED_NO_RESOURCE
+            pending limit while launching: torn down       STARTING → FAILED_NO_RESOURCE | terminate train-1-1
+            pending limit does not apply while running     RUNNING → RUNNING
+            cost cap reached ($0.60 of $0.50): FAILED      RUNNING → FAILED | terminate train-1-1
+            cost cap not reached: no-op                    RUNNING → RUNNING | timer +400s
+            cancelling: limits do not apply                CANCELLING → CANCELLING
+            submit with a pending limit: timer at its end  PENDING → STARTING | launch train-1-1@aws/us-east-1/us-east-1a, timer +300s
+            submit with a cost cap: timer when it is reached PENDING → STARTING | launch train-1-1@aws/us-east-1/us-east-1a, timer +120000s
+            running with max_duration: timer at its end    STARTING → RUNNING | run train-1-1, timer +3600s
+            preempted under NO_RECOVERY: FAILED            RUNNING → FAILED | terminate train-1-1
+            lost under NO_RECOVERY: FAILED                 RUNNING → FAILED | terminate train-1-1
+            NO_RECOVERY still restarts on user errors      RUNNING → RECOVERING recoveries=1 restarts=1 | terminate train-1-1, launch train-1-2@aws/us-east-1/us-east-1a
+            max_recoveries 1, none used: recover           RUNNING → RECOVERING recoveries=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
+            max_recoveries 1, used: FAILED                 RUNNING → FAILED | terminate train-1-1
+            restarts do not count against max_recoveries   RUNNING → RECOVERING recoveries=1 restarts=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
+        "#]],
+    );
+}
+
+#[test]
+fn the_ledger_follows_launches_and_teardowns() {
+    let later = |s| NOW.plus(Duration::from_secs(s));
+    let mut job = job();
+    job = step(&job, Submitted, NOW).next;
+    job = step(&job, launched("train-1-1"), later(10)).next;
+    job = step(&job, ready("train-1-1"), later(20)).next;
+    job = step(&job, preempted("train-1-1"), later(3600)).next;
+    // Refused by the cloud: no machine ran, no entry.
+    job = step(&job, no_capacity("train-1-2"), later(3601)).next;
+    job = step(&job, terminated("train-1-1"), later(3660)).next;
+    let ledger: Vec<(String, i64, Option<i64>, bool)> = job.tasks[0]
+        .attempts
+        .iter()
+        .map(|a| {
+            (
+                a.cluster.clone(),
+                a.launched_at.since(NOW).as_secs().cast_signed(),
+                a.ended_at.map(|e| e.since(NOW).as_secs().cast_signed()),
+                a.confirmed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ledger,
+        vec![
+            ("train-1-1".to_owned(), 0, Some(3660), true),
+            ("train-1-3".to_owned(), 3601, None, false),
+        ]
+    );
+    // 3,660 s at $0.030/h, then the running one's 59 s at $0.040/h (the other region's
+    // candidate was full, so GCP's).
+    let expected = 0.030 * 3660.0 / 3600.0 + 0.040 * 59.0 / 3600.0;
+    assert!((job.cost(later(3660)) - expected).abs() < 1e-12);
 }
