@@ -77,7 +77,10 @@ fn a_cap_that_cannot_pay_for_the_duration_is_refused_at_submit() {
     let out = home.run(&["jobs", "launch", "-y", &file]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let err = text(&out.stderr);
-    assert!(err.contains("stratus.max_cost: $5.00 cannot pay"), "{err}");
+    assert!(
+        err.contains("max_cost: $5.00 (stratus.max_cost or --max-cost) cannot pay"),
+        "{err}"
+    );
     let out = home.run(&["jobs", "queue", "-a", "--json"]);
     assert_eq!(text(&out.stdout).trim(), "[]", "nothing was stored");
     // The flag wins over the file: $40 pays for the hour.

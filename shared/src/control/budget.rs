@@ -5,12 +5,16 @@
 //! - Both are refusals before anything is stored (400, `stratus` exits 2), naming the setting
 //!   and what would let the job through.
 //! - The monthly sum is bounded work: at most [`BUDGET_SCAN_LIMIT`] of the user's jobs, newest
-//!   first, stopping at the first one submitted before the month began.
+//!   first, stopping once the budget is reached or at the first job submitted more than
+//!   [`LOOKBACK`] before the month began. Each job counts its machine time within the month.
 //!
 //! # Caveats
 //! - Costs are the ledger's estimates (catalog prices × machine time), not the cloud's bill.
 //! - Jobs running at once can together pass the budget: it stops new launches, not running
 //!   jobs (their own `max_cost` does that).
+//! - A job submitted more than [`LOOKBACK`] before the month began is not counted, even if it
+//!   still runs.
+//! - Each read is a whole job record (its spec documents included), in pages of 100.
 //! - Without a duration limit the cap cannot be checked at submit; it still stops the job when
 //!   its cost reaches it.
 
@@ -26,6 +30,9 @@ use crate::store::Cursor;
 pub const BUDGET_SCAN_LIMIT: usize = 10_000;
 
 const PAGE: usize = 100;
+
+/// How long before the month began a job may have been submitted and still be counted.
+pub const LOOKBACK: std::time::Duration = std::time::Duration::from_hours(31 * 24);
 
 /// The least the job costs if each task runs for its duration limit on its cheapest candidate,
 /// or `None` when a task has no duration limit (its cost is unbounded in time).
@@ -56,8 +63,9 @@ pub fn check_cap(pipeline: &Pipeline, candidates: &[Vec<Candidate>]) -> Result<(
     };
     if least > cap {
         return Err(SubmitError::BadRequest(format!(
-            "stratus.max_cost: {} cannot pay for the task's duration limit even on the cheapest \
-             candidate ({} for the whole limit): raise max_cost, shorten max_duration, or \
+            "max_cost: {} (stratus.max_cost or --max-cost) cannot pay for the tasks' duration \
+             limits (max_duration, stratus.max_attempt_duration) even on the cheapest \
+             candidates ({} for the whole limits): raise the cap, shorten the limits, or \
              choose cheaper resources",
             format_usd(cap),
             format_usd(least)
@@ -74,7 +82,7 @@ pub async fn check_monthly(ctx: &Context, owner: &str) -> Result<(), SubmitError
     };
     let now = ctx.clock.now();
     let since = month_start(now);
-    let spent = spent_since(ctx, owner, since, now).await?;
+    let spent = spent_since(ctx, owner, since, now, budget).await?;
     if spent >= budget {
         return Err(SubmitError::BadRequest(format!(
             "monthly budget: {owner}'s jobs have cost {} this month (estimates), and the budget \
@@ -87,13 +95,17 @@ pub async fn check_monthly(ctx: &Context, owner: &str) -> Result<(), SubmitError
     Ok(())
 }
 
-/// What `owner`'s jobs submitted from `since` on have cost up to `now`.
+/// What `owner`'s machines cost from `since` to `now`, read until it reaches `enough`.
 pub async fn spent_since(
     ctx: &Context,
     owner: &str,
     since: Timestamp,
     now: Timestamp,
+    enough: f64,
 ) -> Result<f64, SubmitError> {
+    let oldest = Timestamp::from_millis(
+        since.as_millis() - i64::try_from(LOOKBACK.as_millis()).unwrap_or(i64::MAX),
+    );
     let mut spent = 0.0;
     let mut cursor: Option<Cursor> = None;
     let mut read = 0;
@@ -104,10 +116,13 @@ pub async fn spent_since(
             .await?;
         read += page.jobs.len();
         for job in &page.jobs {
-            if job.submitted_at < since {
+            if job.submitted_at < oldest {
                 return Ok(spent);
             }
-            spent += job.cost(now);
+            spent += job.cost_between(since, now);
+            if spent >= enough {
+                return Ok(spent);
+            }
         }
         match page.next {
             Some(next) => cursor = Some(next),
@@ -161,7 +176,7 @@ mod tests {
         let err = check_cap(&short.pipeline, &short.candidates).unwrap_err();
         assert!(
             err.to_string()
-                .contains("stratus.max_cost: $0.0500 cannot pay"),
+                .contains("max_cost: $0.0500 (stratus.max_cost or --max-cost) cannot pay"),
             "{err}"
         );
         let unbounded = JobRecord::test().max_cost(0.01);

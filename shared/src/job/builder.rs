@@ -116,6 +116,12 @@ impl JobRecord {
         self
     }
 
+    /// A limit timer is armed to fire at `at`.
+    pub fn armed(mut self, at: Timestamp) -> Self {
+        self.limit_timer_at = Some(at);
+        self
+    }
+
     /// A time or cost limit falls due at `at`.
     pub fn deadline(mut self, at: Timestamp) -> Self {
         self.deadline_at = Some(at);

@@ -1,12 +1,14 @@
 //! The cost ledger: what a job's machines cost, attempt by attempt.
 //!
 //! Each cluster a task launched is an entry: its machine-seconds, from the launch request to
-//! the confirmed teardown (the teardown's decision until the cloud confirms it), times the
-//! catalog's hourly price of what it ran on (spot or on-demand, all its nodes). Prices are the
-//! catalog's (`shared/data/catalog/README.md` gives each cloud's source and date), so every
-//! figure is an **estimate**: no cloud bill is read. A launch the cloud refused started no
-//! machine and costs nothing (it leaves no entry); one whose machines never became ready did
-//! run them, and counts.
+//! its teardown (the decision, replaced by the time `ClusterTerminated` arrives when the
+//! control plane's own teardown reports it; a teardown by the cleanup or the sweep keeps the
+//! decision's time), times the catalog's hourly price of what it ran on (spot or on-demand,
+//! all its nodes). Prices are the catalog's (`shared/data/catalog/README.md` gives each
+//! cloud's source and date), so every figure is an **estimate**: no cloud bill is read. A
+//! launch refused outright (quota, credentials, invalid, a region that cannot host it, a zone
+//! known full) started no machine and leaves no entry; a no-capacity answer (which may stand
+//! for a call that half ran) and machines that never became ready keep their seconds.
 //!
 //! Pure, like `step`: the time is always given.
 
@@ -106,8 +108,33 @@ impl JobRecord {
         self.tasks.iter().map(|t| t.cost(now)).sum()
     }
 
-    /// When the job's cost reaches `cap` at the rate its running machines cost now, or `None`
-    /// when nothing runs (the cost cannot grow). At or before `now` if it has already.
+    /// USD of machine time between `since` and `now` (a month's share of a long job). Folded
+    /// entries have no times: they count when the job was submitted after `since`.
+    pub fn cost_between(&self, since: Timestamp, now: Timestamp) -> f64 {
+        self.tasks
+            .iter()
+            .map(|t| {
+                let folded = if self.submitted_at >= since {
+                    t.earlier_cost
+                } else {
+                    0.0
+                };
+                folded
+                    + t.attempts
+                        .iter()
+                        .map(|a| {
+                            let from = a.launched_at.max(since);
+                            let to = a.ended_at.unwrap_or(now).min(now);
+                            a.hourly * to.since(from).as_millis() as f64 / MS_PER_HOUR
+                        })
+                        .sum::<f64>()
+            })
+            .sum()
+    }
+
+    /// When the job's cost reaches `cap` at the rate its running machines cost now: when its
+    /// ended machines alone reached it, the last of their ends; `None` when nothing runs and
+    /// the cap is not reached (the cost cannot grow).
     pub fn cost_reaches(&self, cap: f64) -> Option<Timestamp> {
         let running: Vec<&AttemptCost> = self
             .tasks
@@ -116,9 +143,6 @@ impl JobRecord {
             .filter(|a| a.ended_at.is_none() && a.hourly > 0.0)
             .collect();
         let rate: f64 = running.iter().map(|a| a.hourly).sum();
-        if rate <= 0.0 {
-            return None;
-        }
         // cost(t) = ended + Σ hourly_i (t - launched_i) / h, solved for cost(t) = cap.
         let ended: f64 = self
             .tasks
@@ -132,6 +156,18 @@ impl JobRecord {
                         .sum::<f64>()
             })
             .sum();
+        if ended >= cap * (1.0 - 1e-9) {
+            let last = self
+                .tasks
+                .iter()
+                .flat_map(|t| &t.attempts)
+                .filter_map(|a| a.ended_at)
+                .max();
+            return Some(last.unwrap_or(Timestamp::EPOCH));
+        }
+        if rate <= 0.0 {
+            return None;
+        }
         let weighted: f64 = running
             .iter()
             .map(|a| a.hourly * a.launched_at.as_millis() as f64)

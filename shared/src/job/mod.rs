@@ -77,6 +77,10 @@ pub struct JobRecord {
     /// active and has limits: a timer is set for it, and the sweep re-sends a due one.
     #[serde(default)]
     pub deadline_at: Option<Timestamp>,
+    /// When the limit timer last asked for fires: a new one is asked for only when the next
+    /// deadline comes before it (or it has fired).
+    #[serde(default)]
+    pub limit_timer_at: Option<Timestamp>,
 }
 
 /// The changing part of one task.
@@ -327,6 +331,7 @@ impl JobRecord {
             next_attempt_at: None,
             cleaned_at: None,
             deadline_at: None,
+            limit_timer_at: None,
         }
     }
 

@@ -109,6 +109,12 @@ impl Machine {
             self.while_cancelling(event);
             return;
         }
+        if !settles(&event) && limits::breach(&self.job, self.now).is_some() {
+            // A limit fell due and its timer has not fired yet (the Scheduler is up to two
+            // minutes late): nothing launches or relaunches past it.
+            self.limit_due();
+            return;
+        }
         match event {
             JobEvent::Submitted => self.submitted(),
             JobEvent::ClusterLaunched { cluster } => self.cluster_launched(&cluster),
@@ -178,8 +184,17 @@ impl Machine {
             // The launch may have half run: whatever it started goes.
             self.terminate(cluster);
         }
-        if failure != LaunchFailure::NeverReady {
-            // The cloud refused it: no machine ran, nothing to pay for.
+        if matches!(
+            failure,
+            LaunchFailure::KnownFull
+                | LaunchFailure::Quota
+                | LaunchFailure::Auth
+                | LaunchFailure::Invalid
+                | LaunchFailure::Unavailable
+        ) {
+            // Refused outright (or never asked): no machine ran, nothing to pay for. A
+            // no-capacity answer may stand for a failed call that half ran, and a cluster that
+            // was never ready did run: both keep their seconds.
             self.task_mut().ledger_forget(cluster);
         }
         if failure == LaunchFailure::Unavailable {
@@ -342,12 +357,12 @@ impl Machine {
                 task.ended_at = Some(self.now);
             }
         }
-        match cluster {
-            Some(cluster) => {
-                self.terminate(&cluster);
-                self.emit(format!("Cancel requested; tearing down {cluster}."));
-            }
-            None => self.emit("Cancel requested; no cluster to tear down.".to_owned()),
+        if let Some(cluster) = cluster {
+            self.terminate(&cluster);
+            self.emit(format!("Cancel requested; tearing down {cluster}."));
+        } else {
+            self.emit("Cancel requested; no cluster to tear down.".to_owned());
+            self.emit_job_cost();
         }
     }
 
@@ -361,6 +376,7 @@ impl Machine {
                     }
                 }
                 self.emit(format!("Cluster {cluster} is gone; the job is cancelled."));
+                self.emit_job_cost();
             }
             // A nudge: tear down (again), in case the first terminate ran before an in-flight
             // launch had created anything.
@@ -408,14 +424,24 @@ impl Machine {
         self.fail(breach.status(), breach.to_string());
     }
 
-    /// Keeps `deadline_at` on the next limit, and asks for a timer whenever it moves.
+    /// Keeps `deadline_at` on the next limit, and asks for a timer when no armed one comes
+    /// first: a deadline that moved later is met by the earlier timer, which finds nothing
+    /// reached and arms the next (so a cost cap's deadline, which moves at every launch, does
+    /// not leave a schedule per move).
     fn track_deadline(&mut self) {
         let next = limits::next_deadline(&self.job);
-        if next != self.job.deadline_at {
-            self.job.deadline_at = next;
-            if let Some(at) = next {
-                self.actions.push(Action::ScheduleLimit { at });
-            }
+        self.job.deadline_at = next;
+        let Some(at) = next else {
+            self.job.limit_timer_at = None;
+            return;
+        };
+        let armed = self
+            .job
+            .limit_timer_at
+            .is_some_and(|timer| timer > self.now && timer <= at);
+        if !armed {
+            self.job.limit_timer_at = Some(at);
+            self.actions.push(Action::ScheduleLimit { at });
         }
     }
 
@@ -444,6 +470,7 @@ impl Machine {
             task.ended_at = Some(self.now);
         }
         self.emit(format!("Controller failed: {reason}"));
+        self.emit_job_cost();
     }
 
     // ---- launching ----------------------------------------------------------------------
@@ -841,6 +868,18 @@ impl Machine {
             message,
         }));
     }
+}
+
+/// Events that end or settle the task whatever its limits: a run that finished, a cancel, a
+/// teardown's news. Any other event checks the limits first.
+fn settles(event: &JobEvent) -> bool {
+    matches!(
+        event,
+        JobEvent::TaskExited { .. }
+            | JobEvent::CancelRequested
+            | JobEvent::ClusterTerminated { .. }
+            | JobEvent::ControllerFailed { .. }
+    )
 }
 
 fn codes_text(codes: &[i32]) -> String {

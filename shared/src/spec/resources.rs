@@ -213,8 +213,9 @@ pub enum RecoveryStrategy {
     EagerNextRegion,
     /// Relaunch in the same region first, then fail over.
     Failover,
-    /// Never relaunch after a preemption or a lost machine: the job ends FAILED (for jobs
-    /// with side effects; SkyPilot #10258's spelling). Restarts after the user's code fails
+    /// Never relaunch a running task after a preemption or a lost machine: the job ends
+    /// FAILED (for jobs with side effects; SkyPilot #10258's spelling). A cluster lost before
+    /// the task started is a failed launch, and the next candidate is tried. Restarts after the user's code fails
     /// still follow `max_restarts_on_errors`.
     NoRecovery,
 }

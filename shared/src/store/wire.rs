@@ -39,6 +39,9 @@ struct StateDoc {
     /// When the next time or cost limit falls due (optional, as above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deadline_at: Option<Timestamp>,
+    /// When the armed limit timer fires (optional, as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_timer_at: Option<Timestamp>,
 }
 
 /// One task's fixed part.
@@ -72,6 +75,7 @@ pub(crate) fn encode_state(job: &JobRecord) -> Result<String, StoreError> {
         tasks: job.tasks.clone(),
         max_cost: job.pipeline.max_cost,
         deadline_at: job.deadline_at,
+        limit_timer_at: job.limit_timer_at,
     };
     to_json(job.id, &doc)
 }
@@ -141,6 +145,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         next_attempt_at: state.next_attempt_at,
         cleaned_at: state.cleaned_at,
         deadline_at: state.deadline_at,
+        limit_timer_at: state.limit_timer_at,
     };
     let status: JobStatus = stored
         .status

@@ -467,8 +467,18 @@ impl Run {
     /// The events of the world: the preempted job loses its machine once it runs, the
     /// cancelled one is cancelled once it runs (a cancel that fails is sent again).
     async fn happen(&mut self) {
-        for (id, name) in self.jobs.clone() {
-            let job = self.plane.job(id).await;
+        // Every stored job, not only those whose submit answered: a crash after the create
+        // leaves a job the client never heard of (it launched again), and its user cancels
+        // that one too when they see it in the queue.
+        let stored = self
+            .plane
+            .ctx
+            .store
+            .list_jobs(None, None, 100)
+            .await
+            .unwrap();
+        for job in stored.jobs {
+            let (id, name) = (job.id, job.name().to_owned());
             let running = job.status() == JobStatus::Running;
             if name == "preempted"
                 && running

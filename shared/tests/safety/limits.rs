@@ -182,7 +182,7 @@ async fn a_cap_too_small_for_the_duration_is_refused_and_nothing_is_stored() {
     assert!(
         refused
             .to_string()
-            .contains("stratus.max_cost: $0.5000 cannot pay"),
+            .contains("max_cost: $0.5000 (stratus.max_cost or --max-cost) cannot pay"),
         "{refused}"
     );
     let page = plane.ctx.store.list_jobs(None, None, 10).await.unwrap();

@@ -503,6 +503,7 @@
       setText(c[6], duration(a.machine_ms));
       setText(c[7], usd(a.cost_usd), 'estimate');
     });
+    while (ledger.rows.length > attempts.length) ledger.deleteRow(-1);
 
     const cancel = $('cancel');
     const active = ACTIVE.has(job.status) && job.status !== 'CANCELLING';

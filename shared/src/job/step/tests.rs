@@ -467,6 +467,7 @@ fn controller_log() {
         [RECOVERING] Launching train-1-4 on aws/us-east-1/us-east-1a m6i.large[Spot] (candidate 1 of 4 in this round).
         [CANCELLING] Cancel requested; tearing down train-1-4.
         [CANCELLED] Cluster train-1-4 is gone; the job is cancelled.
+        [CANCELLED] The job's machines cost $0.00 in all (an estimate from catalog prices).
     "#]].assert_eq(&log);
 }
 
@@ -526,6 +527,11 @@ fn limits() {
             row("max_recoveries 1, none used: recover", job().running().max_recoveries(1), &[preempted("train-1-1")]),
             row("max_recoveries 1, used: FAILED", job().running().max_recoveries(1).lost_recoveries(1), &[preempted("train-1-1")]),
             row("restarts do not count against max_recoveries", job().running().in_phase(Phase::Run).max_recoveries(0).max_restarts(1), &[exited("train-1-1", Phase::Run, &[1])]),
+            row("backoff over, pending limit past: no launch", job().in_backoff(NOW, 1).limits(pending(5)), &[BackoffElapsed]),
+            row("preempted past max_duration: FAILED, no recovery", job().running().limits(duration(5)), &[preempted("train-1-1")]),
+            row("a run that ended past its limit still succeeds", job().running().in_phase(Phase::Run).limits(duration(5)), &[exited("train-1-1", Phase::Run, &[0])]),
+            row("an armed timer before the deadline: none more", job().starting().launched().limits(duration(60)).armed(NOW.plus(Duration::from_mins(1))), &[ready("train-1-1")]),
+            row("an armed timer after the deadline: an earlier one", job().starting().launched().limits(duration(60)).armed(NOW.plus(Duration::from_hours(2))), &[ready("train-1-1")]),
         ],
         &expect![[r#"
             max_duration reached: FAILED, torn down        RUNNING → FAILED | terminate train-1-1
@@ -546,6 +552,11 @@ fn limits() {
             max_recoveries 1, none used: recover           RUNNING → RECOVERING recoveries=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
             max_recoveries 1, used: FAILED                 RUNNING → FAILED | terminate train-1-1
             restarts do not count against max_recoveries   RUNNING → RECOVERING recoveries=1 restarts=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
+            backoff over, pending limit past: no launch    PENDING → FAILED_NO_RESOURCE
+            preempted past max_duration: FAILED, no recovery RUNNING → FAILED | terminate train-1-1
+            a run that ended past its limit still succeeds RUNNING → SUCCEEDED | terminate train-1-1
+            an armed timer before the deadline: none more  STARTING → RUNNING | run train-1-1
+            an armed timer after the deadline: an earlier one STARTING → RUNNING | run train-1-1, timer +3600s
         "#]],
     );
 }
@@ -558,8 +569,10 @@ fn the_ledger_follows_launches_and_teardowns() {
     job = step(&job, launched("train-1-1"), later(10)).next;
     job = step(&job, ready("train-1-1"), later(20)).next;
     job = step(&job, preempted("train-1-1"), later(3600)).next;
-    // Refused by the cloud: no machine ran, no entry.
+    // No capacity: the second until the answer counts (the call may have half run).
     job = step(&job, no_capacity("train-1-2"), later(3601)).next;
+    // Refused outright (a quota): no machine ran, no entry.
+    job = step(&job, failed("train-1-3", LaunchFailure::Quota), later(3601)).next;
     job = step(&job, terminated("train-1-1"), later(3660)).next;
     let ledger: Vec<(String, i64, Option<i64>, bool)> = job.tasks[0]
         .attempts
@@ -577,11 +590,12 @@ fn the_ledger_follows_launches_and_teardowns() {
         ledger,
         vec![
             ("train-1-1".to_owned(), 0, Some(3660), true),
-            ("train-1-3".to_owned(), 3601, None, false),
+            ("train-1-2".to_owned(), 3600, Some(3601), false),
+            ("train-1-4".to_owned(), 3601, None, false),
         ]
     );
-    // 3,660 s at $0.030/h, then the running one's 59 s at $0.040/h (the other region's
-    // candidate was full, so GCP's).
-    let expected = 0.030 * 3660.0 / 3600.0 + 0.040 * 59.0 / 3600.0;
+    // 3,660 s at $0.030/h, the full us-west-2 try's second at $0.035/h, then (GCP refused by
+    // its quota) the running one's 59 s back in us-east-1 at $0.030/h.
+    let expected = 0.030 * 3660.0 / 3600.0 + 0.035 / 3600.0 + 0.030 * 59.0 / 3600.0;
     assert!((job.cost(later(3660)) - expected).abs() < 1e-12);
 }
