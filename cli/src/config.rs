@@ -12,6 +12,11 @@
 //!                                    # mounts go to job-<id>/ in it (deleted when the job ends)
 //!   monthly_budget: 100              # USD a user's jobs may cost a calendar month (UTC)
 //!                                    # before new launches are refused (estimates)
+//! notifications:
+//!   webhooks:                        # job status changes POSTed as they happen
+//!     - url: https://hooks.slack.com/services/...
+//!       notify_on: [SUCCEEDED, FAILED]   # empty or absent: every status
+//!       format: slack                # or json (the event itself; README, "Job events")
 //! ```
 //!
 //! `STRATUS_LOCAL_SLOTS`, `STRATUS_HEARTBEAT_TIMEOUT_SECS`, `STRATUS_READY_TIMEOUT_SECS` and
@@ -33,6 +38,15 @@ pub struct Config {
     pub control_plane: ControlPlane,
     #[serde(default)]
     pub jobs: Jobs,
+    #[serde(default)]
+    pub notifications: Notifications,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    #[serde(default)]
+    pub webhooks: Vec<shared::control::webhooks::Webhook>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +88,16 @@ impl Config {
         let bucket = shared::control::uploads::Intermediate::parse(url)
             .map_err(|e| anyhow::anyhow!("{e} (in $STRATUS_HOME/config.yaml)"))?;
         Ok(Some(bucket.url()))
+    }
+
+    /// `notifications.webhooks`, checked.
+    pub fn webhooks(&self) -> anyhow::Result<Vec<shared::control::webhooks::Webhook>> {
+        for (i, hook) in self.notifications.webhooks.iter().enumerate() {
+            hook.check().map_err(|e| {
+                anyhow::anyhow!("notifications.webhooks[{i}].{e} (in $STRATUS_HOME/config.yaml)")
+            })?;
+        }
+        Ok(self.notifications.webhooks.clone())
     }
 
     /// `jobs.monthly_budget`, checked (a positive number of US dollars).

@@ -316,6 +316,8 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         cloud_notes: std::collections::BTreeMap::new(),
         monthly_budget: config.monthly_budget()?,
     };
+    let hooks = config.webhooks()?;
+    let status_events = (!hooks.is_empty()).then(|| bus.subscribe());
     let ctx = Context {
         store: Arc::new(store),
         providers,
@@ -331,6 +333,16 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
         user: user_name(),
     });
 
+    // Users' webhooks hear of status changes on their own tasks, never in the job's way.
+    if let Some(status_events) = status_events {
+        control::webhooks::run(
+            &ctx,
+            status_events,
+            hooks,
+            &(Arc::new(crate::notify::UreqSender::new())
+                as Arc<dyn control::webhooks::WebhookSender>),
+        );
+    }
     // EventBridge's part and the scheduled rule's part.
     control::run_local_loops(
         &ctx,

@@ -23,6 +23,7 @@ mod home;
 mod jobs;
 mod launch;
 mod local;
+mod notify;
 mod pack;
 mod remote;
 

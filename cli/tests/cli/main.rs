@@ -5,6 +5,7 @@
 //! - `dry_run`: plans, overrides, errors and exit codes of `jobs launch --dry-run`.
 //! - `check`: `stratus check` with and without credentials.
 //! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
+//! - `events`: webhooks of job status changes (filtered, ordered, retried, never blocking).
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
 //! - `limits`: time limits, cost caps, the monthly budget, `NO_RECOVERY`, `max_recoveries`.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
@@ -15,6 +16,7 @@ mod check;
 mod compat;
 mod dashboard;
 mod dry_run;
+mod events;
 mod harness;
 mod limits;
 mod local_mode;

@@ -13,6 +13,7 @@
 //! - `gcs`: GCS bucket mounts against the fake Cloud Storage: a checkpoint survives a GCE
 //!   preemption; an EC2 node copies a GCS prefix; bad GCS buckets refused at submit.
 //! - `schedule`: job events through the bus rule; the poll rule firing (LocalStack).
+//! - `events`: users' job status events reaching a rule of their own on the bus.
 //! - `limits`: a time limit's Scheduler timer created, fired and deleted; one never fired
 //!   deleted by the cleanup.
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
@@ -24,6 +25,7 @@ mod buckets;
 mod cadence;
 mod cross_cloud;
 mod deploy;
+mod events;
 // The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
 #[path = "../../../shared/tests/gce/fake/mod.rs"]
 mod fake;

@@ -14,9 +14,11 @@
 use tracing::{debug, info, warn};
 
 use super::{Context, HandlerError, agent, capacity};
+use crate::clock::Timestamp;
 use crate::facts::{CapacityEvent, ClusterRef};
 use crate::job::{
     Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster, step,
+    transitions,
 };
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
 use crate::store::StoreError;
@@ -36,6 +38,7 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
             match ctx.store.update_job(&step.next, job.fence()).await {
                 Ok(stored) => {
                     log_transitions(&job, &stored);
+                    announce(ctx, &job, &stored, now).await;
                     stored
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -59,6 +62,16 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
         "gave up after repeated conflicts; the event will be redelivered"
     );
     Ok(())
+}
+
+/// Tells users of the status changes this write made. Best effort: a notice that cannot be
+/// sent is logged and never fails or delays the job.
+async fn announce(ctx: &Context, before: &JobRecord, after: &JobRecord, now: Timestamp) {
+    for event in transitions::transitions(before, after, now) {
+        if let Err(e) = ctx.bus.status_changed(&event).await {
+            warn!(job_id = after.id, status = %event.status, error = %e, "could not announce a status change");
+        }
+    }
 }
 
 fn log_transitions(before: &JobRecord, after: &JobRecord) {

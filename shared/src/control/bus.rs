@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::clock::Timestamp;
+use crate::job::transitions::StatusEvent;
 use crate::job::{JobEvent, JobId};
 
 /// An event for one job, as it travels on the bus.
@@ -45,6 +46,9 @@ pub trait EventBus: Send + Sync {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<(), BusError>;
+    /// Tells users that a job or task changed status (`job::transitions`): for their own
+    /// rules and webhooks, never read back by Stratus.
+    async fn status_changed(&self, event: &StatusEvent) -> Result<(), BusError>;
     /// Drops the job's scheduled events not yet delivered (its cleanup calls this: an ended
     /// job's timers have nothing left to do). Returns how many were dropped.
     async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError>;
@@ -58,6 +62,8 @@ pub struct LocalBus {
     tx: mpsc::UnboundedSender<LocalMessage>,
     /// Each job's timers not yet fired, so that its cleanup can drop them.
     timers: Arc<Mutex<HashMap<JobId, Vec<tokio::task::AbortHandle>>>>,
+    /// Who hears of status changes (the local plane's webhooks).
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<StatusEvent>>>>,
 }
 
 impl LocalBus {
@@ -68,9 +74,20 @@ impl LocalBus {
             Self {
                 tx,
                 timers: Arc::default(),
+                subscribers: Arc::default(),
             },
             rx,
         )
+    }
+
+    /// A receiver of every status change from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<StatusEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        rx
     }
 
     fn send(&self, message: LocalMessage) -> Result<(), BusError> {
@@ -110,6 +127,15 @@ impl EventBus for LocalBus {
         let mine = timers.entry(job_id).or_default();
         mine.retain(|t| !t.is_finished());
         mine.push(timer.abort_handle());
+        Ok(())
+    }
+
+    async fn status_changed(&self, event: &StatusEvent) -> Result<(), BusError> {
+        // A subscriber that has gone (its receiver dropped) is forgotten.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|s| s.send(event.clone()).is_ok());
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`JOB_EVENT_DETAIL_TYPE`] (`stratus.job-event`) | an [`Envelope`]: `{"job_id":7,"event":{"type":"cluster_launched","cluster":"..."}}` | [`envelope_from_event`] |
 //! | [`JOB_ENDED_DETAIL_TYPE`] (`stratus.job-ended`) | `{"job_id":7}` | [`ended_job_from_event`] |
+//! | [`JOB_STATUS_DETAIL_TYPE`] (`stratus.job-status`) | a `StatusEvent` (README, "Job events") | users' own rules |
 //!
 //! A scheduled event is a one-time schedule, `stratus-job-<id>-<at, ms>` (a backoff) or
 //! `stratus-job-<id>-limit-<at, ms>` (a time or cost limit) in the configured group, whose target is the bus itself (`EventBridgeParameters` with the same source and
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bus::{BusError, Envelope, EventBus};
 use crate::clock::Timestamp;
+use crate::job::transitions::StatusEvent;
 use crate::job::{JobEvent, JobId};
 
 /// The `source` of every event Stratus puts on its bus.
@@ -62,6 +64,10 @@ pub const JOB_EVENT_DETAIL_TYPE: &str = "stratus.job-event";
 /// The `detail-type` of "this job ended" (its cleanup should run); its detail is
 /// `{"job_id": <id>}`.
 pub const JOB_ENDED_DETAIL_TYPE: &str = "stratus.job-ended";
+
+/// The detail-type of users' job events (`job::transitions::StatusEvent` as the detail):
+/// Stratus's functions never read it; users' own rules may.
+pub const JOB_STATUS_DETAIL_TYPE: &str = "stratus.job-status";
 
 /// The Scheduler's precision: a schedule fires within the minute it names.
 const MINUTE_MS: i64 = 60_000;
@@ -316,6 +322,16 @@ impl EventBus for EventBridgeBus {
                 &e,
             )),
         }
+    }
+
+    async fn status_changed(&self, event: &StatusEvent) -> Result<(), BusError> {
+        let detail = serde_json::to_string(event).map_err(|e| BusError {
+            message: format!(
+                "cannot serialize a status event of job {}: {e}",
+                event.job_id
+            ),
+        })?;
+        self.put(event.job_id, JOB_STATUS_DETAIL_TYPE, detail).await
     }
 
     async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {

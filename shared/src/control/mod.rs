@@ -25,6 +25,7 @@
 //! - `agent`: node agents' work, reports and logs.
 //! - `logs`: where user logs live in blob storage, and reading them back exactly once.
 //! - `uploads`: the archives a job's local paths travel in, and whose they are.
+//! - `webhooks`: users' job events posted to their URLs (the local plane's notifications).
 
 mod advance;
 pub mod agent;
@@ -41,6 +42,7 @@ mod poll;
 mod submit;
 mod token;
 pub mod uploads;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +54,7 @@ pub use cleanup::{Cleaned, cleanup};
 #[cfg(feature = "aws")]
 pub use eventbridge::{
     EVENT_SOURCE, EventBridgeBus, EventBridgeConfig, JOB_ENDED_DETAIL_TYPE, JOB_EVENT_DETAIL_TYPE,
-    ended_job_from_event, envelope_from_event,
+    JOB_STATUS_DETAIL_TYPE, ended_job_from_event, envelope_from_event,
 };
 pub use notice::preemption_notice;
 pub use poll::poll;

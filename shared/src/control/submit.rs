@@ -133,6 +133,13 @@ pub async fn submit(
         tasks = stored.tasks.len(),
         "job submitted"
     );
+    if let Err(e) = ctx
+        .bus
+        .status_changed(&crate::job::transitions::created(&stored, now))
+        .await
+    {
+        warn!(job_id = id, error = %e, "could not announce the new job");
+    }
     // The job exists: a lost `Submitted` must not fail the request (a retry would make a
     // second job). The sweep starts any job left PENDING without a launch.
     if let Err(e) = ctx.bus.publish(id, JobEvent::Submitted).await {

@@ -20,6 +20,7 @@
 //! - `backoff`: the no-capacity wait (60 s ×1.6 up to 300 s, ±40 %).
 //! - `cost`: the ledger: what each attempt's machines cost, and when a cap is reached.
 //! - `limits`: the time and cost limits: which one is reached, and when the next falls due.
+//! - `transitions`: users' job events (`StatusEvent`), found by comparing two records.
 //! - `builder` (feature `test-util`): `JobRecord::test()`, records that read like prose.
 
 pub mod backoff;
@@ -29,6 +30,7 @@ pub mod cost;
 pub mod limits;
 mod status;
 mod step;
+pub mod transitions;
 
 use std::fmt;
 use std::time::Duration;

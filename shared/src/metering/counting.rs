@@ -335,6 +335,14 @@ impl EventBus for CountingBus {
         self.inner.schedule(job_id, event, at, now).await
     }
 
+    async fn status_changed(
+        &self,
+        event: &crate::job::transitions::StatusEvent,
+    ) -> Result<(), BusError> {
+        self.meter.add(|u| u.eventbridge_events += 1);
+        self.inner.status_changed(event).await
+    }
+
     async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
         // ListSchedules and DeleteSchedule are free Scheduler API calls.
         self.inner.cancel_schedules(job_id).await

@@ -199,6 +199,13 @@ impl EventBus for ChaosBus {
         self.chaos.point("schedule");
         self.inner.schedule(job_id, event, at, now).await
     }
+    async fn status_changed(
+        &self,
+        event: &shared::job::transitions::StatusEvent,
+    ) -> Result<(), BusError> {
+        self.chaos.point("status_changed");
+        self.inner.status_changed(event).await
+    }
     async fn cancel_schedules(&self, job_id: JobId) -> Result<usize, BusError> {
         self.chaos.point("cancel_schedules");
         self.inner.cancel_schedules(job_id).await

@@ -67,6 +67,14 @@ impl EventBus for DownBus {
             message: "CreateSchedule: service unavailable".into(),
         })
     }
+    async fn status_changed(
+        &self,
+        _: &shared::job::transitions::StatusEvent,
+    ) -> Result<(), BusError> {
+        Err(BusError {
+            message: "PutEvents: service unavailable".into(),
+        })
+    }
     async fn cancel_schedules(&self, _: JobId) -> Result<usize, BusError> {
         Err(BusError {
             message: "ListSchedules: service unavailable".into(),

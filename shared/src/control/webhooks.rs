@@ -1,0 +1,252 @@
+//! Webhooks: users' job events (`job::transitions`) posted to URLs they configured, each with a
+//! status filter (`notify_on`), as the event's JSON or a Slack-compatible `{"text": ...}`.
+//!
+//! # Guarantees
+//! - Never in the job's way: events go to a queue per webhook, drained by its own task; a slow
+//!   or failing URL delays only its own later notices.
+//! - In order per webhook (the order the control plane made the changes), each event once per
+//!   webhook unless a delivery's answer was lost (then the retry may deliver it twice; events
+//!   carry `record_version` to tell).
+//! - A failed delivery (a transport error or a non-2xx answer) is retried after 0.5, 1, 2 and
+//!   4 s; after [`ATTEMPTS`] attempts it is dropped, and the job's controller log says so.
+//! - A URL is never logged whole: only its scheme and host ([`redacted`]), since webhook
+//!   URLs (Slack's) carry their secret in the path.
+//!
+//! # Caveats
+//! - Only job-scope events are sent (the job's status, not each task's).
+//! - Queues live in the local control plane's memory: notices not yet delivered when it stops
+//!   are lost.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::Context;
+use crate::job::cost::format_usd;
+use crate::job::transitions::{Scope, StatusEvent};
+use crate::job::{ControllerEvent, JobStatus};
+
+/// Deliveries tried per event and webhook.
+pub const ATTEMPTS: u32 = 5;
+
+/// The first wait between attempts; each next one doubles.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// One configured webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Where to `POST`.
+    pub url: String,
+    /// The statuses to notify of; empty: every one.
+    #[serde(default)]
+    pub notify_on: Vec<JobStatus>,
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// What the body is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The event itself (README, "Job events").
+    #[default]
+    Json,
+    /// `{"text": "..."}`, which Slack's (and Mattermost's, Discord's `/slack`) incoming
+    /// webhooks take.
+    Slack,
+}
+
+impl Webhook {
+    /// A problem with the configuration, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .ok_or_else(|| format!("url: '{}' is not an http(s) URL", redacted(&self.url)))?;
+        if rest.split('/').next().unwrap_or_default().is_empty() {
+            return Err("url: no host".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this webhook wants `event`.
+    pub fn wants(&self, event: &StatusEvent) -> bool {
+        event.scope == Scope::Job
+            && (self.notify_on.is_empty() || self.notify_on.contains(&event.status))
+    }
+
+    /// The body to post for `event`.
+    pub fn body(&self, event: &StatusEvent) -> String {
+        match self.format {
+            Format::Json => serde_json::to_string(event).unwrap_or_default(),
+            Format::Slack => serde_json::json!({ "text": text(event) }).to_string(),
+        }
+    }
+}
+
+/// `Stratus job 7 (train) is FAILED (was RUNNING): <reason>. Cost so far: $0.12 (estimate).`
+pub fn text(event: &StatusEvent) -> String {
+    let mut text = format!(
+        "Stratus job {} ({}) is {}",
+        event.job_id, event.name, event.status
+    );
+    if let Some(previous) = event.previous_status {
+        let _ = write!(text, " (was {previous})");
+    }
+    if let Some(reason) = &event.reason {
+        let _ = write!(text, ": {reason}");
+    }
+    let _ = write!(
+        text,
+        ". Cost so far: {} (estimate).",
+        format_usd(event.cost_usd)
+    );
+    text
+}
+
+/// `https://hooks.slack.com/…`: the scheme and host of `url`, never its path or query.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials in the authority (`user:pass@host`) stay out too.
+    let host = host.rsplit('@').next().unwrap_or_default();
+    if scheme.is_empty() {
+        "<a URL>".to_owned()
+    } else {
+        format!("{scheme}://{host}/…")
+    }
+}
+
+/// The side effect: one `POST`.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// Posts `body` (JSON) to `url`: the HTTP status, or why no answer came.
+    async fn post(&self, url: &str, body: &str) -> Result<u16, String>;
+}
+
+/// Delivers every status event from `events` to the webhooks that want it, until `events`
+/// closes. Spawns one task per webhook.
+pub fn run(
+    ctx: &Context,
+    mut events: mpsc::UnboundedReceiver<StatusEvent>,
+    hooks: Vec<Webhook>,
+    sender: &Arc<dyn WebhookSender>,
+) {
+    let queues: Vec<(Webhook, mpsc::UnboundedSender<StatusEvent>)> = hooks
+        .into_iter()
+        .map(|hook| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(drain(ctx.clone(), hook.clone(), rx, sender.clone()));
+            (hook, tx)
+        })
+        .collect();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            for (hook, queue) in &queues {
+                if hook.wants(&event) {
+                    let _ = queue.send(event.clone());
+                }
+            }
+        }
+    });
+}
+
+async fn drain(
+    ctx: Context,
+    hook: Webhook,
+    mut queue: mpsc::UnboundedReceiver<StatusEvent>,
+    sender: Arc<dyn WebhookSender>,
+) {
+    let shown = redacted(&hook.url);
+    while let Some(event) = queue.recv().await {
+        let body = hook.body(&event);
+        let mut wait = FIRST_RETRY;
+        let mut last = String::new();
+        let mut delivered = false;
+        for attempt in 1..=ATTEMPTS {
+            match sender.post(&hook.url, &body).await {
+                Ok(code) if (200..300).contains(&code) => {
+                    delivered = true;
+                    break;
+                }
+                Ok(code) => last = format!("HTTP {code}"),
+                Err(e) => last = e,
+            }
+            tracing::info!(job_id = event.job_id, webhook = %shown, attempt, error = %last, "webhook delivery failed");
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+        if !delivered {
+            let line = ControllerEvent {
+                at: ctx.clock.now(),
+                task: event.task,
+                status: event.status,
+                message: format!(
+                    "Notification of {} to {shown} failed after {ATTEMPTS} attempts ({last}); dropped.",
+                    event.status
+                ),
+            };
+            if let Err(e) = ctx.store.append_events(event.job_id, &[line]).await {
+                tracing::warn!(job_id = event.job_id, error = %e, "could not log a failed notification");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::job::JobRecord;
+    use crate::job::transitions::created;
+
+    #[test]
+    fn urls_are_shown_without_their_secret() {
+        assert_eq!(
+            redacted("https://hooks.slack.com/services/T0/B0/XYZ?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redacted("http://user:pw@127.0.0.1:8080/h"),
+            "http://127.0.0.1:8080/…"
+        );
+        assert_eq!(redacted("nonsense"), "<a URL>");
+    }
+
+    #[test]
+    fn filters_formats_and_checks() {
+        let event = created(&JobRecord::test().id(7), Timestamp::from_secs(1));
+        let all = Webhook {
+            url: "http://127.0.0.1:1/h".into(),
+            notify_on: vec![],
+            format: Format::Slack,
+        };
+        assert!(all.wants(&event));
+        assert_eq!(
+            all.body(&event),
+            r#"{"text":"Stratus job 7 (train) is PENDING. Cost so far: $0.00 (estimate)."}"#
+        );
+        let failures = Webhook {
+            notify_on: vec![JobStatus::Failed],
+            ..all.clone()
+        };
+        assert!(!failures.wants(&event));
+        assert!(all.check().is_ok());
+        let bad = Webhook {
+            url: "ftp://x/secret".into(),
+            ..all
+        };
+        assert_eq!(
+            bad.check().unwrap_err(),
+            "url: 'ftp://x/…' is not an http(s) URL"
+        );
+    }
+}
