@@ -165,13 +165,28 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
             }
         }
     }
-    let mut widths = [0usize; 10];
-    for row in &rows {
+    aligned(&rows, &mut out);
+    // Dependencies below the table, so that SkyPilot's columns stay as they are.
+    for job in jobs.iter().filter(|j| !j.depends_on.is_empty()) {
+        let _ = writeln!(
+            out,
+            "Job {} depends on {}.",
+            job.id,
+            job.depends_on.join(", ")
+        );
+    }
+    out
+}
+
+/// The rows as columns two spaces apart, each as wide as its widest cell.
+fn aligned<const N: usize>(rows: &[[String; N]], out: &mut String) {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             line.push_str(cell);
@@ -182,7 +197,6 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out
 }
 
 fn millis(d: Duration) -> u64 {

@@ -28,7 +28,8 @@ use crate::{Failure, client, jobs, local, pack};
     stratus jobs launch --dry-run task.yaml\n  \
     stratus jobs launch --dry-run -n train --env WANDB_API_KEY --gpus A100:8 task.yaml\n  \
     stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3\n  \
-    stratus jobs launch --dry-run --max-cost 20 --max-duration 6h task.yaml")]
+    stratus jobs launch --dry-run --max-cost 20 --max-duration 6h task.yaml\n  \
+    stratus jobs launch -d -y --depends-on 12:afterok evaluate.yaml")]
 pub struct LaunchArgs {
     /// A task YAML file (a pipeline when it has several `---` documents), or a command to run
     /// (put it after `--` when it has flags of its own).
@@ -99,6 +100,12 @@ pub struct LaunchArgs {
     /// Use on-demand instances.
     #[arg(long, overrides_with = "use_spot")]
     no_use_spot: bool,
+
+    /// Launch only after job ID ends, as TYPE says (Slurm's meanings): afterok (default:
+    /// it SUCCEEDED), afternotok (it failed or was cancelled), afterany. A dependency that
+    /// can never be met cancels this job. Repeatable.
+    #[arg(long = "depends-on", value_name = "ID[:TYPE]", value_parser = parse_dependency)]
+    depends_on: Vec<shared::job::dependencies::Dependency>,
 
     /// Stop the job (FAILED) once its machines have cost this many US dollars, all tasks
     /// and recoveries together (an estimate from catalog prices; over the file's
@@ -174,6 +181,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
             ..o
         })?,
         uploads,
+        depends_on: args.depends_on.clone(),
     };
     println!("Launching managed job '{name}'...");
     let job = client.submit(&request).map_err(|e| {
@@ -385,6 +393,10 @@ fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
         max_cost: args.max_cost,
         max_duration: args.max_duration.clone(),
     })
+}
+
+fn parse_dependency(text: &str) -> Result<shared::job::dependencies::Dependency, String> {
+    text.parse()
 }
 
 /// `KEY=VALUE`, or `KEY` with the value taken from this process's environment.

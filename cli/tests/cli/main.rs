@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `compat`: every SkyPilot task file in `../shared/compat/skypilot` through `--dry-run`.
+//! - `dependencies`: `--depends-on` with Slurm's afterok / afternotok.
 //! - `dry_run`: plans, overrides, errors and exit codes of `jobs launch --dry-run`.
 //! - `check`: `stratus check` with and without credentials.
 //! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
@@ -15,6 +16,7 @@
 mod check;
 mod compat;
 mod dashboard;
+mod dependencies;
 mod dry_run;
 mod events;
 mod harness;

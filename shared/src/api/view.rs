@@ -29,6 +29,9 @@ pub struct JobView {
     /// The job's cap (`stratus.max_cost`, `--max-cost`), if any.
     #[serde(default)]
     pub max_cost: Option<f64>,
+    /// What it waits for: `ID:afterok`, ... (`--depends-on`).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// A cost, always an estimate: machine time × the catalog's hourly price.
@@ -149,9 +152,9 @@ impl JobView {
                 }
             })
             .collect();
+        // A failure's reason, or why a job was cancelled before it started (a dependency).
         let failure_reason = job.tasks.iter().find_map(|t| {
-            t.status
-                .is_failure()
+            (t.status.is_failure() || t.status == JobStatus::Cancelled)
                 .then(|| t.failure_reason.clone())
                 .flatten()
         });
@@ -170,6 +173,7 @@ impl JobView {
             tasks,
             cost: CostView::of(job.cost(now)),
             max_cost: job.pipeline.max_cost,
+            depends_on: job.depends_on.iter().map(ToString::to_string).collect(),
         }
     }
 }

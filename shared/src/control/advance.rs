@@ -17,8 +17,8 @@ use super::{Context, HandlerError, agent, capacity};
 use crate::clock::Timestamp;
 use crate::facts::{CapacityEvent, ClusterRef};
 use crate::job::{
-    Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster, step,
-    transitions,
+    Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster,
+    dependencies, step, transitions,
 };
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
 use crate::store::StoreError;
@@ -29,6 +29,9 @@ const MAX_CONFLICTS: usize = 20;
 /// Applies `event` to job `job_id` and carries out what it calls for. Follow-up events (the
 /// cloud's answers) go on the bus.
 pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<(), HandlerError> {
+    let Some(event) = resolve(ctx, job_id, event).await? else {
+        return Ok(());
+    };
     for _ in 0..MAX_CONFLICTS {
         let job = ctx.store.get_job(job_id).await?;
         let now = ctx.clock.now();
@@ -62,6 +65,36 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
         "gave up after repeated conflicts; the event will be redelivered"
     );
     Ok(())
+}
+
+/// A `Submitted` for a job that waits for others becomes what their statuses say
+/// (`job::dependencies::verdict`): `Submitted` once all are met, `DependencyNeverMet` once
+/// one can never be, nothing while some still run (the sweep asks again).
+async fn resolve(
+    ctx: &Context,
+    job_id: JobId,
+    event: JobEvent,
+) -> Result<Option<JobEvent>, HandlerError> {
+    if event != JobEvent::Submitted {
+        return Ok(Some(event));
+    }
+    let job = ctx.store.get_job(job_id).await?;
+    if !job.awaits_dependencies() {
+        return Ok(Some(event));
+    }
+    let mut statuses = Vec::with_capacity(job.depends_on.len());
+    for dep in &job.depends_on {
+        statuses.push(match ctx.store.get_job(dep.job).await {
+            Ok(other) => Some(other.status()),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        });
+    }
+    Ok(match dependencies::verdict(&job.depends_on, &statuses) {
+        dependencies::Verdict::Ready => Some(event),
+        dependencies::Verdict::Wait => None,
+        dependencies::Verdict::Never(reason) => Some(JobEvent::DependencyNeverMet { reason }),
+    })
 }
 
 /// Tells users of the status changes this write made. Best effort: a notice that cannot be

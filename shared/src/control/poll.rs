@@ -320,6 +320,11 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
         return vec![Found::Event(JobEvent::BackoffElapsed)];
     }
     let Some(cluster) = task.cluster.clone() else {
+        // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns the
+        // `Submitted` into what their statuses say).
+        if job.awaits_dependencies() {
+            return vec![Found::Event(JobEvent::Submitted)];
+        }
         // PENDING with nothing under way: the `Submitted` that starts the job was lost (a
         // crash after the create, a failed publish). Sent again; `step` ignores a duplicate.
         let waiting = task.status == JobStatus::Pending

@@ -27,6 +27,9 @@ pub struct SubmitRequest {
     /// Local paths (as written in the task) the client uploaded, and their blob keys.
     #[serde(default)]
     pub uploads: BTreeMap<String, String>,
+    /// Jobs (the caller's own) that must end first, as each says (`--depends-on`).
+    #[serde(default)]
+    pub depends_on: Vec<crate::job::dependencies::Dependency>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +107,15 @@ pub async fn submit(
         candidates.push(plan.ranked);
     }
 
+    check_dependencies(ctx, owner, &request.depends_on).await?;
     super::budget::check_cap(&pipeline, &candidates)?;
     super::budget::check_monthly(ctx, owner).await?;
 
     let id = ctx.store.next_job_id().await?;
     let now = ctx.clock.now();
     super::buckets::create(ctx, id, owner, &pipeline).await?;
-    let job = JobRecord::new(id, owner, pipeline, candidates, now);
+    let mut job = JobRecord::new(id, owner, pipeline, candidates, now);
+    job.depends_on.clone_from(&request.depends_on);
     if let Some(session) = session {
         // The session's archives become this job's alone: its cleanup deletes them.
         let name = format!("{}/{session}", uploads::owner_space(owner));
@@ -133,6 +138,16 @@ pub async fn submit(
         tasks = stored.tasks.len(),
         "job submitted"
     );
+    if !stored.depends_on.is_empty() {
+        let deps: Vec<String> = stored.depends_on.iter().map(ToString::to_string).collect();
+        let line = crate::job::ControllerEvent {
+            at: now,
+            task: 0,
+            status: stored.status(),
+            message: format!("Waiting for job(s) {} before launching.", deps.join(", ")),
+        };
+        ctx.store.append_events(id, &[line]).await?;
+    }
     if let Err(e) = ctx
         .bus
         .status_changed(&crate::job::transitions::created(&stored, now))
@@ -146,6 +161,37 @@ pub async fn submit(
         warn!(job_id = id, error = %e, "could not publish Submitted; the sweep starts the job");
     }
     Ok(stored)
+}
+
+/// Each job depended on must be the caller's own (one that does not exist and another user's
+/// get the same answer, so nothing is learnt of others' jobs); at most
+/// `dependencies::MAX_DEPENDENCIES`.
+async fn check_dependencies(
+    ctx: &Context,
+    owner: &str,
+    deps: &[crate::job::dependencies::Dependency],
+) -> Result<(), SubmitError> {
+    let max = crate::job::dependencies::MAX_DEPENDENCIES;
+    if deps.len() > max {
+        return Err(SubmitError::BadRequest(format!(
+            "--depends-on: {} jobs; at most {max}",
+            deps.len()
+        )));
+    }
+    for dep in deps {
+        let mine = match ctx.store.get_job(dep.job).await {
+            Ok(job) => job.owner == owner,
+            Err(crate::store::StoreError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !mine {
+            return Err(SubmitError::BadRequest(format!(
+                "--depends-on: job {} is not one of your jobs (see `stratus jobs queue`)",
+                dep.job
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `ports` would need a security group or firewall rule per cluster, which Stratus does not

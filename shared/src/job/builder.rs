@@ -116,6 +116,12 @@ impl JobRecord {
         self
     }
 
+    /// Waits for the job `dep` names (`ID[:kind]`).
+    pub fn depends_on(mut self, dep: &str) -> Self {
+        self.depends_on.push(dep.parse().expect("a dependency"));
+        self
+    }
+
     /// A limit timer is armed to fire at `at`.
     pub fn armed(mut self, at: Timestamp) -> Self {
         self.limit_timer_at = Some(at);

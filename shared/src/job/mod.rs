@@ -18,6 +18,7 @@
 //! - `status`: [`JobStatus`] and [`Phase`].
 //! - `step`: the state machine, [`step`] and [`Step`].
 //! - `backoff`: the no-capacity wait (60 s ×1.6 up to 300 s, ±40 %).
+//! - `dependencies`: `--depends-on`, Slurm's afterok / afterany / afternotok.
 //! - `cost`: the ledger: what each attempt's machines cost, and when a cap is reached.
 //! - `limits`: the time and cost limits: which one is reached, and when the next falls due.
 //! - `transitions`: users' job events (`StatusEvent`), found by comparing two records.
@@ -27,6 +28,7 @@ pub mod backoff;
 #[cfg(any(test, feature = "test-util"))]
 pub mod builder;
 pub mod cost;
+pub mod dependencies;
 pub mod limits;
 mod status;
 mod step;
@@ -83,6 +85,9 @@ pub struct JobRecord {
     /// deadline comes before it (or it has fired).
     #[serde(default)]
     pub limit_timer_at: Option<Timestamp>,
+    /// Jobs that must end (as each says) before this one launches; fixed at creation.
+    #[serde(default)]
+    pub depends_on: Vec<dependencies::Dependency>,
 }
 
 /// The changing part of one task.
@@ -249,6 +254,11 @@ pub enum JobEvent {
     /// A time or cost limit may have been reached (its timer fired, or the sweep found it
     /// due): the job stops if one has (early deliveries are ignored).
     LimitDue,
+    /// A job this one depends on ended so that the dependency can never be met: CANCELLED,
+    /// with `reason`, if it has not started.
+    DependencyNeverMet {
+        reason: String,
+    },
 }
 
 /// Something the handler must do after writing the next record. Plain data, in order.
@@ -334,6 +344,7 @@ impl JobRecord {
             cleaned_at: None,
             deadline_at: None,
             limit_timer_at: None,
+            depends_on: Vec::new(),
         }
     }
 
@@ -353,6 +364,15 @@ impl JobRecord {
 
     pub fn is_terminal(&self) -> bool {
         self.status().is_terminal()
+    }
+
+    /// Still waiting for the jobs it depends on: PENDING, never launched.
+    pub fn awaits_dependencies(&self) -> bool {
+        !self.depends_on.is_empty()
+            && self.current_task == 0
+            && self.tasks[0].status == JobStatus::Pending
+            && self.tasks[0].attempt == 0
+            && self.next_attempt_at.is_none()
     }
 
     /// Whether the sweep still looks at the job: it has not ended, or its cleanup has not

@@ -137,6 +137,7 @@ impl Machine {
             JobEvent::BackoffElapsed => self.backoff_elapsed(false),
             JobEvent::CapacityFreed => self.backoff_elapsed(true),
             JobEvent::LimitDue => self.limit_due(),
+            JobEvent::DependencyNeverMet { reason } => self.dependency_never_met(reason),
             JobEvent::ClusterTerminated { .. } | JobEvent::ControllerFailed { .. } => {}
         }
     }
@@ -411,6 +412,20 @@ impl Machine {
         }
         self.emit("Retrying the launch.".to_owned());
         self.begin_launch(&Order::Ranked);
+    }
+
+    /// A job this one waits for ended the wrong way: it never launches.
+    fn dependency_never_met(&mut self, reason: String) {
+        if !self.job.awaits_dependencies() {
+            return;
+        }
+        let now = self.now;
+        for task in &mut self.job.tasks {
+            task.status = JobStatus::Cancelled;
+            task.ended_at = Some(now);
+        }
+        self.job.tasks[0].failure_reason = Some(reason.clone());
+        self.emit(reason);
     }
 
     /// A limit's timer fired (or the sweep found it due): stop the job if one is reached.
@@ -876,6 +891,7 @@ fn settles(event: &JobEvent) -> bool {
     matches!(
         event,
         JobEvent::TaskExited { .. }
+            | JobEvent::DependencyNeverMet { .. }
             | JobEvent::CancelRequested
             | JobEvent::ClusterTerminated { .. }
             | JobEvent::ControllerFailed { .. }

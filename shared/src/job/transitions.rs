@@ -40,7 +40,7 @@ pub struct StatusEvent {
     pub status: JobStatus,
     /// `None` for the job's creation.
     pub previous_status: Option<JobStatus>,
-    /// Why it failed, for a failure status.
+    /// Why it failed (a failure status), or why it was cancelled before it started.
     pub reason: Option<String>,
     /// Where the task runs or last ran, e.g. `AWS (us-east-1a)`.
     pub infra: Option<String>,
@@ -92,12 +92,14 @@ fn event(
     };
     let reason = match scope {
         Scope::Job => job.tasks.iter().find_map(|t| {
-            t.status
-                .is_failure()
+            (t.status.is_failure() || t.status == JobStatus::Cancelled)
                 .then(|| t.failure_reason.clone())
                 .flatten()
         }),
-        Scope::Task => state.failure_reason.clone().filter(|_| status.is_failure()),
+        Scope::Task => state
+            .failure_reason
+            .clone()
+            .filter(|_| status.is_failure() || status == JobStatus::Cancelled),
     };
     StatusEvent {
         version: STATUS_EVENT_VERSION,

@@ -42,6 +42,9 @@ struct StateDoc {
     /// When the armed limit timer fires (optional, as above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     limit_timer_at: Option<Timestamp>,
+    /// Fixed at creation (optional, as above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<crate::job::dependencies::Dependency>,
 }
 
 /// One task's fixed part.
@@ -76,6 +79,7 @@ pub(crate) fn encode_state(job: &JobRecord) -> Result<String, StoreError> {
         max_cost: job.pipeline.max_cost,
         deadline_at: job.deadline_at,
         limit_timer_at: job.limit_timer_at,
+        depends_on: job.depends_on.clone(),
     };
     to_json(job.id, &doc)
 }
@@ -146,6 +150,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         cleaned_at: state.cleaned_at,
         deadline_at: state.deadline_at,
         limit_timer_at: state.limit_timer_at,
+        depends_on: state.depends_on,
     };
     let status: JobStatus = stored
         .status

@@ -459,6 +459,7 @@
       ['#Recoveries', String(job.recoveries)],
       ['Est. cost', usd(job.cost && job.cost.usd)
         + (job.max_cost != null ? ' of max ' + usd(job.max_cost) : '')],
+      ['Depends on', (job.depends_on || []).join(', ') || '-'],
     ];
     const list = $('job-facts');
     if (list.children.length !== facts.length * 2) {

@@ -527,6 +527,8 @@ fn limits() {
             row("max_recoveries 1, none used: recover", job().running().max_recoveries(1), &[preempted("train-1-1")]),
             row("max_recoveries 1, used: FAILED", job().running().max_recoveries(1).lost_recoveries(1), &[preempted("train-1-1")]),
             row("restarts do not count against max_recoveries", job().running().in_phase(Phase::Run).max_recoveries(0).max_restarts(1), &[exited("train-1-1", Phase::Run, &[1])]),
+            row("a dependency never met: CANCELLED with the reason", job().depends_on("3:afterok"), &[JobEvent::DependencyNeverMet { reason: "Job 3 it depends on ended FAILED".into() }]),
+            row("a dependency never met once started: no-op", job().depends_on("3").starting(), &[JobEvent::DependencyNeverMet { reason: "late".into() }]),
             row("backoff over, pending limit past: no launch", job().in_backoff(NOW, 1).limits(pending(5)), &[BackoffElapsed]),
             row("preempted past max_duration: FAILED, no recovery", job().running().limits(duration(5)), &[preempted("train-1-1")]),
             row("a run that ended past its limit still succeeds", job().running().in_phase(Phase::Run).limits(duration(5)), &[exited("train-1-1", Phase::Run, &[0])]),
@@ -552,6 +554,8 @@ fn limits() {
             max_recoveries 1, none used: recover           RUNNING → RECOVERING recoveries=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
             max_recoveries 1, used: FAILED                 RUNNING → FAILED | terminate train-1-1
             restarts do not count against max_recoveries   RUNNING → RECOVERING recoveries=1 restarts=1 | terminate train-1-1, launch train-1-2@aws/us-west-2/us-west-2a
+            a dependency never met: CANCELLED with the reason PENDING → CANCELLED
+            a dependency never met once started: no-op     STARTING → STARTING
             backoff over, pending limit past: no launch    PENDING → FAILED_NO_RESOURCE
             preempted past max_duration: FAILED, no recovery RUNNING → FAILED | terminate train-1-1
             a run that ended past its limit still succeeds RUNNING → SUCCEEDED | terminate train-1-1
