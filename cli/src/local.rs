@@ -73,18 +73,39 @@ fn secret_file(path: &Path, len: usize) -> anyhow::Result<Vec<u8>> {
     fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .context("reading /dev/urandom")?;
+    create_once(path, &bytes)
+}
+
+/// Puts `bytes` at `path` unless another process got there first, and returns what is
+/// there. The file appears whole (written aside, then hard-linked in place, which fails
+/// when the name exists), so commands started together in a fresh home all read the same
+/// token and port, never a half-written one nor each their own.
+fn create_once(path: &Path, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    // The aside file is unique per process and call: threads of one process race too.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = path.with_extension(format!("new-{}-{call}", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(&bytes)?;
-    Ok(bytes)
+        .open(&aside)
+        .with_context(|| format!("writing {}", aside.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    let linked = fs::hard_link(&aside, path);
+    let _ = fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(bytes.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::read(path).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 /// The local user's API token (created on first use).
@@ -110,9 +131,11 @@ fn port(home: &Path) -> anyhow::Result<u16> {
         return Ok(port);
     }
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    fs::create_dir_all(api_dir(home))?;
-    fs::write(&path, port.to_string())?;
-    Ok(port)
+    let chosen = create_once(&path, port.to_string().as_bytes())?;
+    String::from_utf8_lossy(&chosen)
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no port", path.display()))
 }
 
 /// A client for this home's control plane, starting it in the background if it is not running.
@@ -383,5 +406,32 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod first_use {
+    use super::*;
+
+    /// Commands started together in a fresh home must agree on its token and port (they
+    /// once each wrote their own, and all but one were refused as "wrong credentials").
+    #[test]
+    fn concurrent_first_uses_read_one_token_and_one_port() {
+        let home = tempfile::tempdir().unwrap();
+        let seen: Vec<(String, u16)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| (user_token(home.path()).unwrap(), port(home.path()).unwrap()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+        assert_eq!(seen[0].0.len(), 48);
+        let left: Vec<_> = fs::read_dir(api_dir(home.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "only the token and the port: {left:?}");
     }
 }

@@ -17,6 +17,9 @@ impl UreqSender {
     pub fn new() -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // A redirect would turn the POST into a GET without its body: a failure, not
+            // a delivery.
+            .max_redirects(0)
             .timeout_global(Some(TIMEOUT))
             .build();
         Self {

@@ -10,7 +10,15 @@ const LONG: Duration = Duration::from_mins(1);
 #[test]
 fn afterok_on_a_failing_job_is_cancelled_with_the_reason_and_afternotok_runs() {
     let home = Home::new();
-    let failing = home.file("fails.yaml", "name: fails\nrun: |\n  sleep 3\n  exit 3\n");
+    // It fails when the test says so, after the checks of its dependents' waiting.
+    let release = home.path().join("release");
+    let failing = home.file(
+        "fails.yaml",
+        &format!(
+            "name: fails\nrun: |\n  while [ ! -f {r} ]; do sleep 0.2; done\n  exit 3\n",
+            r = release.display()
+        ),
+    );
     let first = home.launch_detached(&failing, &[]);
     let then = home.file("then.yaml", "name: then\nrun: echo ran after\n");
     let ok = home.launch_detached(&then, &["--depends-on", &format!("{first}:afterok")]);
@@ -28,6 +36,7 @@ fn afterok_on_a_failing_job_is_cancelled_with_the_reason_and_afternotok_runs() {
         "{queue}"
     );
 
+    std::fs::write(&release, "").unwrap();
     home.wait_status(first, &["FAILED"], LONG);
     let cancelled = home.wait_status(ok, &["CANCELLED", "SUCCEEDED"], LONG);
     assert_eq!(cancelled["status"], "CANCELLED");

@@ -75,12 +75,22 @@ fn webhooks_get_the_filtered_transitions_in_order_once_and_a_failing_one_never_d
         ),
     )
     .unwrap();
+    // The first attempt runs until it is preempted; the second (the marker exists) ends.
+    let marker = home.path().join("first-attempt");
     let file = home.file(
         "told.yaml",
-        "name: told\nresources:\n  use_spot: true\nrun: |\n  sleep 2\n  echo done\n",
+        &format!(
+            "name: told\nresources:\n  use_spot: true\nrun: |\n  if [ -f {m} ]; then echo done; exit 0; fi\n  touch {m}\n  echo first\n  sleep 60\n",
+            m = marker.display()
+        ),
     );
     let id = home.launch_detached(&file, &[]);
     home.wait_status(id, &["RUNNING"], LONG);
+    let deadline = Instant::now() + LONG;
+    while !home.logs(id).contains("first") {
+        assert!(Instant::now() < deadline, "{}", home.logs(id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     home.run(&["local", "preempt", &id.to_string()]);
     let job = home.wait_status(id, &["SUCCEEDED", "FAILED"], LONG);
     assert_eq!(job["status"], "SUCCEEDED");

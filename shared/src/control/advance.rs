@@ -41,6 +41,7 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
             match ctx.store.update_job(&step.next, job.fence()).await {
                 Ok(stored) => {
                     log_transitions(&job, &stored);
+                    // Before the actions: a launch's answer cannot then be announced first.
                     announce(ctx, &job, &stored, now).await;
                     stored
                 }
@@ -98,7 +99,7 @@ async fn resolve(
 }
 
 /// Tells users of the status changes this write made. Best effort: a notice that cannot be
-/// sent is logged and never fails or delays the job.
+/// sent is logged and never fails the job; one a crash interrupts is lost (at most once).
 async fn announce(ctx: &Context, before: &JobRecord, after: &JobRecord, now: Timestamp) {
     for event in transitions::transitions(before, after, now) {
         if let Err(e) = ctx.bus.status_changed(&event).await {

@@ -33,6 +33,10 @@ use crate::spec;
 /// A launch decided this recently may still be in flight: it is not re-driven yet.
 const REDRIVE_AFTER: Duration = Duration::from_secs(30);
 
+/// A job waiting for others is asked again at every sweep, once its submit has had time to
+/// finish (and to announce it).
+const DEPENDENCY_GRACE: Duration = Duration::from_secs(1);
+
 /// Jobs swept at once.
 const CONCURRENCY: usize = 32;
 
@@ -322,7 +326,11 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
     let Some(cluster) = task.cluster.clone() else {
         // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns the
         // `Submitted` into what their statuses say).
-        if job.awaits_dependencies() {
+        if job.awaits_dependencies()
+            && task
+                .submitted_at
+                .is_some_and(|at| now.since(at) > DEPENDENCY_GRACE)
+        {
             return vec![Found::Event(JobEvent::Submitted)];
         }
         // PENDING with nothing under way: the `Submitted` that starts the job was lost (a

@@ -27,8 +27,9 @@ pub struct SubmitRequest {
     /// Local paths (as written in the task) the client uploaded, and their blob keys.
     #[serde(default)]
     pub uploads: BTreeMap<String, String>,
-    /// Jobs (the caller's own) that must end first, as each says (`--depends-on`).
-    #[serde(default)]
+    /// Jobs (the caller's own) that must end first, as each says (`--depends-on`). Left out
+    /// when empty, so that a server older than the field still takes other launches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<crate::job::dependencies::Dependency>,
 }
 
@@ -146,7 +147,11 @@ pub async fn submit(
             status: stored.status(),
             message: format!("Waiting for job(s) {} before launching.", deps.join(", ")),
         };
-        ctx.store.append_events(id, &[line]).await?;
+        // The job exists: a lost line must not fail the request (a retry would make a
+        // second job).
+        if let Err(e) = ctx.store.append_events(id, &[line]).await {
+            warn!(job_id = id, error = %e, "could not log what the job waits for");
+        }
     }
     if let Err(e) = ctx
         .bus

@@ -4,9 +4,11 @@
 //! # Guarantees
 //! - Never in the job's way: events go to a queue per webhook, drained by its own task; a slow
 //!   or failing URL delays only its own later notices.
-//! - In order per webhook (the order the control plane made the changes), each event once per
-//!   webhook unless a delivery's answer was lost (then the retry may deliver it twice; events
-//!   carry `record_version` to tell).
+//! - In the order the control plane announced the changes (each write announces its changes
+//!   before its actions run, so a launch's news cannot overtake it; two writes racing each
+//!   other may arrive swapped: `record_version` sorts a job's events), each event once per
+//!   webhook unless a delivery's answer was lost (then the retry delivers it again).
+//! - At most once: a change whose announcement a crash interrupted is not sent.
 //! - A failed delivery (a transport error or a non-2xx answer) is retried after 0.5, 1, 2 and
 //!   4 s; after [`ATTEMPTS`] attempts it is dropped, and the job's controller log says so.
 //! - A URL is never logged whole: only its scheme and host ([`redacted`]), since webhook
@@ -15,7 +17,8 @@
 //! # Caveats
 //! - Only job-scope events are sent (the job's status, not each task's).
 //! - Queues live in the local control plane's memory: notices not yet delivered when it stops
-//!   are lost.
+//!   are lost. A queue holds at most [`QUEUE`] notices; beyond, new ones are dropped (with a
+//!   controller-log line).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -35,6 +38,10 @@ pub const ATTEMPTS: u32 = 5;
 
 /// The first wait between attempts; each next one doubles.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Notices a webhook may have waiting; beyond them (a URL down for long) new ones are
+/// dropped, with a line in the job's controller log.
+pub const QUEUE: usize = 256;
 
 /// One configured webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -138,29 +145,47 @@ pub fn run(
     hooks: Vec<Webhook>,
     sender: &Arc<dyn WebhookSender>,
 ) {
-    let queues: Vec<(Webhook, mpsc::UnboundedSender<StatusEvent>)> = hooks
+    let queues: Vec<(Webhook, mpsc::Sender<StatusEvent>)> = hooks
         .into_iter()
         .map(|hook| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(drain(ctx.clone(), hook.clone(), rx, sender.clone()));
             (hook, tx)
         })
         .collect();
+    let ctx = ctx.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             for (hook, queue) in &queues {
-                if hook.wants(&event) {
-                    let _ = queue.send(event.clone());
+                if hook.wants(&event) && queue.try_send(event.clone()).is_err() {
+                    let why = format!("{QUEUE} notices were already waiting");
+                    log_dropped(&ctx, &event, &redacted(&hook.url), &why).await;
                 }
             }
         }
     });
 }
 
+/// A notice given up on, in the job's controller log (the URL redacted).
+async fn log_dropped(ctx: &Context, event: &StatusEvent, shown: &str, why: &str) {
+    let line = ControllerEvent {
+        at: ctx.clock.now(),
+        task: event.task,
+        status: event.status,
+        message: format!(
+            "Notification of {} to {shown} {why}; dropped.",
+            event.status
+        ),
+    };
+    if let Err(e) = ctx.store.append_events(event.job_id, &[line]).await {
+        tracing::warn!(job_id = event.job_id, error = %e, "could not log a dropped notification");
+    }
+}
+
 async fn drain(
     ctx: Context,
     hook: Webhook,
-    mut queue: mpsc::UnboundedReceiver<StatusEvent>,
+    mut queue: mpsc::Receiver<StatusEvent>,
     sender: Arc<dyn WebhookSender>,
 ) {
     let shown = redacted(&hook.url);
@@ -185,18 +210,8 @@ async fn drain(
             }
         }
         if !delivered {
-            let line = ControllerEvent {
-                at: ctx.clock.now(),
-                task: event.task,
-                status: event.status,
-                message: format!(
-                    "Notification of {} to {shown} failed after {ATTEMPTS} attempts ({last}); dropped.",
-                    event.status
-                ),
-            };
-            if let Err(e) = ctx.store.append_events(event.job_id, &[line]).await {
-                tracing::warn!(job_id = event.job_id, error = %e, "could not log a failed notification");
-            }
+            let why = format!("failed after {ATTEMPTS} attempts ({last})");
+            log_dropped(&ctx, &event, &shown, &why).await;
         }
     }
 }

@@ -2,7 +2,8 @@
 //! documented, versioned document (`StatusEvent`, schema version [`STATUS_EVENT_VERSION`]).
 //!
 //! [`transitions`] is pure: it compares the record before and after one fenced write, so each
-//! change is found exactly once, by the write that made it. The handlers publish what it
+//! change is found by the write that made it, and by no other. Publishing is best effort (at
+//! most once): a crash after the write and before the publish loses that announcement. The handlers publish what it
 //! returns (EventBridge's `stratus.job-status` detail-type in AWS, the local plane's
 //! subscribers locally); a change of the job's status gives one `job` event, and each task
 //! whose status changed one `task` event.

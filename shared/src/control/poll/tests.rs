@@ -183,7 +183,7 @@ fn the_sweep_closes_each_gap_once() {
         ("a limit not yet due waits", job().running().deadline(NOW.plus(secs(1))), up().seen(secs(1))),
         ("a due limit in a backoff comes first", job().in_backoff(NOW, 1).deadline(NOW), Saw::default()),
         ("PENDING with nothing under way: Submitted again", job(), Saw::default()),
-        ("waiting for a dependency: asked at every sweep", job().submitted(NOW).depends_on("3:afterok"), Saw::default()),
+        ("waiting for a dependency: asked at every sweep", job().submitted(ago(secs(2))).depends_on("3:afterok"), Saw::default()),
         ("PENDING, submitted just now: its event may be on its way", job().submitted(NOW), Saw::default()),
         ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
         ("nothing is judged without a listing", job().running(), Saw::default().unlisted()),
