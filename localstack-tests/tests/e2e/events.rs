@@ -12,24 +12,7 @@ use crate::harness::{Options, World};
 /// job-scope status events. Returns the queue's URL.
 async fn users_rule(world: &World, sqs: &aws_sdk_sqs::Client) -> String {
     let bus = world.env.bus.clone();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("{bus}-user"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (queue_url, queue_arn) = crate::harness::queue(sqs, &format!("{bus}-user")).await;
     let events = aws_sdk_eventbridge::Client::new(&world.sdk);
     let rule = format!("{bus}-user");
     events
@@ -47,20 +30,7 @@ async fn users_rule(world: &World, sqs: &aws_sdk_sqs::Client) -> String {
         .send()
         .await
         .unwrap();
-    events
-        .put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("mine")
-                .arn(&queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::harness::target_queue(&events, &rule, &bus, "mine", &queue_arn).await;
     queue_url
 }
 

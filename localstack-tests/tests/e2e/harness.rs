@@ -293,24 +293,7 @@ impl World {
             .event_bus_arn
             .unwrap();
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
+        let (queue_url, queue_arn) = queue(&sqs, &name).await;
         // The stack's rules, delivering to the queue the harness drains into the handlers: job
         // events on the Stratus bus, and the template's Ec2 rule on the default bus.
         let ec2_pattern = json!({
@@ -343,20 +326,7 @@ impl World {
                 None => put.schedule_expression("rate(1 minute)"),
             };
             put.send().await.unwrap();
-            events
-                .put_targets()
-                .rule(&rule)
-                .event_bus_name(bus)
-                .targets(
-                    aws_sdk_eventbridge::types::Target::builder()
-                        .id("queue")
-                        .arn(&queue_arn)
-                        .build()
-                        .unwrap(),
-                )
-                .send()
-                .await
-                .unwrap();
+            target_queue(&events, &rule, bus, "queue", &queue_arn).await;
         }
         aws_sdk_scheduler::Client::new(&sdk)
             .create_schedule_group()
@@ -757,6 +727,53 @@ pub fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
             .region(aws_sdk_ec2::config::Region::new(region.to_owned()))
             .build(),
     )
+}
+
+/// Sends what rule `rule` of `bus` matches to the queue `queue_arn` (target `id`).
+pub async fn target_queue(
+    events: &aws_sdk_eventbridge::Client,
+    rule: &str,
+    bus: &str,
+    id: &str,
+    queue_arn: &str,
+) {
+    events
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id(id)
+                .arn(queue_arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A new SQS queue `name`: its URL and ARN.
+pub async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    (url, arn)
 }
 
 /// EventBridge → Lambda: drains the rule's queue into the `recover` and `cleanup` handlers.

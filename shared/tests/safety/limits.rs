@@ -31,6 +31,33 @@ async fn event(plane: &mut TestPlane, job: &JobRecord, event: JobEvent) -> JobRe
     plane.job(job.id).await
 }
 
+/// A submit of `yaml` by `owner` that must be refused.
+async fn refused(plane: &TestPlane, owner: &str, yaml: &str) -> SubmitError {
+    control::submit(
+        &plane.ctx,
+        owner,
+        SubmitRequest {
+            yaml: Some(yaml.into()),
+            ..SubmitRequest::default()
+        },
+    )
+    .await
+    .unwrap_err()
+}
+
+/// Submits `yaml` as alice and brings its first cluster's nodes up: RUNNING.
+async fn running(plane: &mut TestPlane, yaml: &str) -> JobRecord {
+    let job = plane.submit("alice", yaml).await;
+    event(
+        plane,
+        &job,
+        JobEvent::NodeReady {
+            cluster: cluster(&job),
+        },
+    )
+    .await
+}
+
 fn cluster(job: &JobRecord) -> String {
     job.tasks[0].cluster.clone().unwrap()
 }
@@ -38,18 +65,9 @@ fn cluster(job: &JobRecord) -> String {
 #[tokio::test]
 async fn the_cost_of_a_recovered_job_is_the_sum_of_its_attempts() {
     let mut plane = plane().await;
-    let job = plane
-        .submit(
-            "alice",
-            "name: t\nresources:\n  use_spot: true\nrun: train\n",
-        )
-        .await;
-    let job = event(
+    let job = running(
         &mut plane,
-        &job,
-        JobEvent::NodeReady {
-            cluster: cluster(&job),
-        },
+        "name: t\nresources:\n  use_spot: true\nrun: train\n",
     )
     .await;
     assert_eq!(job.status(), JobStatus::Running);
@@ -135,17 +153,7 @@ async fn a_limit_whose_timer_was_lost_is_applied_by_the_sweep() {
     let mut plane = plane().await;
     // No node reports here: keep the sweep from calling the cluster lost.
     plane.ctx.settings.heartbeat_timeout = Duration::from_hours(1);
-    let job = plane
-        .submit("alice", "name: t\nmax_duration: 10m\nrun: train\n")
-        .await;
-    let job = event(
-        &mut plane,
-        &job,
-        JobEvent::NodeReady {
-            cluster: cluster(&job),
-        },
-    )
-    .await;
+    let job = running(&mut plane, "name: t\nmax_duration: 10m\nrun: train\n").await;
     let due = job.deadline_at.expect("a deadline once it runs");
     // The timer's event is lost (the local bus's timers run on the wall clock, not this one).
     plane.drop_messages();
@@ -167,17 +175,13 @@ async fn a_limit_whose_timer_was_lost_is_applied_by_the_sweep() {
 #[tokio::test]
 async fn a_cap_too_small_for_the_duration_is_refused_and_nothing_is_stored() {
     let plane = plane().await;
-    let refused = control::submit(
-        &plane.ctx,
+    // Ten hours at $0.10 an hour at least: $1.00 > $0.50.
+    let refused = refused(
+        &plane,
         "alice",
-        SubmitRequest {
-            // Ten hours at $0.10 an hour at least: $1.00 > $0.50.
-            yaml: Some("max_duration: 10h\nstratus: {max_cost: 0.5}\nrun: x\n".into()),
-            ..SubmitRequest::default()
-        },
+        "max_duration: 10h\nstratus: {max_cost: 0.5}\nrun: x\n",
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(matches!(refused, SubmitError::BadRequest(_)), "{refused:?}");
     assert!(
         refused
@@ -193,28 +197,11 @@ async fn a_cap_too_small_for_the_duration_is_refused_and_nothing_is_stored() {
 async fn a_user_over_the_monthly_budget_launches_nothing_new() {
     let mut plane = plane().await;
     plane.ctx.settings.monthly_budget = Some(0.03);
-    let job = plane.submit("alice", "name: t\nrun: train\n").await;
-    let job = event(
-        &mut plane,
-        &job,
-        JobEvent::NodeReady {
-            cluster: cluster(&job),
-        },
-    )
-    .await;
+    let job = running(&mut plane, "name: t\nrun: train\n").await;
     // An hour on demand at $0.10: over alice's $0.03.
     plane.clock.advance(Duration::from_hours(1));
     let _ = event(&mut plane, &job, JobEvent::CancelRequested).await;
-    let refused = control::submit(
-        &plane.ctx,
-        "alice",
-        SubmitRequest {
-            yaml: Some("run: x\n".into()),
-            ..SubmitRequest::default()
-        },
-    )
-    .await
-    .unwrap_err();
+    let refused = refused(&plane, "alice", "run: x\n").await;
     assert!(
         refused
             .to_string()
