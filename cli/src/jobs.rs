@@ -33,9 +33,12 @@ fn connect() -> Result<Client, Failure> {
     Ok(local::ensure(&stratus_home())?)
 }
 
-/// Show managed jobs: one row per job, and one per task under a pipeline.
+/// Show managed jobs: one row per job, one per task under a pipeline, and one per job array
+/// (`--array ID` lists its jobs).
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  stratus jobs queue\n  stratus jobs queue -a --json")]
+#[command(
+    after_help = "Examples:\n  stratus jobs queue\n  stratus jobs queue -a --json\n  stratus jobs queue --array 5 -s"
+)]
 pub struct QueueArgs {
     /// Show every job, not only the latest ones.
     #[arg(short = 'a', long)]
@@ -52,6 +55,9 @@ pub struct QueueArgs {
     /// Only jobs that have not finished.
     #[arg(short = 's', long)]
     skip_finished: bool,
+    /// The jobs of this job array (its ID is its first job's), one row each.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["all", "all_users"])]
+    array: Option<u64>,
 }
 
 pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
@@ -62,13 +68,21 @@ pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
         args.limit.max(1)
     };
     let mut jobs = Vec::new();
-    let mut before = None;
-    loop {
-        let list = client.list(args.all_users, limit, before)?;
-        jobs.extend(list.jobs);
-        match list.next {
-            Some(next) if args.all => before = Some(next),
-            _ => break,
+    if let Some(id) = args.array {
+        jobs = array_members(&client, id)?;
+    } else {
+        let mut before = None;
+        loop {
+            let list = client.list(args.all_users, limit, before)?;
+            jobs.extend(list.jobs);
+            match list.next {
+                Some(next) if args.all => before = Some(next),
+                _ => break,
+            }
+        }
+        // An admin's view of everyone groups what the page holds.
+        if !args.json && !args.all_users {
+            complete_arrays(&client, &mut jobs)?;
         }
     }
     if args.skip_finished {
@@ -81,12 +95,70 @@ pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    print!("{}", render_queue(&jobs, SystemClock.now()));
+    if args.array.is_some() {
+        print!("{}", render_jobs(&jobs, SystemClock.now()));
+    } else {
+        print!("{}", render_queue(&jobs, SystemClock.now()));
+    }
     Ok(0)
 }
 
-/// SkyPilot's queue table.
+/// Every job of array `id`, newest first: one listing, as its jobs have consecutive IDs.
+/// An ID that is not an array's is bad input.
+pub fn array_members(client: &Client, id: u64) -> Result<Vec<JobView>, Failure> {
+    let first = match client.job(id) {
+        Ok(job) => job,
+        Err(e) if client::is_not_found(&e) => {
+            return Err(Failure::input(anyhow!("--array {id}: no such job")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(array) = first.array.filter(|a| a.id == id) else {
+        let hint = first
+            .array
+            .map(|a| format!("; it is rank {} of array {}", a.rank, a.id))
+            .unwrap_or_default();
+        return Err(Failure::input(anyhow!(
+            "--array {id}: job {id} is not the first job of an array{hint}"
+        )));
+    };
+    let end = array.id + u64::from(array.size);
+    let list = client.list(false, array.size as usize, Some(end))?;
+    Ok(list
+        .jobs
+        .into_iter()
+        .filter(|j| array.contains(j.id))
+        .collect())
+}
+
+/// A page may cut an array: its line must count every job of it, so the rest are read.
+fn complete_arrays(client: &Client, jobs: &mut Vec<JobView>) -> Result<(), Failure> {
+    let mut seen: BTreeMap<u64, (u32, usize)> = BTreeMap::new();
+    for array in jobs.iter().filter_map(|j| j.array) {
+        seen.entry(array.id).or_insert((array.size, 0)).1 += 1;
+    }
+    for (id, (size, present)) in seen {
+        if present < size as usize {
+            let members = array_members(client, id)?;
+            jobs.retain(|j| j.array.is_none_or(|a| a.id != id));
+            jobs.extend(members);
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+    Ok(())
+}
+
+/// SkyPilot's queue table, with one line per job array.
 pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
+    render_table(jobs, now, true)
+}
+
+/// SkyPilot's queue table, every job on its own line (an array's jobs too).
+pub fn render_jobs(jobs: &[JobView], now: Timestamp) -> String {
+    render_table(jobs, now, false)
+}
+
+fn render_table(jobs: &[JobView], now: Timestamp, group_arrays: bool) -> String {
     let mut out = String::from("Managed jobs\n");
     let active: BTreeMap<&str, usize> =
         jobs.iter()
@@ -116,58 +188,28 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
         "EST. COST".into(),
         "STATUS".into(),
     ]];
+    let mut arrays: Vec<u64> = Vec::new();
     for job in jobs {
-        let pipeline = job.tasks.len() > 1;
-        let job_duration = if job.started_at.is_some() {
-            duration(job.job_duration_ms)
-        } else {
-            "-".into()
-        };
-        rows.push([
-            job.id.to_string(),
-            "-".into(),
-            job.name.clone(),
-            if pipeline {
-                "-".into()
-            } else {
-                job.tasks[0].requested.clone()
-            },
-            ago(job.submitted_at, now),
-            duration(job.total_duration_ms),
-            job_duration,
-            job.recoveries.to_string(),
-            format_usd(job.cost.usd),
-            job.status.to_string(),
-        ]);
-        if pipeline {
-            for task in &job.tasks {
-                let total = task.submitted_at.map_or_else(
-                    || "-".into(),
-                    |s| duration(millis(task.ended_at.unwrap_or(now).since(s))),
-                );
-                rows.push([
-                    " ↳".into(),
-                    task.index.to_string(),
-                    task.name.clone(),
-                    task.requested.clone(),
-                    task.submitted_at
-                        .map_or_else(|| "-".into(), |s| ago(s, now)),
-                    total,
-                    if task.started_at.is_some() {
-                        duration(task.job_duration_ms)
-                    } else {
-                        "-".into()
-                    },
-                    task.recoveries.to_string(),
-                    format_usd(task.cost.usd),
-                    task.status.to_string(),
-                ]);
+        match job.array {
+            Some(array) if group_arrays => {
+                if !arrays.contains(&array.id) {
+                    arrays.push(array.id);
+                    let members: Vec<&JobView> = jobs
+                        .iter()
+                        .filter(|j| j.array.is_some_and(|a| a.id == array.id))
+                        .collect();
+                    rows.push(array_row(&members, now));
+                }
             }
+            _ => job_rows(job, now, &mut rows),
         }
     }
     aligned(&rows, &mut out);
-    // Dependencies below the table, so that SkyPilot's columns stay as they are.
+    // Dependencies and arrays below the table, so that SkyPilot's columns stay as they are.
     for job in jobs.iter().filter(|j| !j.depends_on.is_empty()) {
+        if group_arrays && job.array.is_some_and(|a| a.rank > 0) {
+            continue;
+        }
         let _ = writeln!(
             out,
             "Job {} depends on {}.",
@@ -175,7 +217,113 @@ pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
             job.depends_on.join(", ")
         );
     }
+    for id in arrays {
+        if let Some(a) = jobs.iter().find_map(|j| j.array.filter(|a| a.id == id)) {
+            let _ = writeln!(
+                out,
+                "Array {id}: {} jobs (IDs {id}-{}), at most {} at once; `stratus jobs queue --array {id}` lists them.",
+                a.size,
+                id + u64::from(a.size) - 1,
+                a.max_parallel
+            );
+        }
+    }
     out
+}
+
+/// One job's line, and one per task under a pipeline.
+fn job_rows(job: &JobView, now: Timestamp, rows: &mut Vec<[String; 10]>) {
+    let pipeline = job.tasks.len() > 1;
+    let job_duration = if job.started_at.is_some() {
+        duration(job.job_duration_ms)
+    } else {
+        "-".into()
+    };
+    rows.push([
+        job.id.to_string(),
+        "-".into(),
+        job.name.clone(),
+        if pipeline {
+            "-".into()
+        } else {
+            job.tasks[0].requested.clone()
+        },
+        ago(job.submitted_at, now),
+        duration(job.total_duration_ms),
+        job_duration,
+        job.recoveries.to_string(),
+        format_usd(job.cost.usd),
+        job.status.to_string(),
+    ]);
+    if pipeline {
+        for task in &job.tasks {
+            let total = task.submitted_at.map_or_else(
+                || "-".into(),
+                |s| duration(millis(task.ended_at.unwrap_or(now).since(s))),
+            );
+            rows.push([
+                " ↳".into(),
+                task.index.to_string(),
+                task.name.clone(),
+                task.requested.clone(),
+                task.submitted_at
+                    .map_or_else(|| "-".into(), |s| ago(s, now)),
+                total,
+                if task.started_at.is_some() {
+                    duration(task.job_duration_ms)
+                } else {
+                    "-".into()
+                },
+                task.recoveries.to_string(),
+                format_usd(task.cost.usd),
+                task.status.to_string(),
+            ]);
+        }
+    }
+}
+
+/// One line for a job array (`members` newest first): its ID range, the longest duration,
+/// recoveries and cost summed, and how many of its jobs are in each status.
+fn array_row(members: &[&JobView], now: Timestamp) -> [String; 10] {
+    let first = members.last().expect("an array line has jobs");
+    let ids = match (first.array, members.first()) {
+        (Some(a), Some(newest)) if newest.id != first.id || a.size > 1 => {
+            format!("{}-{}", a.id, a.id + u64::from(a.size) - 1)
+        }
+        _ => first.id.to_string(),
+    };
+    let mut counts: BTreeMap<JobStatus, usize> = BTreeMap::new();
+    for m in members {
+        *counts.entry(m.status).or_default() += 1;
+    }
+    let statuses: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let running_ms: u64 = members.iter().map(|m| m.job_duration_ms).sum();
+    [
+        ids,
+        "-".into(),
+        first.name.clone(),
+        first.tasks[0].requested.clone(),
+        ago(first.submitted_at, now),
+        duration(
+            members
+                .iter()
+                .map(|m| m.total_duration_ms)
+                .max()
+                .unwrap_or(0),
+        ),
+        if running_ms > 0 {
+            duration(running_ms)
+        } else {
+            "-".into()
+        },
+        members
+            .iter()
+            .map(|m| m.recoveries)
+            .sum::<u32>()
+            .to_string(),
+        format_usd(members.iter().map(|m| m.cost.usd).sum()),
+        statuses.join(", "),
+    ]
 }
 
 /// The rows as columns two spaces apart, each as wide as its widest cell.
@@ -229,7 +377,7 @@ pub fn ago(at: Timestamp, now: Timestamp) -> String {
 /// Print a managed job's output (setup and run), following it until it ends.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  stratus jobs logs            # the latest job\n  stratus jobs logs 3 --no-follow\n  stratus jobs logs -n train --controller"
+    after_help = "Examples:\n  stratus jobs logs            # the latest job\n  stratus jobs logs 3 --no-follow\n  stratus jobs logs -n train --controller\n  stratus jobs logs 5 --rank 3   # rank 3 of job array 5"
 )]
 pub struct LogsArgs {
     /// The job's ID (default: your latest job).
@@ -244,11 +392,21 @@ pub struct LogsArgs {
     /// instead of its output.
     #[arg(long)]
     controller: bool,
+    #[arg(
+        long,
+        value_name = "RANK",
+        requires = "job_id",
+        help = "With a job array's ID: the job of this rank (its $SKYPILOT_JOB_RANK)."
+    )]
+    rank: Option<u32>,
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     let client = connect()?;
-    let job = resolve_one(&client, args.job_id, args.name.as_deref())?;
+    let mut job = resolve_one(&client, args.job_id, args.name.as_deref())?;
+    if let Some(rank) = args.rank {
+        job = rank_of(&client, &job, rank)?;
+    }
     if args.controller {
         // Print the events so far; when following, the new ones until the job ends.
         let mut seen = 0;
@@ -273,6 +431,27 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     }
     let status = follow(&client, &job, !args.no_follow, false)?;
     Ok(exit_code(status))
+}
+
+/// The job of rank `rank` in the array whose first job is `first`.
+fn rank_of(client: &Client, first: &JobView, rank: u32) -> Result<JobView, Failure> {
+    let id = first.id;
+    let Some(array) = first.array.filter(|a| a.id == id) else {
+        return Err(Failure::input(anyhow!(
+            "--rank: job {id} is not the first job of a job array (give the array's ID, as `stratus jobs queue` shows it)"
+        )));
+    };
+    if rank >= array.size {
+        return Err(Failure::input(anyhow!(
+            "--rank {rank}: array {id} has ranks 0 to {}",
+            array.size - 1
+        )));
+    }
+    let job = client.job(id + u64::from(rank))?;
+    if job.array.is_none_or(|a| a.id != id || a.rank != rank) {
+        return Err(anyhow!("job {} is not rank {rank} of array {id}", job.id).into());
+    }
+    Ok(job)
 }
 
 /// `text` with control characters (escape sequences that would drive the terminal) shown as
@@ -426,7 +605,7 @@ pub fn useful_commands(id: u64) -> String {
 /// Cancel managed jobs: they go CANCELLING, then CANCELLED once their clusters are gone.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y"
+    after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y\n  stratus jobs cancel --array 5 -y"
 )]
 pub struct CancelArgs {
     /// Job IDs to cancel.
@@ -437,18 +616,24 @@ pub struct CancelArgs {
     /// Cancel all your active jobs.
     #[arg(short = 'a', long, conflicts_with_all = ["job_ids", "name"])]
     all: bool,
+    /// Cancel every job of this job array that has not ended (its ID is its first job's).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["job_ids", "name", "all"])]
+    array: Option<u64>,
     /// Skip the confirmation prompt.
     #[arg(short = 'y', long)]
     yes: bool,
 }
 
 pub fn cancel(args: &CancelArgs) -> Result<u8, Failure> {
-    if args.job_ids.is_empty() && args.name.is_none() && !args.all {
+    if args.job_ids.is_empty() && args.name.is_none() && !args.all && args.array.is_none() {
         return Err(Failure::input(anyhow!(
-            "say which jobs: job IDs, -n NAME, or -a for all your active jobs"
+            "say which jobs: job IDs, -n NAME, --array ID, or -a for all your active jobs"
         )));
     }
     let client = connect()?;
+    if let Some(id) = args.array {
+        return cancel_array(&client, id, args.yes);
+    }
     let ids: Vec<u64> = if args.all {
         client
             .list(false, shared::store::MAX_PAGE, None)?
@@ -496,6 +681,42 @@ pub fn cancel(args: &CancelArgs) -> Result<u8, Failure> {
         }
     }
     Ok(code)
+}
+
+/// Cancels an array's jobs that have not ended, the last rank first: a job still waiting is
+/// cancelled before the one it waits for ends and would wake it.
+fn cancel_array(client: &Client, id: u64, yes: bool) -> Result<u8, Failure> {
+    let members = array_members(client, id)?;
+    let active: Vec<u64> = members
+        .iter()
+        .filter(|j| !j.status.is_terminal())
+        .map(|j| j.id)
+        .collect();
+    if active.is_empty() {
+        println!("No active jobs in managed job array {id}.");
+        return Ok(0);
+    }
+    if !yes
+        && !confirm(&format!(
+            "Cancelling managed job array {id}: {} of its {} jobs have not ended. Proceed?",
+            active.len(),
+            members.len()
+        ))?
+    {
+        eprintln!("Aborted!");
+        return Ok(1);
+    }
+    let mut counts: BTreeMap<JobStatus, usize> = BTreeMap::new();
+    for job in active {
+        match client.cancel(job) {
+            Ok(view) => *counts.entry(view.status).or_default() += 1,
+            Err(e) if client::is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("Managed job array {id}: {}.", parts.join(", "));
+    Ok(0)
 }
 
 /// `<question> [Y/n]: ` on stderr; yes unless the answer starts with n. No answer (end of

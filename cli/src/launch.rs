@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use shared::control::SubmitRequest;
 use shared::job::JobStatus;
+use shared::job::array::{ArrayMember, ArrayRequest};
 
 use crate::home::stratus_home;
 use crate::{Failure, client, jobs, local, pack};
@@ -29,7 +30,8 @@ use crate::{Failure, client, jobs, local, pack};
     stratus jobs launch --dry-run -n train --env WANDB_API_KEY --gpus A100:8 task.yaml\n  \
     stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3\n  \
     stratus jobs launch --dry-run --max-cost 20 --max-duration 6h task.yaml\n  \
-    stratus jobs launch -d -y --depends-on 12:afterok evaluate.yaml")]
+    stratus jobs launch -d -y --depends-on 12:afterok evaluate.yaml\n  \
+    stratus jobs launch -y --num-jobs 100 --max-parallel 8 shard.yaml   # $SKYPILOT_JOB_RANK picks the shard")]
 pub struct LaunchArgs {
     /// A task YAML file (a pipeline when it has several `---` documents), or a command to run
     /// (put it after `--` when it has flags of its own).
@@ -117,6 +119,21 @@ pub struct LaunchArgs {
     /// `90m` (over the file's `max_duration`).
     #[arg(long, value_name = "DURATION")]
     max_duration: Option<String>,
+
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(shared::job::array::MAX_JOBS)),
+        help = "Launch N jobs from this task (a job array, at most 1,000): each has its own ID \
+                and gets $SKYPILOT_JOB_RANK (0..N-1) and $SKYPILOT_NUM_JOBS. Returns once they \
+                are submitted (as --detach-run)."
+    )]
+    num_jobs: Option<u32>,
+
+    /// With --num-jobs: at most M of the jobs have machines at once (default: all). Rank r
+    /// launches once rank r-M has ended.
+    #[arg(long, value_name = "M", requires = "num_jobs", value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel: Option<u32>,
 }
 
 pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
@@ -159,7 +176,11 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
         return Ok(1);
     }
     let name = &loaded.pipeline.name;
-    if !args.yes && !jobs::confirm(&format!("Launching a managed job '{name}'. Proceed?"))? {
+    let what = match args.num_jobs {
+        Some(n) => format!("{n} managed jobs '{name}' (a job array)"),
+        None => format!("a managed job '{name}'"),
+    };
+    if !args.yes && !jobs::confirm(&format!("Launching {what}. Proceed?"))? {
         eprintln!("Aborted!");
         return Ok(1);
     }
@@ -182,8 +203,16 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
         })?,
         uploads,
         depends_on: args.depends_on.clone(),
+        array: args.num_jobs.map(|num_jobs| ArrayRequest {
+            num_jobs,
+            max_parallel: args.max_parallel,
+        }),
     };
-    println!("Launching managed job '{name}'...");
+    if args.num_jobs.is_some() {
+        println!("Launching {what}...");
+    } else {
+        println!("Launching managed job '{name}'...");
+    }
     let job = client.submit(&request).map_err(|e| {
         if client::is_bad_request(&e) {
             Failure::input(e)
@@ -191,14 +220,47 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
             e.into()
         }
     })?;
+    if let Some(array) = job.array {
+        print!("{}", array_submitted(&array));
+        return Ok(0);
+    }
+    follow_submitted(
+        &client,
+        &job,
+        args.detach_run,
+        loaded.pipeline.tasks[0].num_nodes,
+    )
+}
+
+/// What a launched array is and how to see it.
+fn array_submitted(array: &ArrayMember) -> String {
+    let (id, last) = (array.id, array.id + u64::from(array.size) - 1);
+    format!(
+        "Managed job array {id}: {size} jobs, IDs {id}-{last}, at most {m} at once.\n\
+         📋 Useful Commands\n\
+         ├── To see the array's jobs:          stratus jobs queue --array {id}\n\
+         ├── To stream one job's logs:         stratus jobs logs {id} --rank RANK\n\
+         ├── To cancel the whole array:        stratus jobs cancel --array {id}\n\
+         └── To view all managed jobs:         stratus jobs queue\n",
+        size = array.size,
+        m = array.max_parallel,
+    )
+}
+
+/// Streams a submitted job's logs until it ends (or, detached, says how to).
+fn follow_submitted(
+    client: &client::Client,
+    job: &shared::api::JobView,
+    detach: bool,
+    nodes: u32,
+) -> Result<u8, Failure> {
     let id = job.id;
-    if args.detach_run {
+    if detach {
         println!("Managed Job ID: {id}");
         print!("{}", jobs::useful_commands(id));
         return Ok(0);
     }
     println!("⚙︎ Job submitted, ID: {id}");
-    let nodes = loaded.pipeline.tasks[0].num_nodes;
     println!(
         "├── Waiting for task resources on {nodes} node{}.",
         if nodes == 1 { "" } else { "s" }
@@ -206,7 +268,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     println!(
         "└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)"
     );
-    let status = jobs::follow(&client, &job, true, true)?;
+    let status = jobs::follow(client, job, true, true)?;
     let mark = if status == JobStatus::Succeeded {
         "✓"
     } else {

@@ -362,7 +362,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
             &ctx,
             status_events,
             hooks,
-            &(Arc::new(crate::notify::UreqSender::new())
+            &(Arc::new(control::webhooks::UreqSender::new())
                 as Arc<dyn control::webhooks::WebhookSender>),
         );
     }

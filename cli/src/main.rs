@@ -23,7 +23,6 @@ mod home;
 mod jobs;
 mod launch;
 mod local;
-mod notify;
 mod pack;
 mod remote;
 

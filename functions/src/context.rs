@@ -33,6 +33,7 @@ pub enum Function {
     Poll,
     Recover,
     Cleanup,
+    Notify,
 }
 
 impl Function {
@@ -86,7 +87,9 @@ pub async fn context_from(
         }),
         gcs: None,
     };
-    match &env.gcp {
+    // `notify` only posts to a webhook and writes log lines: it needs no cloud but its table
+    // (its role cannot read a GCP key).
+    match env.gcp.as_ref().filter(|_| function != Function::Notify) {
         None => {
             notes.insert(
                 Cloud::Gcp,

@@ -42,6 +42,19 @@ pub struct Env {
     pub node_data_role_arn: Option<String>,
 }
 
+/// The `notify` function's webhook, from its own environment (the stack parameters
+/// `WebhookUrl`, `WebhookNotifyOn`, `WebhookFormat`; set on that function only, so no other
+/// function's configuration shows the URL): `None` without a URL.
+pub fn webhook_from_env() -> anyhow::Result<Option<shared::control::webhooks::Webhook>> {
+    let get = |name: &str| std::env::var(name).unwrap_or_default();
+    shared::control::webhooks::from_parameters(
+        &get("STRATUS_WEBHOOK_URL"),
+        &get("STRATUS_WEBHOOK_NOTIFY_ON"),
+        &get("STRATUS_WEBHOOK_FORMAT"),
+    )
+    .map_err(|e| anyhow!("{e}"))
+}
+
 /// How the functions reach Compute Engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcpEnv {

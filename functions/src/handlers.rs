@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 use shared::cloud::Cloud;
+use shared::control::webhooks::{self, Webhook, WebhookSender};
 use shared::control::{self, Context};
+use shared::job::transitions::StatusEvent;
 use tracing::info;
 
 /// The detail-type of the EC2 Spot interruption warning (two minutes before the reclaim).
@@ -45,6 +47,24 @@ pub async fn on_poll(ctx: &Context, event: Value) -> anyhow::Result<Value> {
         "orphans_terminated": stats.orphans_terminated,
         "cleanups": stats.cleanups,
     }))
+}
+
+/// `notify`: a `stratus.job-status` event → the stack's webhook, if it wants that status
+/// (retried with backoff; a delivery given up on is a line in the job's controller log). A
+/// failed delivery is not an error: EventBridge's retry would only post the others again.
+pub async fn on_job_status(
+    ctx: &Context,
+    event: Value,
+    hook: Option<&Webhook>,
+    sender: &dyn WebhookSender,
+) -> anyhow::Result<Value> {
+    let status: StatusEvent = serde_json::from_value(event["detail"].clone())
+        .map_err(|e| anyhow::anyhow!("not a job status event: {e}"))?;
+    let Some(hook) = hook.filter(|h| h.wants(&status)) else {
+        return Ok(json!({ "job_id": status.job_id, "delivered": false }));
+    };
+    let delivered = webhooks::deliver(ctx, hook, &status, sender).await;
+    Ok(json!({ "job_id": status.job_id, "delivered": delivered }))
 }
 
 /// `cleanup`: a `stratus.job-ended` event → the job's finalizer.

@@ -10,6 +10,7 @@
 //! | `recover` | EventBridge rule: `stratus.job-event` on the Stratus bus | [`handlers::on_job_event`] |
 //! | `poll` | schedule `rate(1 minute)`; EC2 state-change and Spot-warning events | [`handlers::on_poll`] |
 //! | `cleanup` | EventBridge rule: `stratus.job-ended` on the Stratus bus | [`handlers::on_job_ended`] |
+//! | `notify` | EventBridge rule: `stratus.job-status` (job scope) on the Stratus bus, when the stack has a `WebhookUrl` | [`handlers::on_job_status`] |
 //!
 //! Every context holds EC2 (the functions' role) and, when the stack enables it, Compute
 //! Engine ([`context`] module).
@@ -24,8 +25,8 @@ pub mod handlers;
 
 pub use auth::{CALLER_HEADER, IamAuth, caller_identity, is_principal};
 pub use context::{Function, context, context_from};
-pub use env::{Env, GcpCredentialSource, GcpEnv};
-pub use handlers::{on_job_ended, on_job_event, on_poll};
+pub use env::{Env, GcpCredentialSource, GcpEnv, webhook_from_env};
+pub use handlers::{on_job_ended, on_job_event, on_job_status, on_poll};
 
 /// Logs lines to stdout (`CloudWatch`), filtered by `RUST_LOG` (default info).
 pub fn init_tracing() {

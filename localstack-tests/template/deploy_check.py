@@ -17,7 +17,7 @@ Needs boto3, PyYAML and aws-sam-translator (scripts/test installs them into its 
    PITR and TTL; the bucket's public-access block, encryption, lifecycle and TLS-only policy; the
    generated secret; the HTTP API (IAM auth on /api, none on /agent); the schedule group and the
    scheduler's role; every function's runtime, timeout, own role and environment; each role's
-   capabilities (least privilege: no action wildcards, Resource "*" only for EC2); the four
+   capabilities (least privilege: no action wildcards, Resource "*" only for EC2); the five
    rules, their targets and invoke permissions; the outputs. The translation is the authority
    for whatever the emulator does not create or ignores.
 3. The deployment: a stack is created from the translation on the emulator (functions point at a
@@ -60,6 +60,7 @@ EC2_RS = ROOT / "shared" / "src" / "provider" / "ec2" / "mod.rs"
 EVENT_SOURCE = "stratus"
 JOB_EVENT = "stratus.job-event"
 JOB_ENDED = "stratus.job-ended"
+JOB_STATUS = "stratus.job-status"
 CLUSTER_TAG = "stratus-cluster"
 
 # The table as DynamoStore::create_table makes it (checked against dynamo.rs below).
@@ -80,6 +81,8 @@ FUNCTIONS = {
     "PollFunction": ("poll", 300, LAUNCHER),
     "RecoverFunction": ("recover", 120, LAUNCHER),
     "CleanupFunction": ("cleanup", 120, {"StateTableAccess", "BlobAccess", "TimerAccess", "ClusterTeardown", "GcpCredentialAccess", "UserBuckets"}),
+    # Only with a WebhookUrl (PARAMETERS gives one): it posts and writes log lines, nothing else.
+    "NotifyFunction": ("notify", 90, {"StateTableAccess"}),
 }
 # Where the functions read their environment: every variable the template sets must be read
 # there (a parameter that reaches no code is a claim the stack does not keep).
@@ -105,6 +108,7 @@ EC2_DETAIL_TYPES = ["EC2 Instance State-change Notification", "EC2 Spot Instance
 RULES = [
     ("RecoverFunction", "custom", {"detail-type": [JOB_EVENT]}),
     ("CleanupFunction", "custom", {"detail-type": [JOB_ENDED]}),
+    ("NotifyFunction", "custom", {"source": [EVENT_SOURCE], "detail-type": [JOB_STATUS], "detail": {"scope": ["job"]}}),
     ("PollFunction", "default", {"source": ["aws.ec2"], "detail-type": EC2_DETAIL_TYPES}),
     ("PollFunction", "default", "rate(1 minute)"),
 ]
@@ -113,6 +117,9 @@ OUTPUTS = {"ApiUrl", "TableName", "BucketName", "BusName"}
 PARAMETERS = {
     "AgentHeartbeatSecs": "45",
     "AdminRoleArn": "arn:aws:iam::123456789012:role/stratus-admin",
+    "WebhookUrl": "https://hooks.example.com/services/T0/B0/secret",
+    "WebhookNotifyOn": "SUCCEEDED,FAILED",
+    "WebhookFormat": "slack",
 }
 
 # Measured with moto 5.2.5. Resource types its CloudFormation cannot create (used when moto is
@@ -510,11 +517,14 @@ def check_code_contracts(check: Checker) -> None:
         text = EVENTBRIDGE_RS.read_text()
         found = {
             name: (re.search(rf'pub const {name}: &str = "([^"]+)";', text) or [None, None])[1]
-            for name in ("EVENT_SOURCE", "JOB_EVENT_DETAIL_TYPE", "JOB_ENDED_DETAIL_TYPE")
+            for name in ("EVENT_SOURCE", "JOB_EVENT_DETAIL_TYPE", "JOB_ENDED_DETAIL_TYPE", "JOB_STATUS_DETAIL_TYPE")
         }
         check.equal(
             found,
-            {"EVENT_SOURCE": EVENT_SOURCE, "JOB_EVENT_DETAIL_TYPE": JOB_EVENT, "JOB_ENDED_DETAIL_TYPE": JOB_ENDED},
+            {
+                "EVENT_SOURCE": EVENT_SOURCE, "JOB_EVENT_DETAIL_TYPE": JOB_EVENT, "JOB_ENDED_DETAIL_TYPE": JOB_ENDED,
+                "JOB_STATUS_DETAIL_TYPE": JOB_STATUS,
+            },
             "code contracts: the bus adapter's source and detail-types are the rules'",
         )
     else:
@@ -811,7 +821,7 @@ def check_translation(t: dict, check: Checker) -> None:
             ]
             check.equal(len(permitted), 1, f"translation: rule {rule_id} may invoke {target}")
     key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
-    check.equal(sorted(found, key=key), sorted(RULES, key=key), "translation: the four rules (bus, pattern or schedule, target)")
+    check.equal(sorted(found, key=key), sorted(RULES, key=key), "translation: the five rules (bus, pattern or schedule, target)")
 
     check.that(OUTPUTS <= set(t.get("Outputs", {})), "translation: outputs ApiUrl, TableName, BucketName, BusName")
 
@@ -1043,6 +1053,16 @@ def check_environment(
         check.that(not wrong and not missing, f"deployed: {logical_id} environment names the deployed resources", f"wrong {wrong}, missing {missing}")
     api = functions.get("ApiFunction", {}).get("Environment", {}).get("Variables", {})
     check.equal(api.get("STRATUS_ADMIN_ROLE_ARN"), PARAMETERS["AdminRoleArn"], "deployed: ApiFunction admin role from the parameter")
+    notify = functions.get("NotifyFunction", {}).get("Environment", {}).get("Variables", {})
+    check.equal(
+        (notify.get("STRATUS_WEBHOOK_URL"), notify.get("STRATUS_WEBHOOK_NOTIFY_ON"), notify.get("STRATUS_WEBHOOK_FORMAT")),
+        (PARAMETERS["WebhookUrl"], PARAMETERS["WebhookNotifyOn"], PARAMETERS["WebhookFormat"]),
+        "deployed: NotifyFunction's webhook from the parameters",
+    )
+    check.that(
+        not any("STRATUS_WEBHOOK_URL" in (c.get("Environment", {}).get("Variables", {})) for f, c in functions.items() if f != "NotifyFunction"),
+        "deployed: only NotifyFunction's environment holds the webhook URL",
+    )
 
 
 def check_rules(
@@ -1074,7 +1094,7 @@ def check_rules(
             ]
             check.that(bool(allowed), f"deployed: rule {rule['Name']} may invoke {logical_id}", json.dumps(policy))
     key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
-    check.equal(sorted(found, key=key), sorted(RULES, key=key), "deployed: the four rules (bus, pattern or schedule, target)")
+    check.equal(sorted(found, key=key), sorted(RULES, key=key), "deployed: the five rules (bus, pattern or schedule, target)")
 
     # Delivery: real events are put on the bus and an SQS queue stands in for the function. The
     # emulator cannot deliver to a Lambda target (moto raises on any matching rule that has one,
@@ -1087,6 +1107,8 @@ def check_rules(
         ("RecoverFunction", bus, EVENT_SOURCE, JOB_ENDED, False),
         ("CleanupFunction", bus, EVENT_SOURCE, JOB_ENDED, True),
         ("CleanupFunction", bus, EVENT_SOURCE, JOB_EVENT, False),
+        ("NotifyFunction", bus, EVENT_SOURCE, JOB_STATUS, True),
+        ("NotifyFunction", bus, EVENT_SOURCE, JOB_EVENT, False),
         ("PollFunction", "default", "aws.ec2", EC2_DETAIL_TYPES[0], True),
         ("PollFunction", "default", "aws.ec2", EC2_DETAIL_TYPES[1], True),
         ("PollFunction", "default", "aws.ec2", "EC2 Instance Rebalance Recommendation", False),
@@ -1109,7 +1131,7 @@ def check_rules(
                 try:
                     events.put_events(Entries=[{
                         "EventBusName": bus_name, "Source": source, "DetailType": detail_type,
-                        "Detail": json.dumps({"job_id": 1, "instance-id": "i-0123456789abcdef0"}),
+                        "Detail": json.dumps({"job_id": 1, "scope": "job", "instance-id": "i-0123456789abcdef0"}),
                     }])
                 except Exception as e:  # noqa: BLE001
                     if localstack:  # LocalStack takes every event: a refusal is a failure

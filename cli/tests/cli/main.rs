@@ -13,6 +13,7 @@
 //! - `logs`: live logs of multi-node jobs, exactly once, and logs larger than a response.
 //! - `safety`: a large upload in bounded memory; a crash after a burst of submits.
 
+mod arrays;
 mod check;
 mod compat;
 mod dashboard;

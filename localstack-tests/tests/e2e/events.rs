@@ -108,3 +108,89 @@ async fn a_users_own_rule_on_the_bus_receives_the_jobs_status_events() {
     let infra = received[3]["detail"]["infra"].as_str().unwrap_or_default();
     assert!(infra.starts_with("AWS (us-east-1"), "{infra}");
 }
+
+/// A webhook endpoint on 127.0.0.1 that answers 500 to its first request and 200 after:
+/// the bodies it took (the failed one included), and its URL (with a secret in the path).
+fn flaky_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/services/T0/B0/the-secret",
+        listener.local_addr().unwrap()
+    );
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let first = {
+                let mut bodies = seen.lock().unwrap();
+                bodies.push(String::from_utf8_lossy(&body).into_owned());
+                bodies.len() == 1
+            };
+            let status = if first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stacks_webhook_gets_the_filtered_events_retried_past_a_500() {
+    let (url, bodies) = flaky_endpoint();
+    let hook = shared::control::webhooks::from_parameters(&url, "SUCCEEDED", "json")
+        .unwrap()
+        .expect("a webhook");
+    let world = World::new(Options {
+        webhook: Some(hook),
+        ..Options::default()
+    })
+    .await;
+    let id = world
+        .submit("name: hooked\nresources:\n  infra: aws/us-east-1\n  instance_type: m6i.large\nrun: echo hi\n")
+        .await;
+    world.wait_succeeded(id).await;
+
+    // The first delivery got a 500; the retry (0.5 s later) got through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bodies.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", bodies.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing else comes: the other statuses are filtered out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:#?}");
+    assert_eq!(bodies[0], bodies[1], "the retry posts the same event");
+    let event: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["scope"], "job");
+    assert_eq!(event["job_id"], id);
+    assert_eq!(event["name"], "hooked");
+    assert_eq!(event["status"], "SUCCEEDED");
+    assert_eq!(event["previous_status"], "RUNNING");
+    assert!(
+        event["cost_usd"].is_number() && event["record_version"].is_number(),
+        "{event}"
+    );
+}

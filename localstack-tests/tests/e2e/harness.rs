@@ -187,6 +187,9 @@ pub struct Options {
     /// uploads) goes through a recording proxy, the ports are wrapped in the metering
     /// adapters the `node_cost` bench uses, and the API counts its requests per route.
     pub metered: bool,
+    /// The stack's webhook (the `WebhookUrl`, `WebhookNotifyOn`, `WebhookFormat` parameters):
+    /// job status events on the bus go to the `notify` handler.
+    pub webhook: Option<shared::control::webhooks::Webhook>,
 }
 
 /// What a metered world counted.
@@ -449,6 +452,7 @@ impl World {
                 sqs,
                 queue_url,
                 delivered.clone(),
+                options.webhook.clone(),
             )));
             tasks.push(tokio::spawn(schedule(ctx.clone(), sweeping.clone())));
             tasks.push(tokio::spawn(fire_schedules(
@@ -776,13 +780,18 @@ pub async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
     (url, arn)
 }
 
-/// EventBridge → Lambda: drains the rule's queue into the `recover` and `cleanup` handlers.
+/// EventBridge → Lambda: drains the rule's queue into the `recover` and `cleanup` handlers,
+/// and (with a webhook) `notify`, which runs on a task of its own, as Lambda would run it
+/// beside the others: a webhook's retries hold up no job.
 async fn dispatch(
     ctx: Context,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     delivered: Arc<Mutex<Vec<String>>>,
+    webhook: Option<shared::control::webhooks::Webhook>,
 ) {
+    let sender: Arc<dyn shared::control::webhooks::WebhookSender> =
+        Arc::new(shared::control::webhooks::UreqSender::new());
     loop {
         let Ok(out) = sqs
             .receive_message()
@@ -804,6 +813,22 @@ async fn dispatch(
                 }
                 Some(shared::control::JOB_ENDED_DETAIL_TYPE) => {
                     functions::on_job_ended(&ctx, event.clone()).await
+                }
+                // The template's notify rule: job-scope status events, with a webhook only.
+                Some(shared::control::JOB_STATUS_DETAIL_TYPE)
+                    if webhook.is_some() && event["detail"]["scope"] == "job" =>
+                {
+                    let (ctx, hook, sender) = (ctx.clone(), webhook.clone(), sender.clone());
+                    let event = event.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            functions::on_job_status(&ctx, event, hook.as_ref(), sender.as_ref())
+                                .await
+                        {
+                            eprintln!("notify failed: {e:#}");
+                        }
+                    });
+                    Ok(Value::Null)
                 }
                 // EC2's events, and the poll schedule's ticks.
                 _ if event["source"] == "aws.ec2" || event["source"] == "aws.events" => {

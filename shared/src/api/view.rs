@@ -32,6 +32,10 @@ pub struct JobView {
     /// What it waits for: `ID:afterok`, ... (`--depends-on`).
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Its place in a job array (`--num-jobs`): the array's ID (its first job's), this job's
+    /// rank, the array's size and how many of it run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<crate::job::array::ArrayMember>,
 }
 
 /// A cost, always an estimate: machine time × the catalog's hourly price.
@@ -174,6 +178,7 @@ impl JobView {
             cost: CostView::of(job.cost(now)),
             max_cost: job.pipeline.max_cost,
             depends_on: job.depends_on.iter().map(ToString::to_string).collect(),
+            array: job.array,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::{Context, HandlerError, agent, capacity};
 use crate::clock::Timestamp;
 use crate::facts::{CapacityEvent, ClusterRef};
 use crate::job::{
-    Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, attempt_of_cluster,
+    Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, array, attempt_of_cluster,
     dependencies, step, transitions,
 };
 use crate::provider::{AgentBoot, ClusterSpec, ProviderError};
@@ -70,7 +70,8 @@ pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<()
 
 /// A `Submitted` for a job that waits for others becomes what their statuses say
 /// (`job::dependencies::verdict`): `Submitted` once all are met, `DependencyNeverMet` once
-/// one can never be, nothing while some still run (the sweep asks again).
+/// one can never be, nothing while some still run (the sweep asks again). An array's member
+/// also waits for the member before it in its lane (`job::array`).
 async fn resolve(
     ctx: &Context,
     job_id: JobId,
@@ -91,11 +92,25 @@ async fn resolve(
             Err(e) => return Err(e.into()),
         });
     }
-    Ok(match dependencies::verdict(&job.depends_on, &statuses) {
-        dependencies::Verdict::Ready => Some(event),
-        dependencies::Verdict::Wait => None,
-        dependencies::Verdict::Never(reason) => Some(JobEvent::DependencyNeverMet { reason }),
-    })
+    match dependencies::verdict(&job.depends_on, &statuses) {
+        dependencies::Verdict::Ready => {}
+        dependencies::Verdict::Wait => return Ok(None),
+        // Before the array's gate: a job that can never run is told so at once.
+        dependencies::Verdict::Never(reason) => {
+            return Ok(Some(JobEvent::DependencyNeverMet { reason }));
+        }
+    }
+    if let Some(before) = job.array.and_then(|a| a.waits_for()) {
+        let seen = match ctx.store.get_job(before).await {
+            Ok(other) => Some((other.status(), other.cleaned_at.is_some())),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if !array::may_launch(seen) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(event))
 }
 
 /// Tells users of the status changes this write made. Best effort: a notice that cannot be

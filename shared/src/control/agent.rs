@@ -351,7 +351,15 @@ async fn node_task(
         ("SKYPILOT_TASK_IDS", task_ids.join("\n")),
         ("SKYPILOT_JOB_ID", job.id.to_string()),
         ("SKYPILOT_MANAGED_JOB_ID", job.id.to_string()),
-        ("SKYPILOT_JOB_RANK", "0".to_owned()),
+        // SkyPilot's `--num-jobs`: the member's rank and the array's size (0 and 1 alone).
+        (
+            "SKYPILOT_JOB_RANK",
+            job.array.map_or(0, |a| a.rank).to_string(),
+        ),
+        (
+            "SKYPILOT_NUM_JOBS",
+            job.array.map_or(1, |a| a.size).to_string(),
+        ),
         ("SKYPILOT_NODE_RANK", rank.to_string()),
         ("SKYPILOT_NUM_NODES", ips.len().to_string()),
         ("SKYPILOT_NODE_IPS", node_ips.clone()),

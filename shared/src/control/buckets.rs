@@ -268,6 +268,21 @@ fn check_grant_sizes(task: &spec::Task) -> Result<(), SubmitError> {
 }
 
 /// Creates the `name:` buckets of `job`'s tasks that do not exist yet, tagged with the job.
+/// The jobs of an array share the buckets its first job creates; one that goes with its
+/// creator (`persistent: false`) would vanish under the others: refused, naming the fix.
+pub fn refuse_ephemeral_in_array(pipeline: &spec::Pipeline) -> Result<(), SubmitError> {
+    for task in &pipeline.tasks {
+        if let Some(m) = mounted(task).iter().find(|m| m.create && !m.persistent) {
+            return Err(SubmitError::BadRequest(format!(
+                "file_mounts.{}: bucket '{}' would be deleted when the array's first job ends, \
+                 under the others (--num-jobs): set `persistent: true`, or mount an existing bucket",
+                m.destination, m.bucket
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create(
     ctx: &Context,
     job: JobId,

@@ -3,6 +3,8 @@
 //!
 //! # Guarantees
 //! - Deletes the job's schedules that never fired (a limit's timer, a backoff's).
+//! - A job array's members share their uploads: the last member to end deletes them. Once
+//!   clean, a member wakes the next in its lane (`job::array`).
 //! - Finds clusters by tag (`describe_region`), not only through the record, so a launch that
 //!   half ran, or whose answer was lost, is torn down too.
 //! - Idempotent: on a job that is already clean it finds nothing and deletes nothing.
@@ -22,8 +24,9 @@ use tracing::{info, warn};
 use super::{Context, HandlerError, uploads};
 use crate::cloud::Cloud;
 use crate::facts::ClusterRef;
-use crate::job::{ControllerEvent, JobId};
+use crate::job::{ControllerEvent, JobEvent, JobId, JobRecord};
 use crate::provider::ClusterHealth;
+use crate::store::Cursor;
 
 /// What one cleanup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,7 +99,10 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         }
     }
 
-    cleaned.files_deleted += uploads::delete(ctx, job_id, &job.owner).await?;
+    // An array's members share one upload: it goes with the last of them to end.
+    if !others_of_array_active(ctx, &job).await? {
+        cleaned.files_deleted += uploads::delete(ctx, job_id, &job.owner).await?;
+    }
     // Its timers (limits, backoffs) have nothing left to do: each schedule would otherwise
     // wait for its time, then fire into a job that ignores it.
     cleaned.schedules_deleted += ctx.bus.cancel_schedules(job_id).await?;
@@ -121,6 +127,13 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         ctx.store.append_events(job_id, &[line]).await?;
     }
     mark_cleaned(ctx, job_id).await?;
+    // Its machines are gone: the next member in its array's lane may launch (if this is
+    // lost, the sweep asks again).
+    if let Some(next) = job.array.and_then(|a| a.next_in_lane())
+        && let Err(e) = ctx.bus.publish(next, JobEvent::Submitted).await
+    {
+        warn!(job_id, next, error = %e, "could not wake the next job of the array; the sweep does");
+    }
     info!(
         job_id,
         clusters = cleaned.clusters_terminated,
@@ -129,6 +142,31 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
         "cleanup done"
     );
     Ok(cleaned)
+}
+
+/// Whether another member of the job's array has not ended (none when it is not in one).
+/// Reads the array newest first, a page at a time, and stops at the first such member.
+async fn others_of_array_active(ctx: &Context, job: &JobRecord) -> Result<bool, HandlerError> {
+    let Some(array) = job.array else {
+        return Ok(false);
+    };
+    let mut cursor = Some(Cursor::before(array.id + JobId::from(array.size)));
+    while let Some(page_start) = cursor {
+        let page = ctx
+            .store
+            .list_jobs(Some(&job.owner), Some(page_start), 100)
+            .await?;
+        for other in &page.jobs {
+            if !array.contains(other.id) {
+                return Ok(false);
+            }
+            if other.id != job.id && !other.is_terminal() {
+                return Ok(true);
+            }
+        }
+        cursor = page.next;
+    }
+    Ok(false)
 }
 
 /// Writes `cleaned_at` (fenced, re-reading on a lost race; after many, the sweep comes back).

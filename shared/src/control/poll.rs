@@ -26,7 +26,7 @@ use super::{Context, HandlerError, advance};
 use crate::clock::Timestamp;
 use crate::cloud::Cloud;
 use crate::facts::ClusterFacts;
-use crate::job::{JobEvent, JobRecord, JobStatus, Phase};
+use crate::job::{JobEvent, JobId, JobRecord, JobStatus, Phase};
 use crate::provider::{ClusterHealth, ClusterState};
 use crate::spec;
 
@@ -70,6 +70,10 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
         ..PollStats::default()
     };
     let (clusters, listed) = list_regions(ctx, &active, &mut stats).await;
+    let others = Arc::new(Others {
+        running: active.iter().map(|j| j.id).collect(),
+        uncleaned: ended.iter().map(|j| j.id).collect(),
+    });
     let wanted: BTreeSet<String> = active
         .iter()
         .filter_map(|job| job.tasks[job.current_task].cluster.clone())
@@ -86,7 +90,12 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut sweeps = JoinSet::new();
     for job in active {
-        let (ctx, clusters, listed) = (ctx.clone(), clusters.clone(), listed.clone());
+        let (ctx, clusters, listed, others) = (
+            ctx.clone(),
+            clusters.clone(),
+            listed.clone(),
+            others.clone(),
+        );
         let permit = limit
             .clone()
             .acquire_owned()
@@ -94,7 +103,8 @@ pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
             .expect("the semaphore is never closed");
         sweeps.spawn(async move {
             let _permit = permit;
-            let seen = see(&ctx, &job, &clusters, &listed).await?;
+            let mut seen = see(&ctx, &job, &clusters, &listed).await?;
+            seen.waits_on_active = others.holds_up(&job);
             let found = decide(&job, &seen.as_world(), &limits, now);
             let events = found.len();
             for found in found {
@@ -232,6 +242,7 @@ struct Seen {
     cluster: Option<ClusterState>,
     listed: bool,
     facts: Option<ClusterFacts>,
+    waits_on_active: bool,
 }
 
 impl Seen {
@@ -240,6 +251,7 @@ impl Seen {
             cluster: self.cluster.as_ref(),
             listed: self.listed,
             facts: self.facts.as_ref(),
+            waits_on_active: self.waits_on_active,
         }
     }
 }
@@ -257,12 +269,14 @@ async fn see(
     let candidate = task.candidate.and_then(|i| job.candidates[t].get(i));
     let cluster = task.cluster.as_ref().and_then(|c| clusters.get(c)).cloned();
     let listed = candidate.is_some_and(|c| listed.contains(&(c.cloud, c.region.clone())));
+    // A running task's cluster gone from the listing still has its facts read: its nodes
+    // may have reported their exits before it went.
     let needs_facts = listed
-        && cluster.is_some()
-        && matches!(
-            task.status,
-            JobStatus::Starting | JobStatus::Recovering | JobStatus::Running
-        );
+        && match task.status {
+            JobStatus::Starting | JobStatus::Recovering => cluster.is_some(),
+            JobStatus::Running => true,
+            _ => false,
+        };
     let facts = match (&task.cluster, needs_facts) {
         (Some(name), true) => ctx.store.cluster_facts(job.id, name).await?,
         _ => None,
@@ -271,7 +285,26 @@ async fn see(
         cluster,
         listed,
         facts,
+        waits_on_active: false,
     })
+}
+
+/// The other jobs this sweep listed: those not ended, and those ended but not cleaned up.
+struct Others {
+    running: BTreeSet<JobId>,
+    uncleaned: BTreeSet<JobId>,
+}
+
+impl Others {
+    /// Whether a job `job` waits for is among them, still holding it up: a dependency not
+    /// ended, or the previous member of its array's lane not cleaned up.
+    fn holds_up(&self, job: &JobRecord) -> bool {
+        job.depends_on.iter().any(|d| self.running.contains(&d.job))
+            || job
+                .array
+                .and_then(|a| a.waits_for())
+                .is_some_and(|id| self.running.contains(&id) || self.uncleaned.contains(&id))
+    }
 }
 
 /// What the sweep knows about one job's current cluster.
@@ -283,6 +316,10 @@ pub struct World<'a> {
     pub listed: bool,
     /// What its nodes have said.
     pub facts: Option<&'a ClusterFacts>,
+    /// A job it waits for (`JobRecord::awaits_dependencies`) is in this sweep's listing and
+    /// has not ended (or, for an array's lane, not been cleaned up): asking would only hear
+    /// "not yet".
+    pub waits_on_active: bool,
 }
 
 /// The sweep's settings.
@@ -327,6 +364,7 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
         // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns the
         // `Submitted` into what their statuses say).
         if job.awaits_dependencies()
+            && !world.waits_on_active
             && task
                 .submitted_at
                 .is_some_and(|at| now.since(at) > DEPENDENCY_GRACE)
@@ -369,12 +407,18 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
             launching(job, world, limits, now, cluster, lost)
         }
         JobStatus::Running => {
+            // What the nodes reported wins over what the cloud shows now: a node whose
+            // command exited (and said so) may be gone before its event was handled. The
+            // record read may still say setup when the run has already ended.
+            let phase = task.phase.unwrap_or(Phase::Setup);
+            let reported = [phase, Phase::Run]
+                .into_iter()
+                .find_map(|phase| world.facts.and_then(|f| exited(f, &cluster, phase, nodes)));
+            if let Some(exited) = reported {
+                return vec![event(exited)];
+            }
             if let Some(lost) = lost {
                 return vec![event(lost)];
-            }
-            let phase = task.phase.unwrap_or(Phase::Setup);
-            if let Some(exited) = world.facts.and_then(|f| exited(f, &cluster, phase, nodes)) {
-                return vec![event(exited)];
             }
             let latest = world.facts.and_then(ClusterFacts::last_seen);
             let since = task.running_since.or(task.started_at);

@@ -7,6 +7,8 @@ use tracing::{info, warn};
 
 use super::uploads::{self, Uploads};
 use super::{Context, HandlerError};
+use crate::clock::Timestamp;
+use crate::job::array::{ArrayMember, ArrayRequest};
 use crate::job::{JobEvent, JobRecord};
 use crate::optimizer;
 use crate::spec::{self, MountSource, Overrides, SpecError, StorageSource, Workdir};
@@ -31,6 +33,9 @@ pub struct SubmitRequest {
     /// when empty, so that a server older than the field still takes other launches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<crate::job::dependencies::Dependency>,
+    /// Many jobs from this one task (`--num-jobs`, `--max-parallel`); left out for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayRequest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +66,8 @@ impl From<crate::blob::BlobError> for SubmitError {
 }
 
 /// Validates and plans `request`, stores the job (PENDING) and emits `Submitted`, so the launch
-/// starts at once rather than at the next poll.
+/// starts at once rather than at the next poll. For an array, stores every member (consecutive
+/// IDs) and returns the first.
 pub async fn submit(
     ctx: &Context,
     owner: &str,
@@ -108,15 +114,20 @@ pub async fn submit(
         candidates.push(plan.ranked);
     }
 
+    let (size, max_parallel) = match request.array {
+        Some(array) => {
+            super::buckets::refuse_ephemeral_in_array(&pipeline)?;
+            array.checked().map_err(SubmitError::BadRequest)?
+        }
+        None => (1, 1),
+    };
     check_dependencies(ctx, owner, &request.depends_on).await?;
     super::budget::check_cap(&pipeline, &candidates)?;
     super::budget::check_monthly(ctx, owner).await?;
 
-    let id = ctx.store.next_job_id().await?;
+    let id = ctx.store.next_job_ids(size).await?;
     let now = ctx.clock.now();
     super::buckets::create(ctx, id, owner, &pipeline).await?;
-    let mut job = JobRecord::new(id, owner, pipeline, candidates, now);
-    job.depends_on.clone_from(&request.depends_on);
     if let Some(session) = session {
         // The session's archives become this job's alone: its cleanup deletes them.
         let name = format!("{}/{session}", uploads::owner_space(owner));
@@ -129,43 +140,76 @@ pub async fn submit(
             other => other?,
         }
     }
-    // Written before the job exists, so a node never asks for uploads that are not recorded.
-    uploads::write(ctx.blobs.as_ref(), id, &Uploads(request.uploads)).await?;
-    let stored = ctx.store.create_job(&job).await?;
+    let members: Vec<Option<ArrayMember>> = if request.array.is_some() {
+        ArrayMember::all(id, size, max_parallel).map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let uploads = Uploads(request.uploads);
+    let mut jobs = Vec::with_capacity(members.len());
+    for member in members {
+        let job_id = member.map_or(id, |m| m.job_id());
+        let mut job = JobRecord::new(job_id, owner, pipeline.clone(), candidates.clone(), now);
+        job.depends_on.clone_from(&request.depends_on);
+        job.array = member;
+        // Written before the job exists, so a node never asks for uploads that are not
+        // recorded. (No record reads as none.)
+        if !uploads.0.is_empty() {
+            uploads::write(ctx.blobs.as_ref(), job_id, &uploads).await?;
+        }
+        jobs.push(job);
+    }
+    let mut created = ctx.store.create_jobs(&jobs).await?;
     info!(
         job_id = id,
-        name = stored.name(),
+        name = created[0].name(),
         owner,
-        tasks = stored.tasks.len(),
+        tasks = created[0].tasks.len(),
+        jobs = created.len(),
         "job submitted"
     );
-    if !stored.depends_on.is_empty() {
-        let deps: Vec<String> = stored.depends_on.iter().map(ToString::to_string).collect();
+    for stored in &created {
+        start(ctx, stored, now).await;
+    }
+    Ok(created.swap_remove(0))
+}
+
+/// Logs what a new job waits for, announces it, and starts it. The job exists: nothing here
+/// may fail the request (a retry would make a second job); the sweep starts any job left
+/// PENDING without a launch.
+async fn start(ctx: &Context, job: &JobRecord, now: Timestamp) {
+    let id = job.id;
+    let mut waits: Vec<String> = job.depends_on.iter().map(ToString::to_string).collect();
+    let before = job.array.and_then(|a| a.waits_for());
+    if let Some(before) = before {
+        waits.push(format!("{before} (the previous in its array's lane)"));
+    }
+    if !waits.is_empty() {
         let line = crate::job::ControllerEvent {
             at: now,
             task: 0,
-            status: stored.status(),
-            message: format!("Waiting for job(s) {} before launching.", deps.join(", ")),
+            status: job.status(),
+            message: format!("Waiting for job(s) {} before launching.", waits.join(", ")),
         };
-        // The job exists: a lost line must not fail the request (a retry would make a
-        // second job).
         if let Err(e) = ctx.store.append_events(id, &[line]).await {
             warn!(job_id = id, error = %e, "could not log what the job waits for");
         }
     }
     if let Err(e) = ctx
         .bus
-        .status_changed(&crate::job::transitions::created(&stored, now))
+        .status_changed(&crate::job::transitions::created(job, now))
         .await
     {
         warn!(job_id = id, error = %e, "could not announce the new job");
     }
-    // The job exists: a lost `Submitted` must not fail the request (a retry would make a
-    // second job). The sweep starts any job left PENDING without a launch.
+    // An array's member that waits for another is woken by that one's cleanup: asking now
+    // would only read the other job to hear "not yet".
+    if before.is_some() {
+        return;
+    }
     if let Err(e) = ctx.bus.publish(id, JobEvent::Submitted).await {
         warn!(job_id = id, error = %e, "could not publish Submitted; the sweep starts the job");
     }
-    Ok(stored)
 }
 
 /// Each job depended on must be the caller's own (one that does not exist and another user's

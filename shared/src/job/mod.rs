@@ -24,6 +24,7 @@
 //! - `transitions`: users' job events (`StatusEvent`), found by comparing two records.
 //! - `builder` (feature `test-util`): `JobRecord::test()`, records that read like prose.
 
+pub mod array;
 pub mod backoff;
 #[cfg(any(test, feature = "test-util"))]
 pub mod builder;
@@ -88,6 +89,9 @@ pub struct JobRecord {
     /// Jobs that must end (as each says) before this one launches; fixed at creation.
     #[serde(default)]
     pub depends_on: Vec<dependencies::Dependency>,
+    /// Its place in a job array (`--num-jobs`); fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<array::ArrayMember>,
 }
 
 /// The changing part of one task.
@@ -345,6 +349,7 @@ impl JobRecord {
             deadline_at: None,
             limit_timer_at: None,
             depends_on: Vec::new(),
+            array: None,
         }
     }
 
@@ -366,9 +371,10 @@ impl JobRecord {
         self.status().is_terminal()
     }
 
-    /// Still waiting for the jobs it depends on: PENDING, never launched.
+    /// Still waiting for other jobs (those it depends on, or the member before it in its
+    /// array's lane): PENDING, never launched.
     pub fn awaits_dependencies(&self) -> bool {
-        !self.depends_on.is_empty()
+        (!self.depends_on.is_empty() || self.array.is_some_and(|a| a.waits_for().is_some()))
             && self.current_task == 0
             && self.tasks[0].status == JobStatus::Pending
             && self.tasks[0].attempt == 0

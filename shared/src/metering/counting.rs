@@ -128,9 +128,9 @@ impl JobReader for CountingStore {
 
 #[async_trait]
 impl JobStore for CountingStore {
-    async fn next_job_id(&self) -> Result<JobId, StoreError> {
+    async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError> {
         self.write(1.0);
-        self.inner.next_job_id().await
+        self.inner.next_job_ids(count).await
     }
 
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {

@@ -80,12 +80,29 @@ pub trait JobReader: Send + Sync {
 /// the same table.
 #[async_trait]
 pub trait JobStore: JobReader + crate::facts::FactStore {
+    /// The first of `count` (at least 1) consecutive new job IDs, reserved in one atomic write:
+    /// no other caller gets any of them. A job array's members take such a range.
+    async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError>;
+
     /// The next job ID.
-    async fn next_job_id(&self) -> Result<JobId, StoreError>;
+    async fn next_job_id(&self) -> Result<JobId, StoreError> {
+        self.next_job_ids(1).await
+    }
 
     /// Stores a new job and its tasks in one transaction, at version 1, and returns it as
     /// stored. [`StoreError::Conflict`] (expected version 0) if the ID is taken.
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError>;
+
+    /// Stores new jobs (a job array's members), as `create_job` each, returning them as
+    /// stored. A backend that can stores them all or none; otherwise, on an error, the jobs
+    /// before the failed one remain.
+    async fn create_jobs(&self, jobs: &[JobRecord]) -> Result<Vec<JobRecord>, StoreError> {
+        let mut created = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            created.push(self.create_job(job).await?);
+        }
+        Ok(created)
+    }
 
     /// Writes `job`'s state if the stored job still matches `expected`, bumping the version;
     /// returns the job as stored. [`StoreError::Conflict`] if it no longer matches,

@@ -166,6 +166,46 @@ impl SqliteStore {
     }
 }
 
+/// Inserts one new job and its task specs (in the caller's transaction).
+fn insert_job(
+    tx: &rusqlite::Transaction<'_>,
+    stored: &wire::Stored,
+    key: i64,
+    active: bool,
+) -> Result<(), StoreError> {
+    let err = |e| sql_error("create_job", e);
+    let inserted = tx.execute(
+        "INSERT INTO jobs (id, owner, name, status, active, version, format, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
+        params![
+            key,
+            stored.owner,
+            stored.name,
+            stored.status,
+            active,
+            FORMAT,
+            stored.state
+        ],
+    );
+    match inserted {
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            return Err(StoreError::Conflict {
+                job_id: stored.id,
+                expected_version: 0,
+            });
+        }
+        other => other.map_err(err)?,
+    };
+    for (i, (format, spec)) in stored.specs.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO tasks (job_id, idx, format, spec) VALUES (?1, ?2, ?3, ?4)",
+            params![key, i64::try_from(i).unwrap_or(i64::MAX), format, spec],
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
 /// `$STRATUS_HOME/state.db`, or `~/.stratus/state.db`.
 pub fn default_path() -> Result<PathBuf, StoreError> {
     path_under(std::env::var_os("STRATUS_HOME"), std::env::home_dir())
@@ -456,63 +496,49 @@ impl JobReader for SqliteStore {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn next_job_id(&self) -> Result<JobId, StoreError> {
-        self.call("next_job_id", |conn| {
+    async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError> {
+        let count = i64::from(count.max(1));
+        self.call("next_job_ids", move |conn| {
             // One statement is one atomic write: no two callers, in any process, see the same
-            // value.
-            let id: i64 = conn
+            // value. It returns the last ID of the range.
+            let last: i64 = conn
                 .query_row(
-                    "INSERT INTO counters (name, value) VALUES ('job_id', 1)
-                     ON CONFLICT (name) DO UPDATE SET value = value + 1
+                    "INSERT INTO counters (name, value) VALUES ('job_id', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + ?1
                      RETURNING value",
-                    [],
+                    [count],
                     |r| r.get(0),
                 )
-                .map_err(|e| sql_error("next_job_id", e))?;
-            Ok(id as JobId)
+                .map_err(|e| sql_error("next_job_ids", e))?;
+            Ok((last - count + 1) as JobId)
         })
         .await
     }
 
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {
-        let stored = wire::stored(job, 1)?;
-        let key = to_sql_int(job.id, "job id", job.id)?;
-        let active = job.is_active();
-        let mut created = job.clone();
-        created.version = 1;
+        let mut created = self.create_jobs(std::slice::from_ref(job)).await?;
+        Ok(created.remove(0))
+    }
+
+    /// All in one transaction: every job is stored, or none.
+    async fn create_jobs(&self, jobs: &[JobRecord]) -> Result<Vec<JobRecord>, StoreError> {
+        let mut rows = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let stored = wire::stored(job, 1)?;
+            let key = to_sql_int(job.id, "job id", job.id)?;
+            rows.push((stored, key, job.is_active()));
+        }
+        let mut created = jobs.to_vec();
+        for job in &mut created {
+            job.version = 1;
+        }
         self.call("create_job", move |conn| {
             let err = |e| sql_error("create_job", e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let inserted = tx.execute(
-                "INSERT INTO jobs (id, owner, name, status, active, version, format, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
-                params![
-                    key,
-                    stored.owner,
-                    stored.name,
-                    stored.status,
-                    active,
-                    FORMAT,
-                    stored.state
-                ],
-            );
-            match inserted {
-                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                    return Err(StoreError::Conflict {
-                        job_id: stored.id,
-                        expected_version: 0,
-                    });
-                }
-                other => other.map_err(err)?,
-            };
-            for (i, (format, spec)) in stored.specs.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO tasks (job_id, idx, format, spec) VALUES (?1, ?2, ?3, ?4)",
-                    params![key, i64::try_from(i).unwrap_or(i64::MAX), format, spec],
-                )
-                .map_err(err)?;
+            for (stored, key, active) in &rows {
+                insert_job(&tx, stored, *key, *active)?;
             }
             tx.commit().map_err(err)?;
             Ok(created)

@@ -45,6 +45,9 @@ struct StateDoc {
     /// Fixed at creation (optional, as above).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<crate::job::dependencies::Dependency>,
+    /// Its place in a job array, fixed at creation (optional, as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    array: Option<crate::job::array::ArrayMember>,
 }
 
 /// One task's fixed part.
@@ -80,6 +83,7 @@ pub(crate) fn encode_state(job: &JobRecord) -> Result<String, StoreError> {
         deadline_at: job.deadline_at,
         limit_timer_at: job.limit_timer_at,
         depends_on: job.depends_on.clone(),
+        array: job.array,
     };
     to_json(job.id, &doc)
 }
@@ -151,6 +155,7 @@ pub(crate) fn decode(stored: Stored) -> Result<JobRecord, StoreError> {
         deadline_at: state.deadline_at,
         limit_timer_at: state.limit_timer_at,
         depends_on: state.depends_on,
+        array: state.array,
     };
     let status: JobStatus = stored
         .status

@@ -274,6 +274,9 @@ pub async fn counter_is_sequential_and_atomic<S: JobStore + Clone + 'static>(sto
         "every caller got its own ID, none skipped"
     );
     assert_eq!(store.next_job_id().await.unwrap(), 19);
+    // A range (a job array's) is reserved whole: the next caller starts after it.
+    assert_eq!(store.next_job_ids(1000).await.unwrap(), 20);
+    assert_eq!(store.next_job_id().await.unwrap(), 1020);
 }
 
 pub async fn controller_events_keep_their_order<S: JobStore>(store: &S) {

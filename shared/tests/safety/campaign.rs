@@ -78,9 +78,9 @@ impl JobReader for ChaosStore {
 
 #[async_trait]
 impl JobStore for ChaosStore {
-    async fn next_job_id(&self) -> Result<JobId, StoreError> {
+    async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError> {
         self.chaos.point("next_job_id");
-        self.inner.next_job_id().await
+        self.inner.next_job_ids(count).await
     }
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {
         self.chaos.point("create_job");

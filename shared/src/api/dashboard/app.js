@@ -460,6 +460,10 @@
       ['Est. cost', usd(job.cost && job.cost.usd)
         + (job.max_cost != null ? ' of max ' + usd(job.max_cost) : '')],
       ['Depends on', (job.depends_on || []).join(', ') || '-'],
+      ['Job array', job.array
+        ? 'rank ' + job.array.rank + ' of ' + job.array.size + ' (array ' + job.array.id
+          + ', at most ' + job.array.max_parallel + ' at once)'
+        : '-'],
     ];
     const list = $('job-facts');
     if (list.children.length !== facts.length * 2) {

@@ -34,6 +34,7 @@ struct Saw {
     exits: Vec<(Phase, i32)>,
     seen: Option<Timestamp>,
     started_at: Option<Timestamp>,
+    waits_on_active: bool,
 }
 
 fn up() -> Saw {
@@ -79,6 +80,10 @@ impl Saw {
         self.unlisted = true;
         self
     }
+    fn waiting_on_active(mut self) -> Self {
+        self.waits_on_active = true;
+        self
+    }
 }
 
 fn check(rows: &[(&str, JobRecord, Saw)], expect: &Expect) {
@@ -117,6 +122,7 @@ fn check(rows: &[(&str, JobRecord, Saw)], expect: &Expect) {
             cluster: state.as_ref(),
             listed: !saw.unlisted,
             facts: Some(&facts),
+            waits_on_active: saw.waits_on_active,
         };
         let limits = Limits {
             started_at: saw.started_at.unwrap_or(LIMITS.started_at),
@@ -184,6 +190,7 @@ fn the_sweep_closes_each_gap_once() {
         ("a due limit in a backoff comes first", job().in_backoff(NOW, 1).deadline(NOW), Saw::default()),
         ("PENDING with nothing under way: Submitted again", job(), Saw::default()),
         ("waiting for a dependency: asked at every sweep", job().submitted(ago(secs(2))).depends_on("3:afterok"), Saw::default()),
+        ("waiting for a job this sweep saw still active: not asked", job().submitted(ago(secs(2))).depends_on("3:afterok"), Saw::default().waiting_on_active()),
         ("PENDING, submitted just now: its event may be on its way", job().submitted(NOW), Saw::default()),
         ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
         ("nothing is judged without a listing", job().running(), Saw::default().unlisted()),
@@ -204,6 +211,8 @@ fn the_sweep_closes_each_gap_once() {
         ("every node's setup exited 0: the lost event", job().nodes(2).running().in_phase(Phase::Setup), up().exits(Phase::Setup, &[0, 0]).seen(secs(1))),
         ("one node's setup exited 0: wait", job().nodes(2).running().in_phase(Phase::Setup), up().exits(Phase::Setup, &[0]).seen(secs(1))),
         ("one node's run failed: the task failed", job().nodes(2).running().in_phase(Phase::Run), up().exits(Phase::Run, &[3]).seen(secs(1))),
+        ("run exited 0, then its machine went: the exit wins", job().running().in_phase(Phase::Run), health(ClusterHealth::Failed { reason: "node 0 exited".into() }).exits(Phase::Run, &[0]).seen(secs(1))),
+        ("read in setup, the run already exited, the machine gone", job().running(), Saw::default().exits(Phase::Run, &[0]).seen(secs(1))),
         ("heard from lately", job().running().in_phase(Phase::Run), up().seen(secs(5))),
         ("silent for longer than the timeout", job().running().in_phase(Phase::Run), up().seen(mins(2))),
         ("never heard from since it started running", job().running().in_phase(Phase::Run), up()),
@@ -219,6 +228,7 @@ fn the_sweep_closes_each_gap_once() {
         a due limit in a backoff comes first                 limit_due
         PENDING with nothing under way: Submitted again      submitted
         waiting for a dependency: asked at every sweep       submitted
+        waiting for a job this sweep saw still active: not asked -
         PENDING, submitted just now: its event may be on its way -
         a backoff not yet due waits                          -
         nothing is judged without a listing                  -
@@ -239,6 +249,8 @@ fn the_sweep_closes_each_gap_once() {
         every node's setup exited 0: the lost event          TaskExited setup [0, 0]
         one node's setup exited 0: wait                      -
         one node's run failed: the task failed               TaskExited run [3]
+        run exited 0, then its machine went: the exit wins   TaskExited run [0]
+        read in setup, the run already exited, the machine gone TaskExited run [0]
         heard from lately                                    -
         silent for longer than the timeout                   heartbeat_lost
         never heard from since it started running            heartbeat_lost
@@ -286,4 +298,32 @@ async fn a_cluster_launched_after_the_jobs_were_read_is_not_an_orphan() {
     let running = plane.cloud.running();
     assert!(running.contains(&fresh_cluster), "{running:?}");
     assert!(!running.contains(&orphan), "{running:?}");
+}
+
+#[rustfmt::skip]
+#[test]
+fn a_waiting_job_is_held_up_by_what_the_sweep_listed() {
+    use super::Others;
+    use crate::job::array::ArrayMember;
+    let others = Others {
+        running: [3, 20].into_iter().collect(),
+        uncleaned: [4, 21].into_iter().collect(),
+    };
+    let member = |rank| {
+        let mut job = job();
+        job.array = ArrayMember::all(20, 4, 1).nth(rank);
+        job
+    };
+    let rows: [(&str, JobRecord, bool); 7] = [
+        ("a dependency still running", job().depends_on("3:afterok"), true),
+        ("a dependency ended, not cleaned: its status is final", job().depends_on("4:afterok"), false),
+        ("a dependency not listed (ended and cleaned)", job().depends_on("5:afterany"), false),
+        ("no dependency, no array", job(), false),
+        ("the lane's previous member running", member(1), true),
+        ("the lane's previous member ended, not cleaned up", member(2), true),
+        ("the lane's previous member cleaned up", member(3), false),
+    ];
+    for (label, job, held) in rows {
+        assert_eq!(others.holds_up(&job), held, "{label}");
+    }
 }

@@ -496,25 +496,37 @@ impl JobReader for DynamoStore {
 
 #[async_trait]
 impl JobStore for DynamoStore {
-    async fn next_job_id(&self) -> Result<JobId, StoreError> {
-        let op = "next_job_id";
+    async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError> {
+        let op = "next_job_ids";
+        let count = count.max(1);
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s("COUNTER".to_owned()))
             .key("sk", s("JOB_ID".to_owned()))
-            .update_expression("ADD #v :one")
+            .update_expression("ADD #v :count")
             .expression_attribute_names("#v", "value")
-            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(|e| sdk_error(op, &e))?;
         let attributes = out.attributes().cloned().unwrap_or_default();
+        // The counter holds the range's last ID.
         number(&attributes, "value")
-            .map(|v| v as JobId)
+            .map(|last| last as JobId - JobId::from(count) + 1)
             .map_err(|reason| StoreError::backend(op, false, format!("the counter item: {reason}")))
+    }
+
+    /// A transaction per job, 16 at a time: a 1,000-job array is stored in about 60 round
+    /// trips of latency rather than 1,000. Not all or none (a transaction holds 100 items).
+    async fn create_jobs(&self, jobs: &[JobRecord]) -> Result<Vec<JobRecord>, StoreError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        // Futures made up front (they start only when polled): a closure over `&JobRecord`
+        // would not be `Send` for every lifetime, as `async_trait` needs.
+        let creates: Vec<_> = jobs.iter().map(|job| self.create_job(job)).collect();
+        stream::iter(creates).buffered(16).try_collect().await
     }
 
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {

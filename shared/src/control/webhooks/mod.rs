@@ -14,11 +14,18 @@
 //! - A URL is never logged whole: only its scheme and host ([`redacted`]), since webhook
 //!   URLs (Slack's) carry their secret in the path.
 //!
+//! # On AWS
+//! The `notify` function gets each event from an EventBridge rule and calls [`deliver`]
+//! (the webhook from the stack's parameters, [`from_parameters`]). No queue of its own:
+//! EventBridge invokes it once per event, at least once, in no guaranteed order.
+//!
 //! # Caveats
 //! - Only job-scope events are sent (the job's status, not each task's).
 //! - Queues live in the local control plane's memory: notices not yet delivered when it stops
 //!   are lost. A queue holds at most [`QUEUE`] notices; beyond, new ones are dropped (with a
 //!   controller-log line).
+
+mod http;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -32,6 +39,8 @@ use super::Context;
 use crate::job::cost::format_usd;
 use crate::job::transitions::{Scope, StatusEvent};
 use crate::job::{ControllerEvent, JobStatus};
+
+pub use http::UreqSender;
 
 /// Deliveries tried per event and webhook.
 pub const ATTEMPTS: u32 = 5;
@@ -188,32 +197,73 @@ async fn drain(
     mut queue: mpsc::Receiver<StatusEvent>,
     sender: Arc<dyn WebhookSender>,
 ) {
-    let shown = redacted(&hook.url);
     while let Some(event) = queue.recv().await {
-        let body = hook.body(&event);
-        let mut wait = FIRST_RETRY;
-        let mut last = String::new();
-        let mut delivered = false;
-        for attempt in 1..=ATTEMPTS {
-            match sender.post(&hook.url, &body).await {
-                Ok(code) if (200..300).contains(&code) => {
-                    delivered = true;
-                    break;
-                }
-                Ok(code) => last = format!("HTTP {code}"),
-                Err(e) => last = e,
-            }
-            tracing::info!(job_id = event.job_id, webhook = %shown, attempt, error = %last, "webhook delivery failed");
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
+        deliver(&ctx, &hook, &event, sender.as_ref()).await;
+    }
+}
+
+/// Posts `event` to `hook`, retrying after 0.5, 1, 2 and 4 s; after [`ATTEMPTS`] failures
+/// the job's controller log says so. Returns whether it was delivered.
+pub async fn deliver(
+    ctx: &Context,
+    hook: &Webhook,
+    event: &StatusEvent,
+    sender: &dyn WebhookSender,
+) -> bool {
+    let shown = redacted(&hook.url);
+    let body = hook.body(event);
+    let mut wait = FIRST_RETRY;
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match sender.post(&hook.url, &body).await {
+            Ok(code) if (200..300).contains(&code) => return true,
+            Ok(code) => last = format!("HTTP {code}"),
+            Err(e) => last = e,
         }
-        if !delivered {
-            let why = format!("failed after {ATTEMPTS} attempts ({last})");
-            log_dropped(&ctx, &event, &shown, &why).await;
+        tracing::info!(job_id = event.job_id, webhook = %shown, attempt, error = %last, "webhook delivery failed");
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
         }
     }
+    let why = format!("failed after {ATTEMPTS} attempts ({last})");
+    log_dropped(ctx, event, &shown, &why).await;
+    false
+}
+
+/// The webhook a deployment's stack parameters configure (`WebhookUrl`, `WebhookNotifyOn`,
+/// `WebhookFormat`, as the `notify` function's environment): `None` without a URL. A bad
+/// value is an error naming the parameter.
+pub fn from_parameters(
+    url: &str,
+    notify_on: &str,
+    format: &str,
+) -> Result<Option<Webhook>, String> {
+    if url.trim().is_empty() {
+        return Ok(None);
+    }
+    let notify_on = notify_on
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<JobStatus>().map_err(|_| {
+                format!("WebhookNotifyOn: '{s}' is not a job status (e.g. SUCCEEDED,FAILED)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let format = match format.trim() {
+        "" | "json" => Format::Json,
+        "slack" => Format::Slack,
+        other => return Err(format!("WebhookFormat: '{other}'; use json or slack")),
+    };
+    let hook = Webhook {
+        url: url.trim().to_owned(),
+        notify_on,
+        format,
+    };
+    hook.check().map_err(|e| format!("WebhookUrl: {e}"))?;
+    Ok(Some(hook))
 }
 
 #[cfg(test)]
@@ -222,6 +272,36 @@ mod tests {
     use crate::clock::Timestamp;
     use crate::job::JobRecord;
     use crate::job::transitions::created;
+
+    #[test]
+    fn stack_parameters_make_one_webhook_or_name_what_is_wrong() {
+        assert_eq!(from_parameters("", "FAILED", "slack"), Ok(None));
+        let hook = from_parameters(
+            " https://hooks.slack.com/services/T/B/x ",
+            "SUCCEEDED, FAILED",
+            "slack",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(hook.url, "https://hooks.slack.com/services/T/B/x");
+        assert_eq!(hook.notify_on, [JobStatus::Succeeded, JobStatus::Failed]);
+        assert_eq!(hook.format, Format::Slack);
+        assert_eq!(
+            from_parameters("http://h/x", "", "")
+                .unwrap()
+                .unwrap()
+                .format,
+            Format::Json
+        );
+        let bad = |url, on, format| from_parameters(url, on, format).unwrap_err();
+        assert!(bad("http://h/x", "DONE", "json").starts_with("WebhookNotifyOn: 'DONE'"));
+        assert!(bad("http://h/x", "", "xml").starts_with("WebhookFormat: 'xml'"));
+        let url = bad("ftp://h/the-secret", "", "json");
+        assert!(
+            url.starts_with("WebhookUrl: url:") && !url.contains("the-secret"),
+            "{url}"
+        );
+    }
 
     #[test]
     fn urls_are_shown_without_their_secret() {

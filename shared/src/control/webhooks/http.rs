@@ -1,16 +1,22 @@
-//! The local control plane's webhook sender (`control::webhooks::WebhookSender`): one `POST`
-//! with ureq, off the async threads, with a timeout.
+//! The webhook sender (`WebhookSender`) of the local control plane and the `notify` function:
+//! one `POST` with ureq, off the async threads, with a timeout.
 
 use std::time::Duration;
 
+use super::WebhookSender;
 use async_trait::async_trait;
-use shared::control::webhooks::WebhookSender;
 
 /// How long one delivery may take before it counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct UreqSender {
     agent: ureq::Agent,
+}
+
+impl Default for UreqSender {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl UreqSender {
