@@ -41,6 +41,7 @@ macro_rules! contract_suite {
             transitions_bump_the_version,
             stale_writes_conflict,
             counter_is_sequential_and_atomic,
+            an_arrays_jobs_are_stored_together,
             controller_events_keep_their_order,
             racing_updates_one_wins,
             node_facts_are_recorded_once_and_read_per_cluster,

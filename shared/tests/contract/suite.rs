@@ -279,6 +279,37 @@ pub async fn counter_is_sequential_and_atomic<S: JobStore + Clone + 'static>(sto
     assert_eq!(store.next_job_id().await.unwrap(), 1020);
 }
 
+pub async fn an_arrays_jobs_are_stored_together<S: JobStore>(store: &S) {
+    let first = store.next_job_ids(40).await.unwrap();
+    let jobs: Vec<JobRecord> = shared::job::array::ArrayMember::all(first, 40, 4)
+        .map(|member| {
+            let mut job = JobRecord::test()
+                .id(member.job_id())
+                .owner("alice")
+                .named("shard");
+            job.array = Some(member);
+            job
+        })
+        .collect();
+    let stored = store.create_jobs(&jobs).await.unwrap();
+    assert_eq!(ids(&stored), ids(&jobs), "returned in order");
+    assert!(stored.iter().all(|j| j.version == 1));
+    // Each reads back with its place in the array; one listing holds them all.
+    let last = store.get_job(first + 39).await.unwrap();
+    assert_eq!(
+        last.array.map(|a| (a.id, a.rank, a.size)),
+        Some((first, 39, 40))
+    );
+    let page = store
+        .list_jobs(Some("alice"), Some(Cursor::before(first + 40)), 40)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 40);
+    // Storing one of them again conflicts, as `create_job` would.
+    let again = store.create_jobs(&jobs[..1]).await.unwrap_err();
+    assert!(matches!(again, StoreError::Conflict { .. }), "{again:?}");
+}
+
 pub async fn controller_events_keep_their_order<S: JobStore>(store: &S) {
     let job = submit(store, "alice", "train").await;
     let other = submit(store, "alice", "eval").await;
