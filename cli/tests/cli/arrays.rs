@@ -179,7 +179,15 @@ fn an_array_is_one_queue_line_and_cancelled_as_one() {
             .contains("Waiting for job(s) 1 (the previous in its array's lane)")
     );
 
-    let log = home.run(&["jobs", "logs", "1", "--rank", "1", "--no-follow"]);
+    // A RUNNING job's first line reaches the log within a second or so: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = home.run(&["jobs", "logs", "1", "--rank", "1", "--no-follow"]);
+        if text(&log.stdout).contains("started 1") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         text(&log.stdout).contains("started 1"),
         "{}",

@@ -102,11 +102,19 @@ async fn resolve(
     }
     if let Some(before) = job.array.and_then(|a| a.waits_for()) {
         let seen = match ctx.store.get_job(before).await {
-            Ok(other) => Some((other.status(), other.cleaned_at.is_some())),
-            Err(StoreError::NotFound { .. }) => None,
+            Ok(other) => (other.status(), other.cleaned_at.is_some()),
+            // Its ID was reserved with this job's: only a submit that failed part-way leaves
+            // it missing, and launching now could put two of the lane's jobs up at once.
+            Err(StoreError::NotFound { .. }) => {
+                return Ok(Some(JobEvent::DependencyNeverMet {
+                    reason: format!(
+                        "Job {before}, the one before it in its array's lane, was never stored (the array's submit failed part-way)."
+                    ),
+                }));
+            }
             Err(e) => return Err(e.into()),
         };
-        if !array::may_launch(seen) {
+        if !array::may_launch(Some(seen)) {
             return Ok(None);
         }
     }

@@ -26,7 +26,6 @@ use crate::cloud::Cloud;
 use crate::facts::ClusterRef;
 use crate::job::{ControllerEvent, JobEvent, JobId, JobRecord};
 use crate::provider::ClusterHealth;
-use crate::store::Cursor;
 
 /// What one cleanup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,26 +144,21 @@ pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerErr
 }
 
 /// Whether another member of the job's array has not ended (none when it is not in one).
-/// Reads the array newest first, a page at a time, and stops at the first such member.
+/// Reads each member by its ID (a consistent read, unlike a listing's index), the last rank
+/// first (the lanes end in rank order), and stops at the first that has not ended.
 async fn others_of_array_active(ctx: &Context, job: &JobRecord) -> Result<bool, HandlerError> {
     let Some(array) = job.array else {
         return Ok(false);
     };
-    let mut cursor = Some(Cursor::before(array.id + JobId::from(array.size)));
-    while let Some(page_start) = cursor {
-        let page = ctx
-            .store
-            .list_jobs(Some(&job.owner), Some(page_start), 100)
-            .await?;
-        for other in &page.jobs {
-            if !array.contains(other.id) {
-                return Ok(false);
-            }
-            if other.id != job.id && !other.is_terminal() {
-                return Ok(true);
-            }
+    for id in (array.id..array.id + JobId::from(array.size)).rev() {
+        if id == job.id {
+            continue;
         }
-        cursor = page.next;
+        match ctx.store.get_job(id).await {
+            Ok(other) if !other.is_terminal() => return Ok(true),
+            Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(false)
 }

@@ -362,14 +362,18 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
     }
     let Some(cluster) = task.cluster.clone() else {
         // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns the
-        // `Submitted` into what their statuses say).
-        if job.awaits_dependencies()
-            && !world.waits_on_active
-            && task
-                .submitted_at
-                .is_some_and(|at| now.since(at) > DEPENDENCY_GRACE)
-        {
-            return vec![Found::Event(JobEvent::Submitted)];
+        // `Submitted` into what their statuses say), unless one it waits for is still in this
+        // sweep's listing (asking would only hear "not yet").
+        if job.awaits_dependencies() {
+            let ask = !world.waits_on_active
+                && task
+                    .submitted_at
+                    .is_some_and(|at| now.since(at) > DEPENDENCY_GRACE);
+            return if ask {
+                vec![Found::Event(JobEvent::Submitted)]
+            } else {
+                vec![]
+            };
         }
         // PENDING with nothing under way: the `Submitted` that starts the job was lost (a
         // crash after the create, a failed publish). Sent again; `step` ignores a duplicate.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -145,21 +146,17 @@ pub async fn submit(
     } else {
         vec![None]
     };
-    let uploads = Uploads(request.uploads);
-    let mut jobs = Vec::with_capacity(members.len());
-    for member in members {
-        let job_id = member.map_or(id, |m| m.job_id());
-        let mut job = JobRecord::new(job_id, owner, pipeline.clone(), candidates.clone(), now);
-        job.depends_on.clone_from(&request.depends_on);
-        job.array = member;
-        // Written before the job exists, so a node never asks for uploads that are not
-        // recorded. (No record reads as none.)
-        if !uploads.0.is_empty() {
-            uploads::write(ctx.blobs.as_ref(), job_id, &uploads).await?;
-        }
-        jobs.push(job);
-    }
-    let mut created = ctx.store.create_jobs(&jobs).await?;
+    let jobs: Vec<JobRecord> = members
+        .into_iter()
+        .map(|member| {
+            let job_id = member.map_or(id, |m| m.job_id());
+            let mut job = JobRecord::new(job_id, owner, pipeline.clone(), candidates.clone(), now);
+            job.depends_on.clone_from(&request.depends_on);
+            job.array = member;
+            job
+        })
+        .collect();
+    let mut created = store_all(ctx, &jobs, Uploads(request.uploads)).await?;
     info!(
         job_id = id,
         name = created[0].name(),
@@ -168,10 +165,56 @@ pub async fn submit(
         jobs = created.len(),
         "job submitted"
     );
-    for stored in &created {
-        start(ctx, stored, now).await;
-    }
+    // An array's members are started 16 at a time: each is a log line and an announcement (a
+    // table write and a `PutEvents` on AWS), which one after another would take a 1,000-job
+    // request past API Gateway's 29 s.
+    let starts: Vec<_> = created.iter().map(|job| start(ctx, job, now)).collect();
+    futures_util::stream::iter(starts)
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<()>>()
+        .await;
     Ok(created.swap_remove(0))
+}
+
+/// How many members' writes and announcements run at once.
+const PARALLEL: usize = 16;
+
+/// Records the uploads of every job (before it exists, so a node never asks for uploads that
+/// are not recorded; none recorded reads as none), then stores the jobs. If an array's store
+/// fails part-way, the members that were stored are cancelled before the error is answered,
+/// so a retried request leaves no second array running.
+async fn store_all(
+    ctx: &Context,
+    jobs: &[JobRecord],
+    uploads: Uploads,
+) -> Result<Vec<JobRecord>, SubmitError> {
+    if !uploads.0.is_empty() {
+        let writes: Vec<_> = jobs
+            .iter()
+            .map(|job| uploads::write(ctx.blobs.as_ref(), job.id, &uploads))
+            .collect();
+        let written: Vec<Result<(), HandlerError>> = futures_util::stream::iter(writes)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        written.into_iter().collect::<Result<Vec<()>, _>>()?;
+    }
+    match ctx.store.create_jobs(jobs).await {
+        Ok(created) => Ok(created),
+        Err(e) if jobs.len() > 1 => {
+            for job in jobs {
+                let stored = ctx.store.get_job(job.id).await.is_ok();
+                if stored
+                    && let Err(cancel) =
+                        super::advance(ctx, job.id, JobEvent::CancelRequested).await
+                {
+                    warn!(job_id = job.id, error = %cancel, "could not cancel a member of an array whose submit failed");
+                }
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Logs what a new job waits for, announces it, and starts it. The job exists: nothing here

@@ -191,6 +191,7 @@ fn the_sweep_closes_each_gap_once() {
         ("PENDING with nothing under way: Submitted again", job(), Saw::default()),
         ("waiting for a dependency: asked at every sweep", job().submitted(ago(secs(2))).depends_on("3:afterok"), Saw::default()),
         ("waiting for a job this sweep saw still active: not asked", job().submitted(ago(secs(2))).depends_on("3:afterok"), Saw::default().waiting_on_active()),
+        ("still waiting long after submit: still not asked", job().submitted(ago(mins(10))).depends_on("3:afterok"), Saw::default().waiting_on_active()),
         ("PENDING, submitted just now: its event may be on its way", job().submitted(NOW), Saw::default()),
         ("a backoff not yet due waits", job().in_backoff(NOW.plus(mins(1)), 1), Saw::default()),
         ("nothing is judged without a listing", job().running(), Saw::default().unlisted()),
@@ -229,6 +230,7 @@ fn the_sweep_closes_each_gap_once() {
         PENDING with nothing under way: Submitted again      submitted
         waiting for a dependency: asked at every sweep       submitted
         waiting for a job this sweep saw still active: not asked -
+        still waiting long after submit: still not asked     -
         PENDING, submitted just now: its event may be on its way -
         a backoff not yet due waits                          -
         nothing is judged without a listing                  -
