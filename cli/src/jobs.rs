@@ -286,10 +286,8 @@ fn job_rows(job: &JobView, now: Timestamp, rows: &mut Vec<[String; 10]>) {
 /// recoveries and cost summed, and how many of its jobs are in each status.
 fn array_row(members: &[&JobView], now: Timestamp) -> [String; 10] {
     let first = members.last().expect("an array line has jobs");
-    let ids = match (first.array, members.first()) {
-        (Some(a), Some(newest)) if newest.id != first.id || a.size > 1 => {
-            format!("{}-{}", a.id, a.id + u64::from(a.size) - 1)
-        }
+    let ids = match first.array {
+        Some(a) if a.size > 1 => format!("{}-{}", a.id, a.id + u64::from(a.size) - 1),
         _ => first.id.to_string(),
     };
     let mut counts: BTreeMap<JobStatus, usize> = BTreeMap::new();

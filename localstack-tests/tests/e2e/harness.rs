@@ -623,7 +623,17 @@ impl World {
             JobStatus::Cancelled,
         ];
         let job = self.wait_status(id, &ended, Duration::from_mins(2)).await;
-        let log = self.controller_log(id).await;
+        // The step's log lines are appended just after the record is written (ARCHITECTURE,
+        // `advance`): give the last ones a moment to land before the log is read.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut log = self.controller_log(id).await;
+        while job.status() == JobStatus::Succeeded
+            && !log.contains("Job succeeded.")
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            log = self.controller_log(id).await;
+        }
         assert_eq!(job.status(), JobStatus::Succeeded, "{log}");
         (job, log)
     }

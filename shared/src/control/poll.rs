@@ -361,29 +361,21 @@ pub fn decide(job: &JobRecord, world: &World<'_>, limits: &Limits, now: Timestam
         return vec![Found::Event(JobEvent::BackoffElapsed)];
     }
     let Some(cluster) = task.cluster.clone() else {
-        // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns the
-        // `Submitted` into what their statuses say), unless one it waits for is still in this
-        // sweep's listing (asking would only hear "not yet").
-        if job.awaits_dependencies() {
-            let ask = !world.waits_on_active
-                && task
-                    .submitted_at
-                    .is_some_and(|at| now.since(at) > DEPENDENCY_GRACE);
-            return if ask {
-                vec![Found::Event(JobEvent::Submitted)]
-            } else {
-                vec![]
-            };
-        }
-        // PENDING with nothing under way: the `Submitted` that starts the job was lost (a
-        // crash after the create, a failed publish). Sent again; `step` ignores a duplicate.
-        let waiting = task.status == JobStatus::Pending
-            && job.next_attempt_at.is_none()
-            && task.launch.is_none()
-            && task
-                .submitted_at
-                .is_some_and(|at| now.since(at) > REDRIVE_AFTER);
-        return if waiting {
+        let submitted_ago = |d: Duration| task.submitted_at.is_some_and(|at| now.since(at) > d);
+        let ask = if job.awaits_dependencies() {
+            // Waiting for the jobs it depends on: asked again at every sweep (`advance` turns
+            // the `Submitted` into what their statuses say), unless one it waits for is still
+            // in this sweep's listing (asking would only hear "not yet").
+            !world.waits_on_active && submitted_ago(DEPENDENCY_GRACE)
+        } else {
+            // PENDING with nothing under way: the `Submitted` that starts the job was lost (a
+            // crash after the create, a failed publish). Sent again; `step` ignores a duplicate.
+            task.status == JobStatus::Pending
+                && job.next_attempt_at.is_none()
+                && task.launch.is_none()
+                && submitted_ago(REDRIVE_AFTER)
+        };
+        return if ask {
             vec![Found::Event(JobEvent::Submitted)]
         } else {
             vec![]
