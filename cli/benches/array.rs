@@ -5,18 +5,11 @@
 //! times). It asserts nothing. `STRATUS_ARRAY_JOBS` and `STRATUS_ARRAY_PARALLEL` change the
 //! sizes.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
-fn stratus(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(args)
-        .env("STRATUS_HOME", home)
-        .env("USER", "bench")
-        .output()
-        .expect("run stratus")
-}
+use support::{start_api, stratus};
 
 fn var(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -31,21 +24,14 @@ fn main() {
         var("STRATUS_ARRAY_PARALLEL", 8),
     );
     let home = tempfile::tempdir().unwrap();
-    let out = stratus(home.path(), &["api", "start"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::fs::read_to_string(home.path().join("api/port")).unwrap();
-    let token = hex::encode(std::fs::read(home.path().join("api/token")).unwrap());
+    let (base, token) = start_api(home.path());
     let body = serde_json::json!({
         "yaml": "name: shard\nrun: echo rank $SKYPILOT_JOB_RANK of $SKYPILOT_NUM_JOBS\n",
         "array": { "num_jobs": jobs, "max_parallel": parallel },
     });
 
     let started = Instant::now();
-    let response = ureq::post(format!("http://127.0.0.1:{}/api/v1/jobs", port.trim()))
+    let response = ureq::post(format!("{base}/api/v1/jobs"))
         .header("Authorization", format!("Bearer {token}"))
         .content_type("application/json")
         .send(body.to_string().as_bytes())

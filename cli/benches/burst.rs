@@ -5,22 +5,15 @@
 //! refused (from the controller logs: "failed (no capacity)"; attempts not made because the
 //! zone was known full say "known full"). It asserts nothing.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use support::{start_api, stratus};
+
 const JOBS: usize = 1000;
 const CLIENTS: usize = 8;
-
-fn stratus(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(args)
-        .env("STRATUS_HOME", home)
-        .env("USER", "bench")
-        .output()
-        .expect("run stratus")
-}
 
 fn main() {
     let jobs: usize = std::env::var("STRATUS_BURST_JOBS")
@@ -28,15 +21,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(JOBS);
     let home = tempfile::tempdir().unwrap();
-    let out = stratus(home.path(), &["api", "start"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::fs::read_to_string(home.path().join("api/port")).unwrap();
-    let token = hex::encode(std::fs::read(home.path().join("api/token")).unwrap());
-    let base = format!("http://127.0.0.1:{}", port.trim());
+    let (base, token) = start_api(home.path());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

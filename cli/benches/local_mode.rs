@@ -7,9 +7,12 @@
 //!
 //! It prints figures; it asserts nothing, so a slow machine never fails a build.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use support::stratus;
 
 use shared::clock::{Clock, SystemClock};
 use shared::job::JobRecord;
@@ -20,15 +23,6 @@ use shared::store::{JobStore, SqliteStore};
 const LAUNCHES: usize = 10;
 const JOBS: usize = 1000;
 const QUEUE_RUNS: usize = 10;
-
-fn stratus(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(args)
-        .env("STRATUS_HOME", home)
-        .env("USER", "bench")
-        .output()
-        .expect("run stratus")
-}
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
