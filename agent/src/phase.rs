@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use shared::agent_protocol::{AgentCadence, LogChunk, LogUrlsRequest, NodeTask, Report};
 use shared::job::Phase;
-use tracing::{Span, debug, error, info};
+use tracing::{Span, debug, error, info, warn};
 
 use crate::api::{Api, ApiError, Gone, error_chain, retry};
 use crate::logs::LogBatcher;
@@ -316,6 +316,14 @@ fn run_command(
     // Until the output is sent, a shutdown waits for it (a bounded while).
     let _flushing = node.supervisor.flushing();
     debug!(pid = child.id(), "command spawned");
+    // Best effort, once: log lines show the pid when the control plane has it, and nothing
+    // depends on it (the command's output waits in its pipe meanwhile).
+    if let Err(e) = node.api.report(&Report::Spawned {
+        phase,
+        pid: child.id(),
+    }) {
+        warn!(error = %e, "could not report the command's pid");
+    }
     let (tx, rx) = mpsc::sync_channel(32);
     let output = tx.clone();
     let reading = thread::Builder::new()

@@ -39,8 +39,8 @@ pub struct DashboardArgs {
     /// Print the URL without opening a browser.
     #[arg(long)]
     no_open: bool,
-    /// The local port of the signing proxy used with a deployed API (default: a free one).
-    #[arg(long, default_value_t = 0)]
+    /// The local port of the signing proxy used with a deployed API (0: a free one).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     port: u16,
 }
 

@@ -58,6 +58,10 @@ pub struct QueueArgs {
     /// The jobs of this job array (its ID is its first job's), one row each.
     #[arg(long, value_name = "ID", conflicts_with_all = ["all", "all_users"])]
     array: Option<u64>,
+    /// More columns: STARTED, CLUSTER, INFRA, RESOURCES, and DETAILS (the failure reason, or
+    /// what a job waits for).
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
 pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
@@ -95,11 +99,16 @@ pub fn queue(args: &QueueArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    if args.array.is_some() {
-        print!("{}", render_jobs(&jobs, SystemClock.now()));
-    } else {
-        print!("{}", render_queue(&jobs, SystemClock.now()));
-    }
+    let columns = Columns {
+        user: args.all_users,
+        verbose: args.verbose,
+        group_arrays: args.array.is_none(),
+    };
+    let table = render_table(&jobs, SystemClock.now(), columns);
+    // Colours only on a terminal (and never with NO_COLOR).
+    let mut stdout = anstream::stdout();
+    let _ = stdout.write_all(table.as_bytes());
+    let _ = stdout.flush();
     Ok(0)
 }
 
@@ -148,17 +157,20 @@ fn complete_arrays(client: &Client, jobs: &mut Vec<JobView>) -> Result<(), Failu
     Ok(())
 }
 
-/// SkyPilot's queue table, with one line per job array.
-pub fn render_queue(jobs: &[JobView], now: Timestamp) -> String {
-    render_table(jobs, now, true)
+/// Which columns the queue table has besides SkyPilot's default ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Columns {
+    /// USER (`-u`: every user's jobs).
+    pub user: bool,
+    /// `-v`: STARTED, CLUSTER, INFRA, RESOURCES and DETAILS (why it failed or is waiting).
+    pub verbose: bool,
+    /// One line per job array (else each of its jobs).
+    pub group_arrays: bool,
 }
 
-/// SkyPilot's queue table, every job on its own line (an array's jobs too).
-pub fn render_jobs(jobs: &[JobView], now: Timestamp) -> String {
-    render_table(jobs, now, false)
-}
+type Row = Vec<String>;
 
-fn render_table(jobs: &[JobView], now: Timestamp, group_arrays: bool) -> String {
+fn render_table(jobs: &[JobView], now: Timestamp, columns: Columns) -> String {
     let mut out = String::from("Managed jobs\n");
     let active: BTreeMap<&str, usize> =
         jobs.iter()
@@ -175,39 +187,48 @@ fn render_table(jobs: &[JobView], now: Timestamp, group_arrays: bool) -> String 
         out.push_str("No in-progress managed jobs.\n");
         return out;
     }
-    let mut rows: Vec<[String; 10]> = vec![[
-        "ID".into(),
-        "TASK".into(),
-        "NAME".into(),
-        "REQUESTED".into(),
-        "SUBMITTED".into(),
-        "TOT. DURATION".into(),
-        "JOB DURATION".into(),
-        "#RECOVERIES".into(),
-        // Machine time × catalog price: an estimate, and the header says so.
-        "EST. COST".into(),
-        "STATUS".into(),
-    ]];
+    let mut header: Row = ["ID", "TASK", "NAME"].map(String::from).to_vec();
+    if columns.user {
+        header.push("USER".into());
+    }
+    // Machine time × catalog price: an estimate, and the header says so.
+    header.extend(
+        [
+            "REQUESTED",
+            "SUBMITTED",
+            "TOT. DURATION",
+            "JOB DURATION",
+            "#RECOVERIES",
+            "EST. COST",
+            "STATUS",
+        ]
+        .map(String::from),
+    );
+    if columns.verbose {
+        header.extend(["STARTED", "CLUSTER", "INFRA", "RESOURCES", "DETAILS"].map(String::from));
+    }
+    let mut rows: Vec<Row> = vec![header];
     let mut arrays: Vec<u64> = Vec::new();
     for job in jobs {
         match job.array {
-            Some(array) if group_arrays => {
+            Some(array) if columns.group_arrays => {
                 if !arrays.contains(&array.id) {
                     arrays.push(array.id);
                     let members: Vec<&JobView> = jobs
                         .iter()
                         .filter(|j| j.array.is_some_and(|a| a.id == array.id))
                         .collect();
-                    rows.push(array_row(&members, now));
+                    rows.push(array_row(&members, now, columns));
                 }
             }
-            _ => job_rows(job, now, &mut rows),
+            _ => job_rows(job, now, columns, &mut rows),
         }
     }
-    aligned(&rows, &mut out);
+    let status_column = rows[0].iter().position(|h| h == "STATUS");
+    aligned(&rows, status_column, &mut out);
     // Dependencies and arrays below the table, so that SkyPilot's columns stay as they are.
     for job in jobs.iter().filter(|j| !j.depends_on.is_empty()) {
-        if group_arrays && job.array.is_some_and(|a| a.rank > 0) {
+        if columns.group_arrays && job.array.is_some_and(|a| a.rank > 0) {
             continue;
         }
         let _ = writeln!(
@@ -231,18 +252,45 @@ fn render_table(jobs: &[JobView], now: Timestamp, group_arrays: bool) -> String 
     out
 }
 
+/// SkyPilot's pipeline STATUS: the first task that has not succeeded, `(task: N)` while it
+/// is active.
+fn job_status(job: &JobView) -> String {
+    if job.tasks.len() < 2 {
+        return job.status.to_string();
+    }
+    match job.tasks.iter().find(|t| t.status != JobStatus::Succeeded) {
+        Some(t) if !t.status.is_terminal() => format!("{} (task: {})", t.status, t.index),
+        Some(t) => t.status.to_string(),
+        None => job.status.to_string(),
+    }
+}
+
+/// What `-v`'s DETAILS says: why the job failed, or what it waits for.
+fn details(status: JobStatus, reason: Option<&str>, depends_on: &[String]) -> String {
+    match (status, reason) {
+        (_, Some(reason)) => format!("Failure: {}", printable(reason)),
+        (JobStatus::Pending, None) if !depends_on.is_empty() => {
+            format!("Waiting for job(s) {}", depends_on.join(", "))
+        }
+        (JobStatus::Pending | JobStatus::Starting, None) => "Waiting for resources".into(),
+        (JobStatus::Recovering, None) => "Recovering".into(),
+        _ => "-".into(),
+    }
+}
+
 /// One job's line, and one per task under a pipeline.
-fn job_rows(job: &JobView, now: Timestamp, rows: &mut Vec<[String; 10]>) {
+fn job_rows(job: &JobView, now: Timestamp, columns: Columns, rows: &mut Vec<Row>) {
     let pipeline = job.tasks.len() > 1;
     let job_duration = if job.started_at.is_some() {
         duration(job.job_duration_ms)
     } else {
         "-".into()
     };
-    rows.push([
-        job.id.to_string(),
-        "-".into(),
-        job.name.clone(),
+    let mut row: Row = vec![job.id.to_string(), "-".into(), job.name.clone()];
+    if columns.user {
+        row.push(job.owner.clone());
+    }
+    row.extend([
         if pipeline {
             "-".into()
         } else {
@@ -253,18 +301,33 @@ fn job_rows(job: &JobView, now: Timestamp, rows: &mut Vec<[String; 10]>) {
         job_duration,
         job.recoveries.to_string(),
         format_usd(job.cost.usd),
-        job.status.to_string(),
+        job_status(job),
     ]);
+    if columns.verbose {
+        let current = job
+            .tasks
+            .iter()
+            .rfind(|t| t.cluster.is_some())
+            .unwrap_or(&job.tasks[0]);
+        row.extend(verbose_cells(
+            job.started_at,
+            current,
+            now,
+            details(job.status, job.failure_reason.as_deref(), &job.depends_on),
+        ));
+    }
+    rows.push(row);
     if pipeline {
         for task in &job.tasks {
             let total = task.submitted_at.map_or_else(
                 || "-".into(),
                 |s| duration(millis(task.ended_at.unwrap_or(now).since(s))),
             );
-            rows.push([
-                " ↳".into(),
-                task.index.to_string(),
-                task.name.clone(),
+            let mut row: Row = vec![" ↳".into(), task.index.to_string(), task.name.clone()];
+            if columns.user {
+                row.push(job.owner.clone());
+            }
+            row.extend([
                 task.requested.clone(),
                 task.submitted_at
                     .map_or_else(|| "-".into(), |s| ago(s, now)),
@@ -278,13 +341,37 @@ fn job_rows(job: &JobView, now: Timestamp, rows: &mut Vec<[String; 10]>) {
                 format_usd(task.cost.usd),
                 task.status.to_string(),
             ]);
+            if columns.verbose {
+                let detail = details(task.status, task.failure_reason.as_deref(), &[]);
+                row.extend(verbose_cells(task.started_at, task, now, detail));
+            }
+            rows.push(row);
         }
     }
 }
 
+/// `-v`'s cells: STARTED, CLUSTER, INFRA, RESOURCES, DETAILS.
+fn verbose_cells(
+    started: Option<Timestamp>,
+    task: &shared::api::TaskView,
+    now: Timestamp,
+    details: String,
+) -> [String; 5] {
+    let dash = || "-".to_owned();
+    [
+        started.map_or_else(dash, |s| ago(s, now)),
+        task.cluster.clone().unwrap_or_else(dash),
+        task.infra.clone().unwrap_or_else(dash),
+        task.instance_type.as_ref().map_or_else(dash, |t| {
+            format!("{t}{}", if task.use_spot { "[Spot]" } else { "" })
+        }),
+        details,
+    ]
+}
+
 /// One line for a job array (`members` newest first): its ID range, the longest duration,
 /// recoveries and cost summed, and how many of its jobs are in each status.
-fn array_row(members: &[&JobView], now: Timestamp) -> [String; 10] {
+fn array_row(members: &[&JobView], now: Timestamp, columns: Columns) -> Row {
     let first = members.last().expect("an array line has jobs");
     let ids = match first.array {
         Some(a) if a.size > 1 => format!("{}-{}", a.id, a.id + u64::from(a.size) - 1),
@@ -296,10 +383,11 @@ fn array_row(members: &[&JobView], now: Timestamp) -> [String; 10] {
     }
     let statuses: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let running_ms: u64 = members.iter().map(|m| m.job_duration_ms).sum();
-    [
-        ids,
-        "-".into(),
-        first.name.clone(),
+    let mut row: Row = vec![ids, "-".into(), first.name.clone()];
+    if columns.user {
+        row.push(first.owner.clone());
+    }
+    row.extend([
         first.tasks[0].requested.clone(),
         ago(first.submitted_at, now),
         duration(
@@ -321,28 +409,56 @@ fn array_row(members: &[&JobView], now: Timestamp) -> [String; 10] {
             .to_string(),
         format_usd(members.iter().map(|m| m.cost.usd).sum()),
         statuses.join(", "),
-    ]
+    ]);
+    if columns.verbose {
+        row.extend(["-", "-", "-", "-", "-"].map(String::from));
+    }
+    row
 }
 
-/// The rows as columns two spaces apart, each as wide as its widest cell.
-fn aligned<const N: usize>(rows: &[[String; N]], out: &mut String) {
-    let mut widths = [0usize; N];
+/// The rows as columns two spaces apart, each as wide as its widest cell (in terminal
+/// columns), the STATUS cells coloured as SkyPilot colours them (`anstream` drops the colour
+/// when the output is not a terminal).
+fn aligned(rows: &[Row], status_column: Option<usize>, out: &mut String) {
+    use unicode_width::UnicodeWidthStr as _;
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
-    for row in rows {
+    for (r, row) in rows.iter().enumerate() {
         let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            line.push_str(cell);
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            let style = status_column
+                .filter(|c| *c == i && r > 0)
+                .map_or_else(anstyle::Style::new, |_| status_style(cell));
+            let _ = write!(line, "{style}{cell}{style:#}");
             if i + 1 < row.len() {
-                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+                line.push_str(&" ".repeat(w - cell.width() + 2));
             }
         }
         out.push_str(line.trim_end());
         out.push('\n');
     }
+}
+
+/// SkyPilot's status colours: blue while waiting, green running or done well, cyan
+/// recovering, red failed, yellow cancelled.
+fn status_style(cell: &str) -> anstyle::Style {
+    use anstyle::AnsiColor;
+    // A job's status, or a pipeline's `RUNNING (task: 1)`; an array's counts stay plain.
+    let word = cell.split_whitespace().next();
+    let colour = match word {
+        Some("RUNNING" | "SUCCEEDED") => Some(AnsiColor::Green),
+        Some(w) if w.starts_with("FAILED") => Some(AnsiColor::Red),
+        Some("PENDING" | "STARTING") => Some(AnsiColor::Blue),
+        Some("RECOVERING") => Some(AnsiColor::Cyan),
+        Some("CANCELLING" | "CANCELLED") => Some(AnsiColor::Yellow),
+        _ => None,
+    };
+    anstyle::Style::new().fg_color(colour.map(anstyle::Color::Ansi))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -361,15 +477,16 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// `5 secs ago`, `2 mins ago`, ...
+/// `1 sec ago`, `5 secs ago`, `2 mins ago`, ...
 pub fn ago(at: Timestamp, now: Timestamp) -> String {
     let secs = now.since(at).as_secs();
-    match secs {
-        0..60 => format!("{secs} secs ago"),
-        60..3600 => format!("{} mins ago", secs / 60),
-        3600..86_400 => format!("{} hrs ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86_400),
-    }
+    let (n, unit) = match secs {
+        0..60 => (secs, "sec"),
+        60..3600 => (secs / 60, "min"),
+        3600..86_400 => (secs / 3600, "hr"),
+        _ => (secs / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 /// Print a managed job's output (setup and run), following it until it ends.
@@ -397,6 +514,16 @@ pub struct LogsArgs {
         help = "With a job array's ID: the job of this rank (its $SKYPILOT_JOB_RANK)."
     )]
     rank: Option<u32>,
+    /// Show the output of every attempt (recoveries and restarts), not only the current one.
+    #[arg(long)]
+    all_attempts: bool,
+    /// Save the job's output (every attempt) and controller log under
+    /// ~/stratus_logs/managed_jobs/job-ID/ instead of printing them.
+    #[arg(long, conflicts_with = "controller")]
+    sync_down: bool,
+    /// Accepted for SkyPilot's scripts: it restarts SkyPilot's controller, and Stratus has none.
+    #[arg(long)]
+    refresh: bool,
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
@@ -405,19 +532,21 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
     if let Some(rank) = args.rank {
         job = rank_of(&client, &job, rank)?;
     }
+    if args.refresh {
+        eprintln!(
+            "Note: --refresh restarts SkyPilot's jobs controller; Stratus has none to restart (its control plane is serverless; `stratus api status` shows the local one)."
+        );
+    }
+    if args.sync_down {
+        return sync_down(&client, &job);
+    }
     if args.controller {
         // Print the events so far; when following, the new ones until the job ends.
         let mut seen = 0;
         loop {
             let events = client.events(job.id)?;
             for e in events.iter().skip(seen) {
-                println!(
-                    "{} [task {}] {}: {}",
-                    clock_time(e.at),
-                    e.task,
-                    e.status,
-                    printable(&e.message)
-                );
+                println!("{}", controller_line(e));
             }
             seen = events.len();
             let status = client.job(job.id)?.status;
@@ -427,8 +556,60 @@ pub fn logs(args: &LogsArgs) -> Result<u8, Failure> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let status = follow(&client, &job, !args.no_follow, false)?;
+    let status = follow(
+        &client,
+        &job,
+        Follow {
+            until_done: !args.no_follow,
+            progress: if args.no_follow {
+                Progress::Quiet
+            } else {
+                Progress::Logs
+            },
+            all_attempts: args.all_attempts,
+        },
+    )?;
+    if !args.no_follow {
+        print!("{}", finished_lines(&client, job.id, status));
+    }
     Ok(exit_code(status))
+}
+
+/// `logs --sync-down`: the job's output (every attempt) and its controller log, saved under
+/// `~/stratus_logs/managed_jobs/job-<ID>/` as SkyPilot saves them under `~/sky_logs`.
+fn sync_down(client: &Client, job: &JobView) -> Result<u8, Failure> {
+    let home = std::env::var_os("HOME").map_or_else(|| ".".into(), std::path::PathBuf::from);
+    let dir = home
+        .join("stratus_logs/managed_jobs")
+        .join(format!("job-{}", job.id));
+    std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
+    let mut run = std::io::BufWriter::new(
+        std::fs::File::create(dir.join("run.log")).map_err(anyhow::Error::from)?,
+    );
+    let mut printer = Printer::new(job, true);
+    let mut after = String::new();
+    loop {
+        let page = client.logs(job.id, &after, false)?;
+        printer.write(&page.pieces, &mut run, &|| None);
+        after = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    printer.write_end(&mut run).map_err(anyhow::Error::from)?;
+    run.flush().map_err(anyhow::Error::from)?;
+    let mut controller = String::new();
+    for e in client.events(job.id)? {
+        let _ = writeln!(controller, "{}", controller_line(&e));
+    }
+    std::fs::write(dir.join("controller.log"), controller).map_err(anyhow::Error::from)?;
+    println!(
+        "Managed job {}'s logs ({}) are in {}: run.log (every attempt's output), controller.log.",
+        job.id,
+        job.status,
+        dir.display()
+    );
+    Ok(0)
 }
 
 /// The job of rank `rank` in the array whose first job is `first`.
@@ -471,6 +652,17 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// A controller log line as `logs --controller` prints it (and `--sync-down` saves it).
+fn controller_line(e: &shared::api::EventView) -> String {
+    format!(
+        "{} [task {}] {}: {}",
+        clock_time(e.at),
+        e.task,
+        e.status,
+        printable(&e.message)
+    )
+}
+
 /// `HH:MM:SS` (UTC) of a timestamp, for controller log lines.
 fn clock_time(at: Timestamp) -> String {
     let c = at.civil();
@@ -506,46 +698,224 @@ fn resolve_one(client: &Client, id: Option<u64>, name: Option<&str>) -> Result<J
     }
 }
 
-/// Prints the job's output from the start; with `follow`, until the job ends. Status changes
-/// are printed as progress lines when `progress` is set (the launch view). Returns the last
-/// status seen.
-pub fn follow(
-    client: &Client,
-    job: &JobView,
-    follow: bool,
-    progress: bool,
-) -> anyhow::Result<JobStatus> {
-    let names: Vec<String> = job.tasks.iter().map(|t| t.name.clone()).collect();
-    let multi_node: Vec<bool> = job
-        .tasks
-        .iter()
-        .map(|t| !t.requested.starts_with("1x"))
-        .collect();
-    let mut after = String::new();
+/// What `follow` shows besides the job's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Only the output (`--no-follow`).
+    Quiet,
+    /// `launch`: "Job started. Streaming logs..." once the job runs, then its status changes.
+    Launch,
+    /// `jobs logs`: the status now and every change.
+    Logs,
+}
+
+/// How to follow a job's output.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    /// Until the job ends (else what is there now).
+    pub until_done: bool,
+    pub progress: Progress,
+    /// Every attempt's output; else, as SkyPilot, from each task's current attempt on.
+    pub all_attempts: bool,
+}
+
+/// The output of one task's attempt, one phase, one node.
+type Stream = (usize, u32, bool, u32);
+
+/// Prints the job's output as `follow` says; returns the last status seen.
+pub fn follow(client: &Client, job: &JobView, how: Follow) -> anyhow::Result<JobStatus> {
+    let mut printer = Printer::new(job, how.all_attempts);
     let mut status = job.status;
-    let mut at_line_start: BTreeMap<(usize, u32, bool, u32), bool> = BTreeMap::new();
-    let stdout = std::io::stdout();
+    let mut started = job.started_at.is_some() && how.progress == Progress::Launch;
+    if let Some(note) = printer.skipped_note() {
+        println!("{note}");
+    }
+    if how.progress == Progress::Logs && status != JobStatus::Running && !status.is_terminal() {
+        println!("{}", progress_line(client, job.id, status));
+    }
+    // A recovery announced by its status line is not announced again by its first output.
+    let recovery_told = std::cell::Cell::new(false);
+    let why_new_attempt = || {
+        if recovery_told.replace(false) || how.progress == Progress::Quiet {
+            return None;
+        }
+        recovery_reason(client, job.id).map(|why| format!("⚙︎ Job {} is RECOVERING: {why}", job.id))
+    };
+    let mut spinner = Spinner::default();
+    let mut after = String::new();
     loop {
-        let page = client.logs(job.id, &after, follow)?;
-        let mut out = stdout.lock();
-        for piece in &page.pieces {
+        let page = client.logs(job.id, &after, how.until_done)?;
+        let changed = page.status != status;
+        status = page.status;
+        if changed || !page.pieces.is_empty() {
+            spinner.clear();
+        }
+        if how.progress == Progress::Launch && !started && status != JobStatus::Pending {
+            if status == JobStatus::Running || !page.pieces.is_empty() {
+                started = true;
+                println!(
+                    "└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)"
+                );
+            }
+        } else if how.progress != Progress::Quiet && changed && !status.is_terminal() {
+            println!("{}", progress_line(client, job.id, status));
+            // Told until the new attempt's output says it again (a RUNNING line between
+            // does not make the reason news).
+            if status == JobStatus::Recovering {
+                recovery_told.set(true);
+            }
+        }
+        printer.print(&page.pieces, &why_new_attempt);
+        after = page.next;
+        if page.more {
+            // More is stored already (a long log is read a page at a time).
+            continue;
+        }
+        if page.done || !how.until_done {
+            spinner.clear();
+            printer.end_lines();
+            return Ok(status);
+        }
+        if how.progress != Progress::Quiet {
+            spinner.waiting(job.id, status);
+        }
+        std::thread::sleep(client.follow_interval());
+    }
+}
+
+/// A spinner while the job waits for machines, on a terminal only (`indicatif` draws nothing
+/// elsewhere), cleared before anything else is printed.
+#[derive(Default)]
+struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    fn waiting(&mut self, id: u64, status: JobStatus) {
+        if !matches!(
+            status,
+            JobStatus::Pending | JobStatus::Starting | JobStatus::Recovering
+        ) {
+            self.clear();
+            return;
+        }
+        let bar = self.0.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let what = match status {
+            JobStatus::Starting => "launching its cluster",
+            JobStatus::Recovering => "recovering on a new cluster",
+            _ => "waiting for resources",
+        };
+        bar.set_message(format!("Job {id} is {what} ({status})"));
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Prefixes lines with their task (and rank), starts each attempt with a banner, and skips
+/// attempts older than the ones current when following began (unless asked for all).
+struct Printer {
+    names: Vec<String>,
+    multi_node: Vec<bool>,
+    /// Per task: the first attempt shown (older ones are skipped).
+    first_shown: Vec<u32>,
+    /// Per task: the attempt whose output was printed last.
+    last_printed: Vec<Option<u32>>,
+    at_line_start: BTreeMap<Stream, bool>,
+}
+
+impl Printer {
+    fn new(job: &JobView, all_attempts: bool) -> Self {
+        let first_shown = job
+            .tasks
+            .iter()
+            .map(|t| {
+                t.cluster
+                    .as_deref()
+                    .and_then(|c| shared::job::attempt_of_cluster(c, job.id))
+                    .filter(|_| !all_attempts)
+                    .unwrap_or(0)
+            })
+            .collect();
+        Self {
+            names: job.tasks.iter().map(|t| t.name.clone()).collect(),
+            multi_node: job
+                .tasks
+                .iter()
+                .map(|t| !t.requested.starts_with("1x"))
+                .collect(),
+            first_shown,
+            last_printed: vec![None; job.tasks.len()],
+            at_line_start: BTreeMap::new(),
+        }
+    }
+
+    /// Says which attempt is shown when earlier ones are skipped.
+    fn skipped_note(&self) -> Option<String> {
+        let (task, attempt) = self
+            .first_shown
+            .iter()
+            .enumerate()
+            .rfind(|(_, a)| **a > 1)?;
+        let name = &self.names[task];
+        Some(format!(
+            "⚙︎ Showing the output of attempt {attempt} of task '{name}', the current one (--all-attempts shows the earlier ones)."
+        ))
+    }
+
+    /// Prints `pieces`; `why` says why a new attempt started, if that is still to be said.
+    fn print(
+        &mut self,
+        pieces: &[shared::control::logs::LogPiece],
+        why: &dyn Fn() -> Option<String>,
+    ) {
+        let mut out = std::io::stdout().lock();
+        self.write(pieces, &mut out, why);
+    }
+
+    fn write(
+        &mut self,
+        pieces: &[shared::control::logs::LogPiece],
+        out: &mut impl std::io::Write,
+        why: &dyn Fn() -> Option<String>,
+    ) {
+        for piece in pieces {
+            if piece.attempt < self.first_shown.get(piece.task).copied().unwrap_or(0) {
+                continue;
+            }
+            let name = self.names.get(piece.task).map_or("task", String::as_str);
+            if let Some(last) = self.last_printed.get_mut(piece.task) {
+                if last.is_some_and(|l| l != piece.attempt) {
+                    if let Some(why) = why() {
+                        let _ = writeln!(out, "{why}");
+                    }
+                    let _ = writeln!(
+                        out,
+                        "⚙︎ Attempt {} of task '{name}' started. Streaming its logs...",
+                        piece.attempt
+                    );
+                }
+                *last = Some(piece.attempt);
+            }
+            let multi_node = self.multi_node.get(piece.task).copied().unwrap_or(false);
+            let prefix = prefix(piece, name, multi_node);
             let key = (
                 piece.task,
                 piece.attempt,
                 piece.phase == Phase::Run,
                 piece.rank,
             );
-            let name = names.get(piece.task).map_or("task", String::as_str);
-            let who = match piece.phase {
-                Phase::Setup => "setup".to_owned(),
-                Phase::Run => name.to_owned(),
-            };
-            let prefix = if multi_node.get(piece.task).copied().unwrap_or(false) {
-                format!("({who}, rank={}) ", piece.rank)
-            } else {
-                format!("({who}) ")
-            };
-            let start = at_line_start.entry(key).or_insert(true);
+            let start = self.at_line_start.entry(key).or_insert(true);
             for line in piece.data.split_inclusive('\n') {
                 if *start {
                     let _ = out.write_all(prefix.as_bytes());
@@ -555,38 +925,83 @@ pub fn follow(
             }
         }
         let _ = out.flush();
-        drop(out);
-        after = page.next;
-        if progress && page.status != status && !page.status.is_terminal() {
-            println!("{}", progress_line(job.id, page.status));
+    }
+
+    /// A line cut off at the end still gets its newline.
+    fn end_lines(&self) {
+        let _ = self.write_end(&mut std::io::stdout().lock());
+    }
+
+    fn write_end(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.at_line_start.values().any(|s| !*s) {
+            writeln!(out)?;
         }
-        status = page.status;
-        if page.more {
-            // More is stored already (a long log is read a page at a time).
-            continue;
-        }
-        if page.done || !follow {
-            // A line cut off at the end still gets its newline.
-            if at_line_start.values().any(|s| !*s) {
-                println!();
-            }
-            return Ok(status);
-        }
-        std::thread::sleep(client.follow_interval());
+        Ok(())
     }
 }
 
-fn progress_line(id: u64, status: JobStatus) -> String {
+/// SkyPilot's line prefix: `(setup pid=12) `, `(train, pid=34) `, and on several nodes
+/// `(train, rank=1, pid=56, ip=10.0.0.2) `; the pid once the node has reported it.
+fn prefix(piece: &shared::control::logs::LogPiece, name: &str, multi_node: bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if multi_node {
+        parts.push(format!("rank={}", piece.rank));
+    }
+    if let Some(pid) = piece.pid {
+        parts.push(format!("pid={pid}"));
+    }
+    if multi_node && let Some(ip) = &piece.ip {
+        parts.push(format!("ip={ip}"));
+    }
+    let details = parts.join(", ");
+    match (piece.phase, details.is_empty()) {
+        (Phase::Setup, true) => "(setup) ".to_owned(),
+        (Phase::Setup, false) if !multi_node => format!("(setup {details}) "),
+        (Phase::Setup, false) => format!("(setup, {details}) "),
+        (Phase::Run, true) => format!("({name}) "),
+        (Phase::Run, false) => format!("({name}, {details}) "),
+    }
+}
+
+/// A status change as a progress line; a recovery says why (the controller's last word on it).
+fn progress_line(client: &Client, id: u64, status: JobStatus) -> String {
     match status {
         JobStatus::Pending => format!("⚙︎ Job {id} is waiting for resources (PENDING)."),
         JobStatus::Starting => format!("⚙︎ Job {id} is launching its cluster (STARTING)."),
         JobStatus::Running => format!("⚙︎ Job {id} is RUNNING."),
-        JobStatus::Recovering => {
-            format!("⚙︎ Job {id} lost its cluster and is RECOVERING on a new one.")
-        }
+        JobStatus::Recovering => match recovery_reason(client, id) {
+            Some(why) => format!("⚙︎ Job {id} is RECOVERING: {why}"),
+            None => format!("⚙︎ Job {id} is RECOVERING."),
+        },
         JobStatus::Cancelling => format!("⚙︎ Job {id} is CANCELLING."),
         other => format!("⚙︎ Job {id}: {other}."),
     }
+}
+
+/// Why the job's latest recovery started: the controller's first line in RECOVERING after
+/// its last line in RUNNING (a preemption, a lost node, or the user's code failing).
+fn recovery_reason(client: &Client, id: u64) -> Option<String> {
+    let events = client.events(id).ok()?;
+    let mut reason = None;
+    for (i, e) in events.iter().enumerate() {
+        let before = i.checked_sub(1).map(|p| events[p].status);
+        if e.status == JobStatus::Recovering && before != Some(JobStatus::Recovering) {
+            reason = Some(printable(&e.message).into_owned());
+        }
+    }
+    reason
+}
+
+/// The line a followed job ends with, and its failure reason when it did not succeed.
+pub fn finished_lines(client: &Client, id: u64, status: JobStatus) -> String {
+    if status == JobStatus::Succeeded {
+        return format!("✓ Managed job finished: {id} (status: {status}).\n");
+    }
+    let mut out = format!("✗ Managed job finished: {id} (status: {status}).\n");
+    if let Some(reason) = client.job(id).ok().and_then(|j| j.failure_reason) {
+        let _ = writeln!(out, "  Reason: {}", printable(&reason));
+    }
+    out
 }
 
 /// SkyPilot's "useful commands" block.
@@ -603,7 +1018,7 @@ pub fn useful_commands(id: u64) -> String {
 /// Cancel managed jobs: they go CANCELLING, then CANCELLED once their clusters are gone.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  stratus jobs cancel 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y\n  stratus jobs cancel --array 5 -y"
+    after_help = "Examples:\n  stratus jobs cancel -y 3 4\n  stratus jobs cancel -n train -y\n  stratus jobs cancel -a -y\n  stratus jobs cancel --array 5 -y"
 )]
 pub struct CancelArgs {
     /// Job IDs to cancel.
@@ -734,6 +1149,30 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ago_says_one_in_the_singular() {
+        let now = Timestamp::from_millis(10_000_000);
+        let before = |secs: i64| Timestamp::from_millis(10_000_000 - secs * 1000);
+        let said: Vec<String> = [0, 1, 5, 60, 61, 120, 3600, 7200, 86_400, 172_800]
+            .map(|s| ago(before(s), now))
+            .to_vec();
+        assert_eq!(
+            said,
+            [
+                "0 secs ago",
+                "1 sec ago",
+                "5 secs ago",
+                "1 min ago",
+                "1 min ago",
+                "2 mins ago",
+                "1 hr ago",
+                "2 hrs ago",
+                "1 day ago",
+                "2 days ago"
+            ]
+        );
+    }
 
     #[test]
     fn control_characters_are_shown_not_sent() {

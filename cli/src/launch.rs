@@ -16,7 +16,6 @@ use shared::spec::{self, Loaded, MountSource, Overrides, StorageSource, Task, Wo
 use std::collections::BTreeMap;
 
 use shared::control::SubmitRequest;
-use shared::job::JobStatus;
 use shared::job::array::{ArrayMember, ArrayRequest};
 
 use crate::home::stratus_home;
@@ -26,24 +25,24 @@ use crate::{Failure, client, jobs, local, pack};
 /// clouds and regions, run setup then run, recover from preemptions, tear down when done.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
+    stratus jobs launch task.yaml -y -d\n  \
+    stratus jobs launch -y -n hello -- echo hello\n  \
     stratus jobs launch --dry-run task.yaml\n  \
     stratus jobs launch --dry-run -n train --env WANDB_API_KEY --gpus A100:8 task.yaml\n  \
     stratus jobs launch --dry-run --infra aws/us-east-1 --cpus 4+ -- python train.py --epochs 3\n  \
     stratus jobs launch --dry-run --max-cost 20 --max-duration 6h task.yaml\n  \
-    stratus jobs launch -d -y --depends-on 12:afterok evaluate.yaml\n  \
-    stratus jobs launch -y --num-jobs 100 --max-parallel 8 shard.yaml   # $SKYPILOT_JOB_RANK picks the shard")]
+    stratus jobs launch -d -y --depends-on 1:afterok evaluate.yaml\n  \
+    stratus jobs launch -y --num-jobs 20 --max-parallel 4 shard.yaml   # $SKYPILOT_JOB_RANK picks the shard")]
 pub struct LaunchArgs {
     /// A task YAML file (a pipeline when it has several `---` documents), or a command to run
-    /// (put it after `--` when it has flags of its own).
-    #[arg(
-        value_name = "FILE | -- CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = false
-    )]
+    /// (put it after `--` when it has flags of its own). Options may come before or after it,
+    /// as in SkyPilot.
+    #[arg(value_name = "FILE | -- CMD", allow_hyphen_values = false)]
     entrypoint: Vec<String>,
 
-    /// The job name (overrides the YAML's `name`).
-    #[arg(short = 'n', long)]
+    /// The job name (overrides the YAML's `name`; a one-task job's task takes it too).
+    /// `-c/--cluster` is SkyPilot's older spelling.
+    #[arg(short = 'n', long, short_alias = 'c', alias = "cluster")]
     name: Option<String>,
 
     /// Show the plan (tasks, chosen resources, envs, recovery) and launch nothing.
@@ -63,6 +62,11 @@ pub struct LaunchArgs {
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
     envs: Vec<String>,
 
+    /// Read environment variables from a dotenv file (KEY=VALUE lines, `#` comments, quotes);
+    /// `--env` wins over it.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+
     /// Like --env, for secrets: passed to the job, never printed. Repeatable.
     #[arg(long = "secret", value_name = "KEY[=VALUE]")]
     secrets: Vec<String>,
@@ -74,6 +78,27 @@ pub struct LaunchArgs {
     /// Where to run: cloud[/region[/zone]], e.g. aws, aws/us-east-1, gcp/*/us-central1-a, local.
     #[arg(long)]
     infra: Option<String>,
+
+    /// SkyPilot's older spelling of --infra's cloud: `--cloud aws` is `--infra aws`.
+    #[arg(long, conflicts_with = "infra")]
+    cloud: Option<String>,
+
+    /// SkyPilot's older spelling of --infra's region: `--cloud aws --region us-east-1` is
+    /// `--infra aws/us-east-1`.
+    #[arg(long, conflicts_with = "infra")]
+    region: Option<String>,
+
+    /// SkyPilot's older spelling of --infra's zone (`--infra gcp/*/us-central1-a`).
+    #[arg(long, conflicts_with = "infra")]
+    zone: Option<String>,
+
+    #[arg(
+        long,
+        value_name = "STRATEGY",
+        help = "The recovery strategy from preemptions and lost machines (over the file's \
+                `job_recovery`): EAGER_NEXT_REGION (default), FAILOVER or NO_RECOVERY."
+    )]
+    job_recovery: Option<String>,
 
     /// Accelerators per node, e.g. A100, A100:8, T4:1.
     #[arg(long)]
@@ -143,6 +168,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     }
     let home = stratus_home();
     let catalog = Catalog::with_overrides(&home.join("catalogs")).map_err(Failure::input)?;
+    known_places(&catalog, &loaded, &source)?;
     if args.dry_run {
         let enabled = credentials::enabled_clouds(&Environment::current());
         let plans: Vec<TaskPlan> = loaded
@@ -159,7 +185,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     }
 
     // The uploads must exist before anything starts.
-    let paths = local_paths(&loaded)?;
+    let paths = local_paths(&loaded, args.workdir.as_deref())?;
     let bucket = crate::config::Config::load(&home)
         .and_then(|c| c.jobs_bucket())
         .map_err(Failure::input)?;
@@ -171,8 +197,7 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
         .iter()
         .map(|t| optimizer::plan_task(&catalog, t, &clouds))
         .collect();
-    print!("{}", render_tables(&loaded, &plans));
-    if no_fit_code(&plans) != 0 {
+    if !show_plan(args, &loaded, &plans, &catalog, &clouds) {
         return Ok(1);
     }
     let name = &loaded.pipeline.name;
@@ -232,6 +257,46 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     )
 }
 
+/// A place the task names that does not exist is bad input, not a lack of capacity.
+fn known_places(catalog: &Catalog, loaded: &Loaded, source: &str) -> Result<(), Failure> {
+    let unknown: Vec<String> = loaded
+        .pipeline
+        .tasks
+        .iter()
+        .flat_map(|t| optimizer::unknown_places(catalog, t))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::input(anyhow!("{source}: {}", unknown.join("; "))))
+}
+
+/// Prints the plan; false (after saying why, and which disabled cloud would do) when a task
+/// fits nowhere the control plane can launch.
+fn show_plan(
+    args: &LaunchArgs,
+    loaded: &Loaded,
+    plans: &[TaskPlan],
+    catalog: &Catalog,
+    clouds: &[Cloud],
+) -> bool {
+    // `-y` asks no question, so the table it would be asked about shrinks to the choice.
+    if args.yes && plans.iter().all(|p| p.chosen().is_some()) {
+        print!("{}", render_choices(loaded, plans));
+    } else {
+        print!("{}", render_tables(loaded, plans));
+    }
+    if no_fit_code(plans) == 0 {
+        return true;
+    }
+    for task in &loaded.pipeline.tasks {
+        if let Some(hint) = disabled_hint(catalog, task, clouds) {
+            eprintln!("{hint}");
+        }
+    }
+    false
+}
+
 /// What a launched array is and how to see it.
 fn array_submitted(array: &ArrayMember) -> String {
     let (id, last) = (array.id, array.id + u64::from(array.size) - 1);
@@ -265,16 +330,16 @@ fn follow_submitted(
         "├── Waiting for task resources on {nodes} node{}.",
         if nodes == 1 { "" } else { "s" }
     );
-    println!(
-        "└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)"
-    );
-    let status = jobs::follow(client, job, true, true)?;
-    let mark = if status == JobStatus::Succeeded {
-        "✓"
-    } else {
-        "✗"
-    };
-    println!("{mark} Managed job finished: {id} (status: {status}).");
+    let status = jobs::follow(
+        client,
+        job,
+        jobs::Follow {
+            until_done: true,
+            progress: jobs::Progress::Launch,
+            all_attempts: false,
+        },
+    )?;
+    print!("{}", jobs::finished_lines(client, id, status));
     println!("\nManaged Job ID: {id}");
     print!("{}", jobs::useful_commands(id));
     Ok(jobs::exit_code(status))
@@ -283,7 +348,7 @@ fn follow_submitted(
 impl LaunchArgs {
     fn entrypoint_file(&self) -> Option<&str> {
         match self.entrypoint.as_slice() {
-            [file] if is_yaml_path(file) => Some(file),
+            [file] if is_task_file(file) => Some(file),
             _ => None,
         }
     }
@@ -303,6 +368,27 @@ fn upload_session() -> String {
     hex::encode(bytes)
 }
 
+/// One line per task: where it will run and what it costs an hour (the table's first row).
+fn render_choices(loaded: &Loaded, plans: &[TaskPlan]) -> String {
+    let mut out = String::new();
+    for (task, plan) in loaded.pipeline.tasks.iter().zip(plans) {
+        if let Some(c) = plan.chosen() {
+            let _ = writeln!(
+                out,
+                "Task '{}' will run on {}x {} in {} {} ({}), ${:.2}/h (estimated).",
+                task.name,
+                task.num_nodes,
+                c.instance_label(),
+                c.cloud,
+                c.region,
+                c.zone,
+                c.cost()
+            );
+        }
+    }
+    out
+}
+
 fn no_fit_code(plans: &[TaskPlan]) -> u8 {
     let unplanned = plans.iter().filter(|p| p.chosen().is_none()).count();
     if unplanned > 0 {
@@ -312,6 +398,38 @@ fn no_fit_code(plans: &[TaskPlan]) -> u8 {
         return 1;
     }
     0
+}
+
+/// When a task fits nowhere the control plane can launch but would fit on a cloud it has not
+/// enabled: which cloud, and how to enable it.
+fn disabled_hint(catalog: &Catalog, task: &Task, enabled: &[Cloud]) -> Option<String> {
+    if optimizer::plan_task(catalog, task, enabled)
+        .chosen()
+        .is_some()
+    {
+        return None;
+    }
+    let disabled: Vec<Cloud> = catalog
+        .clouds()
+        .into_iter()
+        .filter(|c| !enabled.contains(c))
+        .collect();
+    let plan = optimizer::plan_task(catalog, task, &disabled);
+    let could: Vec<String> = plan
+        .ranked
+        .iter()
+        .map(|c| c.cloud.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if could.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "hint: task '{}' fits on {}, which the control plane cannot use: no credentials for it were found. Run `stratus check` to see how to enable it.",
+        task.name,
+        could.join(" and ")
+    ))
 }
 
 /// The clouds the control plane can launch on.
@@ -334,12 +452,21 @@ fn server_clouds(client: &client::Client) -> Result<Vec<Cloud>, Failure> {
 
 /// Every local path the job syncs to its nodes (workdir, local file mounts), as written and
 /// resolved against this directory; each must exist.
-fn local_paths(loaded: &Loaded) -> Result<BTreeMap<String, PathBuf>, Failure> {
+fn local_paths(
+    loaded: &Loaded,
+    flag_workdir: Option<&str>,
+) -> Result<BTreeMap<String, PathBuf>, Failure> {
     let mut paths = BTreeMap::new();
     for task in &loaded.pipeline.tasks {
         let mut wanted = Vec::new();
         if let Some(Workdir::Local(dir)) = &task.workdir {
-            wanted.push(("workdir", dir.clone()));
+            // Name what the user wrote: the flag, or the file's field.
+            let field = if flag_workdir == Some(dir.as_str()) {
+                "--workdir"
+            } else {
+                "workdir"
+            };
+            wanted.push((field, dir.clone()));
         }
         for mount in &task.file_mounts {
             if let MountSource::Local(path) = &mount.source {
@@ -400,7 +527,7 @@ fn load(args: &LaunchArgs) -> Result<(Loaded, String), Failure> {
         [] => Err(Failure::input(anyhow!(
             "give a task YAML file or a command, e.g. `stratus jobs launch task.yaml` or `stratus jobs launch -- python train.py`"
         ))),
-        [file] if is_yaml_path(file) => {
+        [file] if is_task_file(file) => {
             let path = PathBuf::from(file);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read task file {file}"))
@@ -427,18 +554,40 @@ fn load(args: &LaunchArgs) -> Result<(Loaded, String), Failure> {
     }
 }
 
-fn is_yaml_path(word: &str) -> bool {
+/// Whether a lone entrypoint word names a task file rather than a command: a `.yaml`/`.yml`
+/// name (read, so that a missing one is an error, not a command), or, as SkyPilot decides,
+/// an existing file that holds a YAML mapping (`task` with no extension; not `train.sh`).
+fn is_task_file(word: &str) -> bool {
+    if word.contains(char::is_whitespace) {
+        return false;
+    }
     let yaml = Path::new(word)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    yaml && !word.contains(char::is_whitespace)
+    // Bounded: a task file is small, and a big file named as a command is not read whole.
+    let small_file = std::fs::metadata(word).is_ok_and(|m| m.is_file() && m.len() <= 1 << 20);
+    // The first document: a pipeline file holds several.
+    yaml || small_file
+        && std::fs::read_to_string(word).is_ok_and(|text| {
+            serde_yaml::Deserializer::from_str(&text)
+                .next()
+                .is_some_and(|doc| {
+                    serde::Deserialize::deserialize(doc)
+                        .is_ok_and(|v: serde_yaml::Value| v.is_mapping())
+                })
+        })
 }
 
 fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
+    let mut envs = match &args.env_file {
+        Some(path) => env_file(path)?,
+        None => Vec::new(),
+    };
+    envs.extend(key_values("--env", &args.envs)?);
     Ok(Overrides {
         name: args.name.clone(),
         default_name: None,
-        envs: key_values("--env", &args.envs)?,
+        envs,
         secrets: key_values("--secret", &args.secrets)?,
         workdir: args.workdir.clone(),
         use_spot: match (args.use_spot, args.no_use_spot) {
@@ -446,7 +595,7 @@ fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
             (_, true) => Some(false),
             _ => None,
         },
-        infra: args.infra.clone(),
+        infra: args.infra.clone().or_else(|| old_infra(args)),
         gpus: args.gpus.clone(),
         cpus: args.cpus.clone(),
         memory: args.memory.clone(),
@@ -454,7 +603,35 @@ fn overrides(args: &LaunchArgs) -> Result<Overrides, Failure> {
         num_nodes: args.num_nodes,
         max_cost: args.max_cost,
         max_duration: args.max_duration.clone(),
+        job_recovery: args.job_recovery.clone(),
     })
+}
+
+/// `--cloud`/`--region`/`--zone` as one `--infra` value (`*` for what is not given).
+fn old_infra(args: &LaunchArgs) -> Option<String> {
+    if args.cloud.is_none() && args.region.is_none() && args.zone.is_none() {
+        return None;
+    }
+    let star = || "*".to_owned();
+    let mut parts = vec![
+        args.cloud.clone().unwrap_or_else(star),
+        args.region.clone().unwrap_or_else(star),
+        args.zone.clone().unwrap_or_else(star),
+    ];
+    while parts.len() > 1 && parts.last().is_some_and(|p| p == "*") {
+        parts.pop();
+    }
+    Some(parts.join("/"))
+}
+
+/// `--env-file`: its variables in order (a later line wins, and `--env` after them).
+fn env_file(path: &Path) -> Result<Vec<(String, String)>, Failure> {
+    let shown = path.display();
+    let lines = dotenvy::from_path_iter(path)
+        .map_err(|e| Failure::input(anyhow!("--env-file {shown}: {e}")))?;
+    lines
+        .map(|line| line.map_err(|e| Failure::input(anyhow!("--env-file {shown}: {e}"))))
+        .collect()
 }
 
 fn parse_dependency(text: &str) -> Result<shared::job::dependencies::Dependency, String> {

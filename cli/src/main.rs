@@ -34,7 +34,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "stratus", version, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  stratus check\n  stratus jobs launch --dry-run task.yaml\n  stratus jobs launch --dry-run --gpus A100:8 --use-spot -- python train.py"
+    after_help = "Examples:\n  stratus check\n  stratus jobs launch -y -n hello -- echo hello\n  stratus jobs launch --dry-run task.yaml\n  stratus jobs launch --dry-run --gpus A100:8 --use-spot -- python train.py"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,10 +44,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Managed jobs: launch, queue, logs, cancel.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stratus jobs launch -y -n hello -- echo hello\n  stratus jobs queue\n  stratus jobs logs 1 --no-follow\n  stratus jobs cancel -a -y"
+    )]
     Jobs(JobsCommand),
     /// Show which clouds are enabled (credentials found) and how to enable the others; logged
     /// in to a deployed stack (`stratus api login`), which clouds the stack can use.
+    #[command(after_help = "Example:\n  stratus check")]
     Check,
     /// Open the dashboard: managed jobs, tasks, controller events and logs in a browser.
     Dashboard(dashboard::DashboardArgs),
@@ -68,15 +72,20 @@ enum JobsCommand {
     Queue(jobs::QueueArgs),
     Logs(jobs::LogsArgs),
     Cancel(jobs::CancelArgs),
+    /// Open the dashboard (the same as `stratus dashboard`, SkyPilot's `sky jobs dashboard`).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ApiCommand {
     /// Start the local control plane in the background (if it is not running).
+    #[command(after_help = "Example:\n  stratus api start")]
     Start,
     /// Stop the local control plane. Jobs keep running; the next start picks them up.
+    #[command(after_help = "Example:\n  stratus api stop")]
     Stop,
-    /// Say whether the local control plane runs, and where.
+    /// Say whether the local control plane runs, and where (exit 1 when it does not).
+    #[command(after_help = "Example:\n  stratus api status")]
     Status,
     /// Run the local control plane in the foreground.
     #[command(hide = true)]
@@ -104,6 +113,7 @@ enum ApiCommand {
         region: Option<String>,
     },
     /// Forget the deployed API and go back to the local control plane.
+    #[command(after_help = "Example:\n  stratus api logout")]
     Logout,
 }
 
@@ -263,6 +273,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        // The control plane's stderr is its log file: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
     let result = match cli.command {
@@ -270,8 +282,10 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::Queue(args)) => jobs::queue(&args),
         Command::Jobs(JobsCommand::Logs(args)) => jobs::logs(&args),
         Command::Jobs(JobsCommand::Cancel(args)) => jobs::cancel(&args),
+        Command::Jobs(JobsCommand::Dashboard(args)) | Command::Dashboard(args) => {
+            dashboard::run(&args)
+        }
         Command::Check => check::run().map_err(Failure::from),
-        Command::Dashboard(args) => dashboard::run(&args),
         Command::Api(command) => api(&command),
         Command::Local(LocalCommand::Preempt { job_id }) => preempt(job_id),
         Command::Agent => unreachable!("handled above"),

@@ -1127,22 +1127,31 @@ def check_rules(
                 if saved[name]:
                     events.remove_targets(Rule=name, EventBusName=bus_name, Ids=[t["Id"] for t in saved[name]])
             events.put_targets(Rule=rules[0]["Name"], EventBusName=bus_name, Targets=[{"Id": "deploy-check", "Arn": queue_arn}])
+            # Each event carries its own trial id, so a late delivery is never taken for another
+            # trial's. An event that must not arrive is followed by one that must (the rule's
+            # own detail-type): once that one is in, the emulator has handled the first too.
+            trial = uuid.uuid4().hex
+            sentinel = None if delivered else next(
+                (t for i, _b, _s, t, d in trials if i == logical_id and d), None
+            )
             try:
                 try:
-                    events.put_events(Entries=[{
-                        "EventBusName": bus_name, "Source": source, "DetailType": detail_type,
-                        "Detail": json.dumps({"job_id": 1, "scope": "job", "instance-id": "i-0123456789abcdef0"}),
-                    }])
+                    put_trial(events, bus_name, source, detail_type, trial)
+                    if sentinel:
+                        sentinel_trial = uuid.uuid4().hex
+                        put_trial(events, bus_name, source, sentinel, sentinel_trial)
                 except Exception as e:  # noqa: BLE001
                     if localstack:  # LocalStack takes every event: a refusal is a failure
                         check.that(False, what, f"the event was refused: {e}")
                     else:
                         check.note(f"{what}: not tried, the emulator could not take the event ({e}); the pattern is checked above")
                     continue
-                got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-                for m in got:
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-                check.equal([json.loads(m["Body"]).get("detail-type") for m in got], [detail_type] if delivered else [], what)
+                awaited = trial if delivered else (sentinel_trial if sentinel else None)
+                seen = receive_trials(sqs, queue_url, awaited)
+                if sentinel and sentinel_trial not in seen:
+                    check.that(False, what, f"the control event ({sentinel}) never arrived, so nothing can be said")
+                    continue
+                check.equal([seen[trial]] if trial in seen else [], [detail_type] if delivered else [], what)
             finally:
                 events.remove_targets(Rule=rules[0]["Name"], EventBusName=bus_name, Ids=["deploy-check"])
                 for name, targets in saved.items():
@@ -1150,6 +1159,29 @@ def check_rules(
                         events.put_targets(Rule=name, EventBusName=bus_name, Targets=targets)
     finally:
         sqs.delete_queue(QueueUrl=queue_url)
+
+
+def put_trial(events, bus_name: str, source: str, detail_type: str, trial: str) -> None:
+    events.put_events(Entries=[{
+        "EventBusName": bus_name, "Source": source, "DetailType": detail_type,
+        "Detail": json.dumps({"job_id": 1, "scope": "job", "instance-id": "i-0123456789abcdef0", "trial": trial}),
+    }])
+
+
+def receive_trials(sqs, queue_url: str, awaited: str | None, seconds: float = 30.0) -> dict[str, str]:
+    """The trials delivered to the queue (trial id -> detail-type), read until `awaited` is in
+    or `seconds` have passed (a loaded machine delivers late; nothing is read twice)."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for m in got:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            body = json.loads(m["Body"])
+            seen[(body.get("detail") or {}).get("trial", "")] = body.get("detail-type")
+        if awaited is None or awaited in seen:
+            break
+    return seen
 
 
 def check_api_url_parameter(ssm, name: str, check: Checker) -> None:

@@ -342,6 +342,9 @@ pub enum Report {
     Ready,
     /// A phase's command has started.
     Started { phase: Phase },
+    /// A phase's command runs as process `pid` on the node (best effort, after `Started`):
+    /// log lines name it, as SkyPilot's `(task, pid=...)` do.
+    Spawned { phase: Phase, pid: u32 },
     /// A phase's command has exited (`code` 0 on success; a signal counts as 128 + signal),
     /// after its `chunks` log chunks were stored.
     Exited {

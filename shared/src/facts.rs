@@ -7,7 +7,7 @@
 //! | fact | SQLite | DynamoDB (`pk` = `JOB#<id>`) |
 //! |---|---|---|
 //! | a cluster: task, attempt, nodes, torn down | `clusters` row | `sk` = `C#<cluster>#INFO` |
-//! | a node: ready, started, exits, chunks, seen | `node_facts` row | `sk` = `C#<cluster>#R<rank, 5 digits>` |
+//! | a node: ready, started, pid, exits, chunks, seen | `node_facts` row | `sk` = `C#<cluster>#R<rank, 5 digits>` |
 //! | someone follows the job's log until | `follows` row | `sk` = `FOLLOW` |
 //! | a zone found full, or freed | `capacity` row | `pk` = `ZONE#<cloud>#<zone>`, `sk` = `CAPACITY` |
 //!
@@ -52,6 +52,8 @@ pub enum NodeFact {
     Ready,
     /// A phase's command started (and so its log stream exists).
     Started(Phase),
+    /// A phase's command runs as this process on the node.
+    Spawned { phase: Phase, pid: u32 },
     /// A phase's command exited with `code`, after `chunks` log chunks were stored (`None`
     /// from an agent that does not count them).
     Exited {
@@ -76,6 +78,9 @@ pub enum ClusterFact {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseFacts {
     pub started: bool,
+    /// The process its command runs as on the node, once reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     pub exit: Option<i32>,
     /// Log chunks the phase stored, known once it exited.
     pub chunks: Option<u64>,
@@ -110,6 +115,7 @@ impl NodeFacts {
         match fact {
             NodeFact::Ready => self.ready = true,
             NodeFact::Started(phase) => self.phase_mut(phase).started = true,
+            NodeFact::Spawned { phase, pid } => self.phase_mut(phase).pid = Some(pid),
             NodeFact::Exited {
                 phase,
                 code,

@@ -72,7 +72,8 @@ pub struct State {
 }
 
 impl State {
-    /// The reports, with `Exited`'s chunk count left out (see [`State::exited_chunks`]).
+    /// The reports, with `Exited`'s chunk count left out (see [`State::exited_chunks`]) and
+    /// `Spawned`, whose pid varies, too (see [`State::spawned`]).
     pub fn reports(&self) -> Vec<Report> {
         self.events
             .iter()
@@ -82,8 +83,19 @@ impl State {
                     code: *code,
                     chunks: None,
                 }),
+                Event::Report(Report::Spawned { .. }) | Event::Log(_) => None,
                 Event::Report(report) => Some(report.clone()),
-                Event::Log(_) => None,
+            })
+            .collect()
+    }
+
+    /// The phases whose command the agent said it spawned, with the pid, in order.
+    pub fn spawned(&self) -> Vec<(Phase, u32)> {
+        self.events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Report(Report::Spawned { phase, pid }) => Some((*phase, *pid)),
+                _ => None,
             })
             .collect()
     }

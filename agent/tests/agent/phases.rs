@@ -157,6 +157,21 @@ fn a_phase_without_a_command_exits_0_at_once() {
     assert!(state.chunks(Phase::Setup).is_empty() && state.chunks(Phase::Run).is_empty());
 }
 
+/// Each command's pid is reported once it runs, for log lines' `(setup pid=…)`: the shell's
+/// own `$$`.
+#[test]
+fn each_command_reports_its_pid() {
+    let fake = Fake::start(task(Some("echo $$"), Some("echo $$")));
+    let mut node = Node::start(&fake);
+    assert_eq!(node.wait(Duration::from_secs(5)).code(), Some(0));
+    let state = fake.state();
+    let spawned = state.spawned();
+    let phases: Vec<Phase> = spawned.iter().map(|(p, _)| *p).collect();
+    assert_eq!(phases, [Phase::Setup, Phase::Run]);
+    assert_eq!(state.log(Phase::Setup).trim(), spawned[0].1.to_string());
+    assert_eq!(state.log(Phase::Run).trim(), spawned[1].1.to_string());
+}
+
 #[test]
 fn a_failed_setup_is_reported_and_run_never_starts() {
     let fake = Fake::start(task(Some("echo oops; exit 7"), Some("echo never")));

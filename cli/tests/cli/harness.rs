@@ -122,6 +122,85 @@ impl Home {
         command.output().expect("run stratus")
     }
 
+    /// Runs `stratus` with `env` added, answering `y` to a question as a user would, killed
+    /// after `timeout` (then `None`).
+    pub fn run_timeout(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Option<Output> {
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run stratus");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, b"y\n");
+        }
+        // Read while it runs, so that a long output never fills its pipe and stalls it.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Some(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+
+    /// Runs `stratus` with a pseudo-terminal as its stdout and stderr (and a colour `TERM`), as
+    /// on a user's terminal; returns what it wrote there.
+    pub fn run_on_pty(&self, args: &[&str]) -> String {
+        use std::io::Read as _;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut command = self.command(args);
+        command
+            .env("TERM", "xterm-256color")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(pty.slave));
+        let mut child = command.spawn().expect("run stratus");
+        // Only the child holds the terminal now: reading ends (EIO) once it exits.
+        drop(command);
+        let mut master = std::fs::File::from(pty.master);
+        let mut output = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            output.extend_from_slice(&buffer[..n]);
+        }
+        child.wait().expect("wait");
+        text(&output)
+    }
+
     /// Writes a file in the home and returns its path.
     pub fn file(&self, name: &str, body: &str) -> String {
         let path = self.dir.path().join(name);
@@ -187,13 +266,20 @@ impl Home {
         )
     }
 
-    /// The job's user log, as `jobs logs --no-follow` prints it.
+    /// The job's output so far, every attempt's, as `jobs logs --no-follow --all-attempts`
+    /// prints it but with plain line prefixes ([`crate::plain_prefixes`]).
     pub fn logs(&self, id: u64) -> String {
-        text(
+        crate::plain_prefixes(&text(
             &self
-                .run(&["jobs", "logs", "--no-follow", &id.to_string()])
+                .run(&[
+                    "jobs",
+                    "logs",
+                    "--no-follow",
+                    "--all-attempts",
+                    &id.to_string(),
+                ])
                 .stdout,
-        )
+        ))
     }
 
     pub fn controller_log(&self, id: u64) -> String {

@@ -12,12 +12,11 @@ const LONG: Duration = Duration::from_mins(1);
 fn hello_succeeds_and_stays_visible() {
     let home = Home::new();
     let out = home.run(&["jobs", "launch", "-y", &example("hello.yaml")]);
-    let stdout = text(&out.stdout);
+    let stdout = crate::plain_prefixes(&text(&out.stdout));
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    assert!(
-        stdout.contains("Considered resources (1 node):"),
-        "{stdout}"
-    );
+    // `-y` shows the choice, not the table it would have asked about.
+    assert!(stdout.contains("Task 'hello' will run on 1x "), "{stdout}");
+    assert!(!stdout.contains("Considered resources"), "{stdout}");
     assert!(stdout.contains("⚙︎ Job submitted, ID: 1"), "{stdout}");
     assert!(stdout.contains("(hello) Hello from Stratus!"), "{stdout}");
     assert!(
@@ -136,7 +135,7 @@ fn a_failed_task_cancels_the_rest_of_the_pipeline() {
 fn the_example_pipeline_passes_data_between_tasks() {
     let home = Home::new();
     let out = home.run(&["jobs", "launch", "-y", &example("pipeline.yaml")]);
-    let stdout = text(&out.stdout);
+    let stdout = crate::plain_prefixes(&text(&out.stdout));
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains("(train) Training on: rows from sky-managed-"),
@@ -494,7 +493,7 @@ fn workdir_and_local_file_mounts_reach_every_node_and_are_cleaned_up() {
          run: |\n  bash src/train.sh\n  cat ~/conf/settings.json; echo\n  echo \"ips: $(echo $SKYPILOT_NODE_IPS | tr '\\n' ' ')\"\n",
     );
     let out = home.run(&["jobs", "launch", "-y", &file]);
-    let stdout = text(&out.stdout);
+    let stdout = crate::plain_prefixes(&text(&out.stdout));
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains("(wd, rank=0) training on rank 0 of 2"),

@@ -26,6 +26,7 @@ fn interleaved(home: &Home, nodes: u32) -> String {
 /// under its own rank's prefix.
 fn check_ranks(output: &str, nodes: u32, what: &str) {
     let mut seen: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let output = &crate::plain_prefixes(output);
     for line in output.lines() {
         let Some((prefix, body)) = line.split_once(") ") else {
             continue;

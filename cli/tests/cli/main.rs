@@ -7,6 +7,8 @@
 //! - `check`: `stratus check` with and without credentials.
 //! - `dashboard`: the Jobs page and a job's page in headless Chromium, driven by chromedriver.
 //! - `events`: webhooks of job status changes (filtered, ordered, retried, never blocking).
+//! - `fidelity`: SkyPilot's CLI behaviour: options anywhere, launch and restart lines, `logs`
+//!   following, queue columns and colours, errors, SkyPilot's flags, help examples run.
 //! - `harness`: a temporary `$STRATUS_HOME` with its own local control plane.
 //! - `limits`: time limits, cost caps, the monthly budget, `NO_RECOVERY`, `max_recoveries`.
 //! - `local_mode`: jobs launched, recovered, cancelled and queued on the local cloud.
@@ -20,6 +22,7 @@ mod dashboard;
 mod dependencies;
 mod dry_run;
 mod events;
+mod fidelity;
 mod harness;
 mod limits;
 mod local_mode;
@@ -46,4 +49,26 @@ pub fn stratus(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Output {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Output with the pids and addresses taken out of its line prefixes (`(train, pid=12) x` is
+/// `(train) x`, `(w, rank=1, pid=3, ip=127.0.0.2) x` is `(w, rank=1) x`), for assertions
+/// about what was printed rather than which process printed it.
+pub fn plain_prefixes(output: &str) -> String {
+    let mut plain = String::with_capacity(output.len());
+    for line in output.split_inclusive('\n') {
+        let Some(end) = line.find(") ").filter(|_| line.starts_with('(')) else {
+            plain.push_str(line);
+            continue;
+        };
+        let kept: Vec<&str> = line[1..end]
+            .split(", ")
+            .filter(|p| !p.starts_with("pid=") && !p.starts_with("ip="))
+            .map(|p| p.split_once(" pid=").map_or(p, |(who, _)| who))
+            .collect();
+        plain.push('(');
+        plain.push_str(&kept.join(", "));
+        plain.push_str(&line[end..]);
+    }
+    plain
 }

@@ -204,7 +204,15 @@ fn requested(task: &Task) -> String {
     } else {
         ""
     };
-    format!("{}x[{what}{more}]", task.num_nodes)
+    // SkyPilot's suffix: `[Spot]`, or `[Spot|On-demand]` when the alternatives mix both.
+    let spot = task.resources.candidates.iter().any(|r| r.use_spot);
+    let on_demand = task.resources.candidates.iter().any(|r| !r.use_spot);
+    let market = match (spot, on_demand) {
+        (true, true) => "[Spot|On-demand]",
+        (true, false) => "[Spot]",
+        _ => "",
+    };
+    format!("{}x[{what}{more}]{market}", task.num_nodes)
 }
 
 /// A controller log line as the API returns it.

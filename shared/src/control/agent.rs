@@ -166,6 +166,10 @@ pub async fn report(
                 },
             })
         }
+        Report::Spawned { phase, pid } => {
+            record(NodeFact::Spawned { phase, pid }).await?;
+            None
+        }
         Report::Exited {
             phase,
             code,

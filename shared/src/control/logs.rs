@@ -35,8 +35,9 @@ use crate::job::{JobId, Phase};
 /// Most bytes of log text one read returns, counted as JSON-escaped text.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// What a piece adds to a page besides its text (its other fields, as JSON).
-const PIECE_OVERHEAD: usize = 80;
+/// What a piece adds to a page besides its text and its node's address (its other fields,
+/// as JSON: task, attempt, phase, rank, a 10-digit pid, and the `ip` key).
+const PIECE_OVERHEAD: usize = 120;
 
 pub fn logs_prefix(job_id: JobId) -> String {
     format!("jobs/{job_id}/logs/")
@@ -190,6 +191,12 @@ pub struct LogPiece {
     pub phase: Phase,
     pub rank: u32,
     pub data: String,
+    /// The process the phase's command runs as on its node, once the node said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The node's address (multi-node clusters: SkyPilot's `ip=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// What one read found.
@@ -206,6 +213,8 @@ pub struct LogRead {
 /// One stream as the facts describe it.
 struct Known {
     stream: Stream,
+    pid: Option<u32>,
+    ip: Option<String>,
     /// Chunks in the stream, once its phase exited.
     chunks: Option<u64>,
     /// Its cluster was torn down: it can no longer grow.
@@ -229,6 +238,12 @@ fn streams(facts: &[ClusterFacts], task: Option<usize>) -> Vec<Known> {
                             phase,
                             rank: *rank,
                         },
+                        pid: facts.pid,
+                        ip: cluster
+                            .nodes
+                            .iter()
+                            .find(|n| n.rank == *rank)
+                            .map(|n| n.ip.clone()),
                         chunks: facts.chunks,
                         sealed: cluster.terminated,
                     });
@@ -274,7 +289,7 @@ pub async fn read(
                     position.next
                 ),
             };
-            let cost = json_len(&data) + PIECE_OVERHEAD;
+            let cost = json_len(&data) + PIECE_OVERHEAD + known.ip.as_deref().map_or(0, json_len);
             if cost > budget && !pieces.is_empty() {
                 more = true;
                 break;
@@ -286,6 +301,8 @@ pub async fn read(
                 phase: stream.phase,
                 rank: stream.rank,
                 data,
+                pid: known.pid,
+                ip: known.ip.clone(),
             });
             position.next += 1;
             if known.chunks.is_some_and(|c| position.next >= c) {

@@ -156,6 +156,12 @@ impl JobRecord {
     }
 
     /// `max_restarts_on_errors` of every task.
+    /// Task `index` has no `run` command.
+    pub fn without_run(mut self, index: usize) -> Self {
+        self.pipeline.tasks[index].run = None;
+        self
+    }
+
     pub fn max_restarts(mut self, n: u32) -> Self {
         for task in &mut self.pipeline.tasks {
             task.resources.recovery.max_restarts_on_errors = n;

@@ -72,7 +72,8 @@ enum Order {
 enum Relaunch {
     Lost(&'static str),
     ExitCode(Vec<i32>),
-    Restart,
+    /// The user's code failed and a restart on errors is left: the line saying so.
+    Restart(String),
 }
 
 struct Machine {
@@ -159,7 +160,19 @@ impl Machine {
         self.emit(format!(
             "Submitted managed job {id} (task: 0, name: {name}); SKYPILOT_TASK_ID: {task_id}"
         ));
-        self.begin_launch(&Order::Ranked);
+        self.start_task();
+    }
+
+    /// Launches the current task, unless it has no `run`: then there is nothing to do on a
+    /// machine and it succeeds at once, as in SkyPilot.
+    fn start_task(&mut self) {
+        let spec = self.job.task_spec(self.job.current_task);
+        if spec.run.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+            self.begin_launch(&Order::Ranked);
+            return;
+        }
+        self.emit("The task has no `run` command: nothing to launch; it succeeds.".to_owned());
+        self.succeed();
     }
 
     fn cluster_launched(&mut self, cluster: &str) {
@@ -292,12 +305,12 @@ impl Machine {
             let task = self.task_mut();
             task.restarts += 1;
             let restarts = task.restarts;
-            self.emit(format!(
-                "The task's {phase} failed with exit code(s) {}; restarting ({restarts} of {} restarts on errors).",
+            // Said in RECOVERING, so that followers announce the restart with its reason.
+            self.relaunch(Relaunch::Restart(format!(
+                "The task's {phase} failed with exit code(s) {}; restarting ({restarts} of {} restarts on errors)",
                 codes_text(&codes),
                 policy.max_restarts_on_errors
-            ));
-            self.relaunch(Relaunch::Restart);
+            )));
         } else {
             let status = match phase {
                 Phase::Setup => JobStatus::FailedSetup,
@@ -308,7 +321,7 @@ impl Machine {
             self.fail(
                 status,
                 format!(
-                    "The task's {phase} failed with exit code(s) {}. To see the details, run: stratus jobs logs --controller {id}",
+                    "The task's {phase} failed with exit code(s) {}. Its output says why: stratus jobs logs {id}",
                     codes_text(&codes)
                 ),
             );
@@ -691,7 +704,7 @@ impl Machine {
                 "Exit code(s) {} matched recover_on_exit_codes; recovering",
                 codes_text(&codes)
             ),
-            Relaunch::Restart => "Recovering".to_owned(),
+            Relaunch::Restart(why) => why,
         };
         let _ = write!(message, " on a new cluster ({strategy}).");
         self.emit(message);
@@ -730,7 +743,7 @@ impl Machine {
             "Starting task {} ({next_name}); SKYPILOT_TASK_ID: {task_id}",
             current + 1
         ));
-        self.begin_launch(&Order::Ranked);
+        self.start_task();
     }
 
     /// Ends the current task with a failure status and cancels the rest of the pipeline.

@@ -85,6 +85,53 @@ struct Request<'a> {
     index: usize,
 }
 
+/// Places `task` names that its cloud's catalog does not have (`infra: aws/us-nowhere-9`):
+/// bad input, each with the places that exist, not a lack of capacity.
+pub fn unknown_places(catalog: &Catalog, task: &Task) -> Vec<String> {
+    let mut problems = Vec::new();
+    for r in &task.resources.candidates {
+        let Some(cloud) = r.infra.cloud else {
+            continue;
+        };
+        let offerings: Vec<&Offering> = catalog.of(cloud).collect();
+        if offerings.is_empty() {
+            continue;
+        }
+        let regions = distinct(offerings.iter().map(|o| o.region.as_str()));
+        let zones = distinct(
+            offerings
+                .iter()
+                .filter(|o| r.infra.region.as_ref().is_none_or(|w| &o.region == w))
+                .map(|o| o.zone.as_str()),
+        );
+        let problem = match (&r.infra.region, &r.infra.zone) {
+            (Some(region), _) if !regions.contains(&region.as_str()) => Some(format!(
+                "{cloud} has no region '{region}'{}; its regions: {}",
+                suggest::did_you_mean(region, regions.iter().copied()),
+                regions.join(", ")
+            )),
+            (_, Some(zone)) if !zones.contains(&zone.as_str()) => Some(format!(
+                "{cloud} has no zone '{zone}'{}; its zones{}: {}",
+                suggest::did_you_mean(zone, zones.iter().copied()),
+                r.infra
+                    .region
+                    .as_ref()
+                    .map(|w| format!(" in {w}"))
+                    .unwrap_or_default(),
+                zones.join(", ")
+            )),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let line = format!("infra: {}: {problem}", r.infra);
+            if !problems.contains(&line) {
+                problems.push(line);
+            }
+        }
+    }
+    problems
+}
+
 /// Plans `task` over `clouds` (the clouds allowed to be chosen).
 pub fn plan_task(catalog: &Catalog, task: &Task, clouds: &[Cloud]) -> TaskPlan {
     let spec = &task.resources;

@@ -22,7 +22,13 @@ pub struct SpecError {
     /// The 0-based document in a multi-document file, used to find `position`.
     #[doc(hidden)]
     pub document: usize,
+    /// Other problems found in the same document (two typos are two errors), at most
+    /// `MAX_MORE`.
+    pub more: Vec<SpecError>,
 }
+
+/// How many problems besides the first one an error reports.
+pub const MAX_MORE: usize = 9;
 
 impl SpecError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
@@ -31,6 +37,7 @@ impl SpecError {
             position: None,
             message: message.into(),
             document: 0,
+            more: Vec::new(),
         }
     }
 
@@ -61,10 +68,14 @@ impl fmt::Display for SpecError {
             write!(f, "line {}, column {}: ", p.line, p.column)?;
         }
         if self.path.is_empty() {
-            f.write_str(&self.message)
+            f.write_str(&self.message)?;
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{}: {}", self.path, self.message)?;
         }
+        for other in &self.more {
+            write!(f, "\n  and {other}")?;
+        }
+        Ok(())
     }
 }
 

@@ -243,10 +243,26 @@ pub struct Loaded {
 /// Parses and validates a task file's text with CLI overrides applied.
 pub fn load(text: &str, overrides: &Overrides) -> Result<Loaded, SpecError> {
     validate::load(text, overrides).map_err(|e| {
-        let position = e
-            .position
-            .or_else(|| locate::Locator::new(text).find(e.document, &e.path));
-        SpecError { position, ..e }
+        let locator = locate::Locator::new(text);
+        // serde_yaml's own position is the value's, and for fields read through untagged
+        // enums (workdir, file_mounts) the document's start: the key's line wins when known.
+        let place = |e: &SpecError| match e.position {
+            Some(p) if p.line > 1 || p.column > 1 || e.path.is_empty() => Some(p),
+            serde => locator.find(e.document, &e.path).or(serde),
+        };
+        let more = e
+            .more
+            .iter()
+            .map(|m| SpecError {
+                position: place(m),
+                ..m.clone()
+            })
+            .collect();
+        SpecError {
+            position: place(&e),
+            more,
+            ..e
+        }
     })
 }
 

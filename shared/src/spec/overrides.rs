@@ -25,6 +25,8 @@ pub struct Overrides {
     pub max_cost: Option<f64>,
     /// `--max-duration`: every task's `max_duration`.
     pub max_duration: Option<String>,
+    /// `--job-recovery`: every task's recovery strategy (its other recovery keys stay).
+    pub job_recovery: Option<String>,
 }
 
 impl Overrides {

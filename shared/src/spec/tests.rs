@@ -483,9 +483,9 @@ fn cli_overrides() {
         "name: orig\nresources:\n  any_of:\n    - infra: aws\n    - accelerators: T4\nrun: x",
         &overrides,
         expect![[r#"
-        job renamed
-        task orig nodes=3 | infra=gcp acc=A100:8 cpus=16+ spot  | infra=gcp acc=A100:8 cpus=16+ spot 
-    "#]],
+            job renamed
+            task renamed nodes=3 | infra=gcp acc=A100:8 cpus=16+ spot  | infra=gcp acc=A100:8 cpus=16+ spot 
+        "#]],
     );
 }
 
@@ -664,6 +664,29 @@ fn invalid_files() {
         expect![[r#"
         error line 1, column 6: run: invalid type: sequence, expected a string
     "#]],
+    );
+    // Every problem serde finds in the document, not one fix at a time; each at its line.
+    check(
+        "name: x\nresources:\n  cpu: 2\n  acclerators: A100\nsetpu: x\nworkdir: 5\nenvs: [A=1]\nrun: echo",
+        expect![[r#"
+            error line 3, column 3: resources.cpu: unknown field 'cpu' (did you mean 'cpus'?)
+              and line 4, column 3: resources.acclerators: unknown field 'acclerators' (did you mean 'accelerators'?)
+              and line 5, column 1: setpu: unknown field 'setpu' (did you mean 'setup'?)
+              and line 6, column 1: workdir: expected a local path or {url: <git url>, ref: <branch, tag or commit>}
+              and line 7, column 1: envs: invalid type: sequence, expected a map; write envs as a mapping, one `KEY: value` per line or `envs: {A: 1, B: two}`, not a list of KEY=value
+        "#]],
+    );
+    check(
+        "envs:\n  ? [a]\n  : b\nrun: echo",
+        expect![[r#"
+            error line 2, column 5: envs: a key here is a list or a mapping: keys must be plain text, e.g. `NAME: value`
+        "#]],
+    );
+    check(
+        "resources: [1]\nrun: echo",
+        expect![[r#"
+            error line 1, column 12: resources: invalid type: sequence, expected a mapping
+        "#]],
     );
     check(
         "# only a comment\n",

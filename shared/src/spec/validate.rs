@@ -72,7 +72,7 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
     let mut documents = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let parsed: Option<TaskYaml> = serde_path_to_error::deserialize(document)
-            .map_err(|e| yaml_error(&e).in_document(index))?;
+            .map_err(|e| with_more_errors(yaml_error(&e).in_document(index), text, index))?;
         if let Some(task) = parsed {
             documents.push((index, task));
         }
@@ -128,7 +128,9 @@ pub(super) fn load(text: &str, overrides: &Overrides) -> Result<Loaded> {
         }
         tasks.push(task);
     }
-    if tasks.len() == 1 && tasks[0].name.is_empty() {
+    // `-n` names a one-task job's task too (its log prefix, cluster and task name), as
+    // SkyPilot's `jobs launch -n` does.
+    if tasks.len() == 1 && (tasks[0].name.is_empty() || overrides.name.is_some()) {
         tasks[0].name.clone_from(&job_name);
     }
     Ok(Loaded {
@@ -332,12 +334,21 @@ fn yaml_error(error: &serde_path_to_error::Error<serde_yaml::Error>) -> SpecErro
     {
         message = rest.to_string();
     }
-    let message = if let Some(rest) = message.strip_prefix("unknown field `") {
+    // serde names a key it could not read as text `?`: name the mapping instead.
+    let key_not_text = path == "?" || path.ends_with(".?");
+    if key_not_text {
+        path.truncate(path.len().saturating_sub(2));
+    }
+    let message = if key_not_text {
+        "a key here is a list or a mapping: keys must be plain text, e.g. `NAME: value`".to_owned()
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
         unknown_field(rest, &mut path)
     } else if message.starts_with("data did not match any variant of untagged enum") {
         untagged_hint(&path)
+    } else if let Some(fix) = type_fix(&path, &message) {
+        format!("{message}; {fix}")
     } else {
-        message
+        internal_names_out(&message)
     };
     SpecError {
         path,
@@ -347,7 +358,125 @@ fn yaml_error(error: &serde_path_to_error::Error<serde_yaml::Error>) -> SpecErro
         }),
         message,
         document: 0,
+        more: Vec::new(),
     }
+}
+
+/// A path as serde saw it, to take the bad value out and look for the next problem.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The first problem of document `index` with the others serde finds once each bad key is
+/// taken out (up to `MAX_MORE`): two typos are reported together, not one fix at a time.
+fn with_more_errors(mut first: SpecError, text: &str, index: usize) -> SpecError {
+    use serde::Deserialize as _;
+    let Some(document) = serde_yaml::Deserializer::from_str(text).nth(index) else {
+        return first;
+    };
+    let Ok(mut value) = serde_yaml::Value::deserialize(document) else {
+        return first;
+    };
+    let mut seen = vec![first.path.clone()];
+    for _ in 0..=super::error::MAX_MORE {
+        // Back to text: a scalar read from text may be a string or a number as the field
+        // wants, one read from a `Value` may not.
+        let Ok(again) = serde_yaml::to_string(&value) else {
+            break;
+        };
+        let document = serde_yaml::Deserializer::from_str(&again);
+        let Err(e) = serde_path_to_error::deserialize::<_, Option<TaskYaml>>(document) else {
+            break;
+        };
+        let mut steps: Vec<Step> = Vec::new();
+        for segment in e.path() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
+                // An `Option` or enum layer adds no step in the YAML.
+                _ => {}
+            }
+        }
+        let raw = e.inner().to_string();
+        // The path usually ends at the unknown key already; when not, the message names it.
+        if let Some(rest) = raw.split("unknown field `").nth(1) {
+            let field = rest.split('`').next().unwrap_or("");
+            if !matches!(steps.last(), Some(Step::Key(k)) if k == field) {
+                steps.push(Step::Key(field.to_owned()));
+            }
+        }
+        let error = SpecError {
+            position: None,
+            ..yaml_error(&e).in_document(index)
+        };
+        if !seen.contains(&error.path) {
+            seen.push(error.path.clone());
+            if first.more.len() < super::error::MAX_MORE {
+                first.more.push(error);
+            }
+        } else if seen.len() > 1 && seen.last() == Some(&error.path) {
+            // Taking it out did not help: stop rather than report it again.
+            break;
+        }
+        if steps.is_empty() || !take_out(&mut value, &steps) {
+            break;
+        }
+    }
+    first
+}
+
+/// Removes the key (or empties the list item) at `steps`; false when it is not there.
+fn take_out(value: &mut serde_yaml::Value, steps: &[Step]) -> bool {
+    use serde_yaml::Value;
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for step in parents {
+        let next = match (step, at) {
+            (Step::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
+            (Step::Index(i), Value::Sequence(s)) => s.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+    }
+    match (last, at) {
+        (Step::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        // Items keep their places, so that later paths still name the right ones.
+        (Step::Index(i), Value::Sequence(s)) => {
+            s.get_mut(*i).map(|item| *item = Value::Null).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// serde names the Rust type it wanted ("expected struct ResourcesYaml"): users wrote YAML.
+fn internal_names_out(message: &str) -> String {
+    match message.find("expected struct ") {
+        Some(at) => format!("{}expected a mapping", &message[..at]),
+        None => message.to_owned(),
+    }
+}
+
+/// How to write a mapping field that was given as something else (`envs: [A=1]`).
+fn type_fix(path: &str, message: &str) -> Option<String> {
+    if !message.starts_with("invalid type") || !message.ends_with("expected a map") {
+        return None;
+    }
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let example = match field {
+        "envs" | "secrets" => "{A: 1, B: two}",
+        "file_mounts" => "{/remote/path: ./local/path}",
+        "labels" => "{team: ml}",
+        _ => "{key: value}",
+    };
+    Some(format!(
+        "write {field} as a mapping, one `KEY: value` per line or `{field}: {example}`, not a list of KEY=value"
+    ))
 }
 
 /// "unknown field `acclerators`, expected one of `a`, `b`" → a message with a suggestion.
@@ -866,7 +995,10 @@ fn resource_spec(
     single: bool,
     warnings: &mut Vec<Warning>,
 ) -> Result<ResourceSpec> {
-    let recovery = recovery(yaml, warnings)?;
+    let mut recovery = recovery(yaml, warnings)?;
+    if let Some(strategy) = &overrides.job_recovery {
+        recovery.strategy = strategy_of(strategy, "--job-recovery".to_owned())?;
+    }
     if yaml.any_of.is_some() && yaml.ordered.is_some() {
         return Err(SpecError::new(
             "resources.ordered",
@@ -1393,6 +1525,21 @@ fn ports(value: &Value) -> std::result::Result<Vec<PortRange>, String> {
         .collect()
 }
 
+fn strategy_of(s: &str, path: String) -> Result<RecoveryStrategy> {
+    match s.to_ascii_uppercase().replace('-', "_").as_str() {
+        "EAGER_NEXT_REGION" => Ok(RecoveryStrategy::EagerNextRegion),
+        "FAILOVER" => Ok(RecoveryStrategy::Failover),
+        "NO_RECOVERY" => Ok(RecoveryStrategy::NoRecovery),
+        _ => Err(SpecError::new(
+            path,
+            format!(
+                "unknown recovery strategy '{s}'{}: use EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY",
+                suggest::did_you_mean(s, ["EAGER_NEXT_REGION", "FAILOVER", "NO_RECOVERY"])
+            ),
+        )),
+    }
+}
+
 fn recovery(yaml: &ResourcesYaml, warnings: &mut Vec<Warning>) -> Result<RecoveryPolicy> {
     let (value, field) = match (&yaml.job_recovery, &yaml.spot_recovery) {
         (Some(_), Some(_)) => {
@@ -1410,20 +1557,6 @@ fn recovery(yaml: &ResourcesYaml, warnings: &mut Vec<Warning>) -> Result<Recover
             (v, "resources.spot_recovery")
         }
         (None, None) => return Ok(RecoveryPolicy::default()),
-    };
-    let strategy_of = |s: &str, path: String| -> Result<RecoveryStrategy> {
-        match s.to_ascii_uppercase().replace('-', "_").as_str() {
-            "EAGER_NEXT_REGION" => Ok(RecoveryStrategy::EagerNextRegion),
-            "FAILOVER" => Ok(RecoveryStrategy::Failover),
-            "NO_RECOVERY" => Ok(RecoveryStrategy::NoRecovery),
-            _ => Err(SpecError::new(
-                path,
-                format!(
-                    "unknown recovery strategy '{s}'{}: use EAGER_NEXT_REGION, FAILOVER or NO_RECOVERY",
-                    suggest::did_you_mean(s, ["EAGER_NEXT_REGION", "FAILOVER", "NO_RECOVERY"])
-                ),
-            )),
-        }
     };
     match value {
         JobRecoveryYaml::Strategy(s) => Ok(RecoveryPolicy {

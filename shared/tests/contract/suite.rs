@@ -423,6 +423,13 @@ pub async fn node_facts_are_recorded_once_and_read_per_cluster<S: JobStore>(stor
         (0, NodeFact::Ready),
         (1, NodeFact::Ready),
         (0, NodeFact::Started(Phase::Setup)),
+        (
+            0,
+            NodeFact::Spawned {
+                phase: Phase::Setup,
+                pid: 4321,
+            },
+        ),
         (0, NodeFact::Seen(at(20))),
         (0, NodeFact::Seen(at(10))),
         (
@@ -465,6 +472,8 @@ pub async fn node_facts_are_recorded_once_and_read_per_cluster<S: JobStore>(stor
         std::collections::BTreeMap::from([(0, 0)])
     );
     assert_eq!(facts.ranks[&0].setup.chunks, Some(3));
+    assert_eq!(facts.ranks[&0].setup.pid, Some(4321));
+    assert_eq!(facts.ranks[&1].setup.pid, None);
     assert!(facts.ranks[&1].setup.started && facts.ranks[&1].setup.exit.is_none());
     assert_eq!(facts.last_seen(), Some(at(20)));
     assert!(!facts.ranks[&0].run.started);

@@ -116,7 +116,7 @@ async fn pages_stay_under_the_budget_and_lose_nothing() {
         let size: usize = read
             .pieces
             .iter()
-            .map(|p| json_len(&p.data) + PIECE_OVERHEAD)
+            .map(|p| json_len(&p.data) + PIECE_OVERHEAD + p.ip.as_deref().map_or(0, json_len))
             .sum();
         assert!(size <= PAGE_BYTES, "{size}");
         total += read.pieces.iter().map(|p| p.data.len()).sum::<usize>();

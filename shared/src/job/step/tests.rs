@@ -286,6 +286,8 @@ fn pipelines() {
             row("prechecks fail: later tasks CANCELLED", pipe(3).starting(), &[failed("train-0-1-1", LaunchFailure::Invalid)]),
             row("failing task retries first", pipe(3).max_restarts(1).running(), &[exited("train-0-1-1", Phase::Run, &[1])]),
             row("recovery applies to the current task only", pipe(2).at_task(1).running(), &[preempted("train-1-1-1")]),
+            row("a task with no run succeeds unlaunched", job().without_run(0), &[Submitted]),
+            row("a next task with no run is skipped", pipe(3).without_run(1).running(), &[exited("train-0-1-1", Phase::Run, &[0])]),
         ],
         &expect![[r#"
             task 0 succeeds: task 1 starts                 RUNNING → STARTING [SUCCEEDED STARTING PENDING] | terminate train-0-1-1, next-task 1, launch train-1-1-1@aws/us-east-1/us-east-1a
@@ -294,6 +296,8 @@ fn pipelines() {
             prechecks fail: later tasks CANCELLED          STARTING → FAILED_PRECHECKS [FAILED_PRECHECKS CANCELLED CANCELLED] | terminate train-0-1-1
             failing task retries first                     RUNNING → RECOVERING [RECOVERING PENDING PENDING] recoveries=1 restarts=1 | terminate train-0-1-1, launch train-0-1-2@aws/us-west-2/us-west-2a
             recovery applies to the current task only      RUNNING → RECOVERING [SUCCEEDED RECOVERING] recoveries=1 | terminate train-1-1-1, launch train-1-1-2@aws/us-west-2/us-west-2a
+            a task with no run succeeds unlaunched         PENDING → SUCCEEDED
+            a next task with no run is skipped             RUNNING → STARTING [SUCCEEDED SUCCEEDED STARTING] | terminate train-0-1-1, next-task 1, next-task 2, launch train-2-1-1@aws/us-east-1/us-east-1a
         "#]],
     );
 }

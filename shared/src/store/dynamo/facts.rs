@@ -3,7 +3,7 @@
 //! | item | `sk` | attributes |
 //! |---|---|---|
 //! | a cluster | `C#<cluster>#INFO` | `task`, `attempt`, `nodes` (JSON), `terminated` |
-//! | a node | `C#<cluster>#R<rank, 5 digits>` | `task`, `attempt`, `ready`, `<phase>_started`, `<phase>_exit`, `<phase>_chunks`, `seen` |
+//! | a node | `C#<cluster>#R<rank, 5 digits>` | `task`, `attempt`, `ready`, `<phase>_started`, `<phase>_pid`, `<phase>_exit`, `<phase>_chunks`, `seen` |
 //! | log followers | `FOLLOW` | `until` (ms) |
 //! | a zone's capacity (`pk` = `ZONE#<cloud>/<zone>`) | `CAPACITY` | `exhausted_at`, `freed_at` (ms) |
 //!
@@ -177,6 +177,10 @@ impl FactStore for DynamoStore {
             NodeFact::Started(phase) => {
                 FactWrite::set(vec![(format!("{}_started", phase_name(phase)), yes)])
             }
+            NodeFact::Spawned { phase, pid } => FactWrite::set(vec![(
+                format!("{}_pid", phase_name(phase)),
+                num(i64::from(pid)),
+            )]),
             NodeFact::Exited {
                 phase,
                 code,
@@ -363,6 +367,7 @@ fn decode(job_id: JobId, items: &[Item]) -> Result<Vec<ClusterFacts>, StoreError
             let p = phase_name(phase);
             let facts = node.phase_mut(phase);
             facts.started = flag(item, &format!("{p}_started"));
+            facts.pid = int(item, &format!("{p}_pid")).and_then(|v| u32::try_from(v).ok());
             facts.exit = int(item, &format!("{p}_exit")).and_then(|c| i32::try_from(c).ok());
             facts.chunks = int(item, &format!("{p}_chunks")).and_then(|c| u64::try_from(c).ok());
         }
