@@ -26,12 +26,13 @@ use agent::plan::{Decision, Progress, decide, next_poll};
 use async_trait::async_trait;
 use shared::agent_protocol::{AgentCadence, LogChunk, LogUrlsRequest, Report};
 use shared::blob::LocalBlobStore;
+use shared::bus::{LocalBus, LocalMessage};
 use shared::catalog::Catalog;
 use shared::clock::{ManualClock, Timestamp};
 use shared::cloud::Cloud;
-use shared::control::agent as node_api;
 use shared::control::logs::LogCursor;
-use shared::control::{self, Context, LocalBus, LocalMessage, Secret, Settings, SubmitRequest};
+use shared::control::nodes as node_api;
+use shared::control::{self, Context, Settings, SigningKey, SubmitRequest};
 use shared::job::{JobId, Phase};
 use shared::metering::counting::{CountingBlobs, CountingBus, CountingProvider, CountingStore};
 use shared::metering::{Meter, Usage, prices};
@@ -229,7 +230,7 @@ impl Sim {
             buckets: shared::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "https://api.example.com".into(),
-                secret: Secret::new(b"bench".to_vec()),
+                secret: SigningKey::new(b"bench".to_vec()),
                 enabled_clouds: vec![Cloud::Aws],
                 heartbeat_timeout: Duration::from_mins(3),
                 ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,

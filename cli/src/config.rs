@@ -85,7 +85,7 @@ impl Config {
         let Some(url) = &self.jobs.bucket else {
             return Ok(None);
         };
-        let bucket = shared::control::uploads::Intermediate::parse(url)
+        let bucket = shared::blob::keys::Intermediate::parse(url)
             .map_err(|e| anyhow::anyhow!("{e} (in $STRATUS_HOME/config.yaml)"))?;
         Ok(Some(bucket.url()))
     }

@@ -162,7 +162,7 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
-    let (loaded, source) = load(args)?;
+    let (loaded, source, yaml) = load(args)?;
     for warning in &loaded.warnings {
         eprintln!("Warning: {source}: {warning}");
     }
@@ -211,17 +211,11 @@ pub fn run(args: &LaunchArgs) -> Result<u8, Failure> {
     }
 
     let uploads = upload(&client, paths, bucket.as_deref())?;
+    let command_task = yaml.is_none();
     let request = SubmitRequest {
-        yaml: args
-            .entrypoint_file()
-            .map(std::fs::read_to_string)
-            .transpose()
-            .map_err(anyhow::Error::from)?,
-        command: if args.entrypoint_file().is_some() {
-            None
-        } else {
-            Some(args.entrypoint.join(" "))
-        },
+        // The text already checked above, read once: an edit in between cannot slip in.
+        yaml,
+        command: command_task.then(|| args.entrypoint.join(" ")),
         overrides: overrides(args).map(|o| Overrides {
             default_name: Some(name.clone()),
             ..o
@@ -345,15 +339,6 @@ fn follow_submitted(
     Ok(jobs::exit_code(status))
 }
 
-impl LaunchArgs {
-    fn entrypoint_file(&self) -> Option<&str> {
-        match self.entrypoint.as_slice() {
-            [file] if is_task_file(file) => Some(file),
-            _ => None,
-        }
-    }
-}
-
 /// A fresh id grouping this launch's uploads (so the job's cleanup deletes exactly them).
 fn upload_session() -> String {
     let mut bytes = [0u8; 8];
@@ -458,30 +443,21 @@ fn local_paths(
 ) -> Result<BTreeMap<String, PathBuf>, Failure> {
     let mut paths = BTreeMap::new();
     for task in &loaded.pipeline.tasks {
-        let mut wanted = Vec::new();
-        if let Some(Workdir::Local(dir)) = &task.workdir {
+        for (field, written) in task.local_paths() {
             // Name what the user wrote: the flag, or the file's field.
-            let field = if flag_workdir == Some(dir.as_str()) {
+            let field = if field == "workdir" && flag_workdir == Some(written) {
                 "--workdir"
             } else {
-                "workdir"
+                field
             };
-            wanted.push((field, dir.clone()));
-        }
-        for mount in &task.file_mounts {
-            if let MountSource::Local(path) = &mount.source {
-                wanted.push(("file_mounts", path.clone()));
-            }
-        }
-        for (field, written) in wanted {
-            let resolved = expand(Path::new("."), &written);
+            let resolved = expand(Path::new("."), written);
             if !resolved.exists() {
                 return Err(Failure::input(anyhow!(
                     "{field}: '{written}' does not exist (resolved to {})",
                     resolved.display()
                 )));
             }
-            paths.insert(written, resolved);
+            paths.insert(written.to_owned(), resolved);
         }
     }
     Ok(paths)
@@ -520,8 +496,9 @@ fn expand(cwd: &Path, path: &str) -> PathBuf {
     }
 }
 
-/// Reads the file (or builds the command task) with the flags applied.
-fn load(args: &LaunchArgs) -> Result<(Loaded, String), Failure> {
+/// Reads the file (or builds the command task) with the flags applied: the task, where it
+/// came from, and the file's text (sent as is to `submit`).
+fn load(args: &LaunchArgs) -> Result<(Loaded, String, Option<String>), Failure> {
     let overrides = overrides(args)?;
     match args.entrypoint.as_slice() {
         [] => Err(Failure::input(anyhow!(
@@ -543,13 +520,13 @@ fn load(args: &LaunchArgs) -> Result<(Loaded, String), Failure> {
             };
             let loaded = spec::load(&text, &overrides)
                 .map_err(|e| Failure::input(anyhow!("{file}: {e}")))?;
-            Ok((loaded, file.clone()))
+            Ok((loaded, file.clone(), Some(text)))
         }
         words => {
             let command = words.join(" ");
             let loaded = spec::load_command(&command, &overrides)
                 .map_err(|e| Failure::input(anyhow!("{e}")))?;
-            Ok((loaded, "command".into()))
+            Ok((loaded, "command".into(), None))
         }
     }
 }

@@ -29,10 +29,11 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::api::{self, ApiError, Authenticator, TokenAuth};
 use shared::blob::LocalBlobStore;
+use shared::bus::LocalBus;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, LocalBus, Secret, Settings};
+use shared::control::{self, Context, Settings, SigningKey};
 use shared::provider::{LocalConfig, LocalProvider, Provider};
 use shared::store::SqliteStore;
 use tracing::{info, warn};
@@ -328,7 +329,7 @@ async fn serve_async(home: &Path) -> anyhow::Result<()> {
     providers.insert(Cloud::Local, Arc::new(provider.clone()));
     let settings = Settings {
         agent_api_url: url.clone(),
-        secret: Secret::new(secret_file(&home.join("secret"), 32)?),
+        secret: SigningKey::new(secret_file(&home.join("secret"), 32)?),
         enabled_clouds: providers.keys().copied().collect(),
         heartbeat_timeout: Duration::from_secs(config.heartbeat_timeout_secs()),
         ready_timeout: Duration::from_secs(config.ready_timeout_secs()),

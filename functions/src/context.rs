@@ -13,10 +13,11 @@ use sha2::{Digest as _, Sha256};
 use shared::agent_protocol::AgentCadence;
 use shared::blob::S3BlobStore;
 use shared::buckets::{BucketStores, Buckets, GcsBuckets, GcsSettings, S3Buckets};
+use shared::bus::eventbridge::{EventBridgeBus, EventBridgeConfig};
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, AgentBinary, Context, EventBridgeBus, EventBridgeConfig, Secret};
+use shared::control::{self, AgentBinary, Context, SigningKey};
 use shared::provider::{
     Ec2Provider, Ec2Settings, GceConnection, GceCredentials, GceProvider, GceSettings, Provider,
 };
@@ -130,7 +131,7 @@ pub async fn context_from(
         buckets,
         settings: control::Settings {
             agent_api_url: api_url.trim_end_matches('/').to_owned(),
-            secret: Secret::new(secret.into_bytes()),
+            secret: SigningKey::new(secret.into_bytes()),
             enabled_clouds,
             heartbeat_timeout: Duration::from_secs(env.heartbeat_timeout_secs.unwrap_or(180)),
             ready_timeout: env

@@ -2,6 +2,7 @@
 //! which the binaries run under `lambda_runtime` and tests call with fixtures.
 
 use serde_json::{Value, json};
+use shared::bus::eventbridge;
 use shared::cloud::Cloud;
 use shared::control::webhooks::{self, Webhook, WebhookSender};
 use shared::control::{self, Context};
@@ -13,7 +14,7 @@ pub const SPOT_WARNING: &str = "EC2 Spot Instance Interruption Warning";
 
 /// `recover`: a `stratus.job-event` from the bus → advance that job.
 pub async fn on_job_event(ctx: &Context, event: Value) -> anyhow::Result<Value> {
-    let envelope = control::envelope_from_event(&event)?;
+    let envelope = eventbridge::envelope_from_event(&event)?;
     control::advance(ctx, envelope.job_id, envelope.event).await?;
     Ok(json!({ "job_id": envelope.job_id }))
 }
@@ -69,7 +70,7 @@ pub async fn on_job_status(
 
 /// `cleanup`: a `stratus.job-ended` event → the job's finalizer.
 pub async fn on_job_ended(ctx: &Context, event: Value) -> anyhow::Result<Value> {
-    let job_id = control::ended_job_from_event(&event)?;
+    let job_id = eventbridge::ended_job_from_event(&event)?;
     let cleaned = control::cleanup(ctx, job_id).await?;
     Ok(json!({
         "job_id": job_id,

@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shared::blob::LocalBlobStore;
+use shared::bus::LocalBus;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, LocalBus, Secret, Settings};
-use shared::facts::{ClusterRef, FactStore, NodeFact};
+use shared::control::{self, Context, Settings, SigningKey};
+use shared::facts::{ClusterRef, NodeFact};
 use shared::job::{JobRecord, builder};
 use shared::metering::Meter;
 use shared::metering::counting::{CountingBlobs, CountingProvider, CountingStore};
 use shared::provider::{
     ClusterHealth, ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError,
 };
+use shared::store::FactStore;
 use shared::store::{JobStore, SqliteStore};
 
 const REGIONS: [&str; 5] = [
@@ -118,7 +120,7 @@ async fn sweep(jobs: usize) {
         buckets: shared::buckets::BucketStores::default(),
         settings: Settings {
             agent_api_url: "http://127.0.0.1:1".into(),
-            secret: Secret::new(b"bench".to_vec()),
+            secret: SigningKey::new(b"bench".to_vec()),
             enabled_clouds: vec![Cloud::Aws],
             heartbeat_timeout: Duration::from_mins(3),
             ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,

@@ -60,27 +60,24 @@ pub struct Civil {
 }
 
 impl Timestamp {
-    /// The UTC calendar date and time (proleptic Gregorian; Howard Hinnant's `civil_from_days`).
+    /// The UTC calendar date and time. Instants beyond jiff's range (years ±9999) clamp to its
+    /// ends: nothing Stratus stores is that far out, and a handler must never panic on a date.
     pub fn civil(self) -> Civil {
-        let days = self.0.div_euclid(86_400_000);
-        let ms_of_day = self.0.rem_euclid(86_400_000) as u32;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let at = jiff::Timestamp::from_millisecond(self.0).unwrap_or(if self.0 < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        });
+        let dt = jiff::tz::TimeZone::UTC.to_datetime(at);
+        let field = |v: i8| u32::try_from(v).unwrap_or(0);
         Civil {
-            year,
-            month,
-            day,
-            hour: ms_of_day / 3_600_000,
-            minute: ms_of_day / 60_000 % 60,
-            second: ms_of_day / 1000 % 60,
-            millis: ms_of_day % 1000,
+            year: i64::from(dt.year()),
+            month: field(dt.month()),
+            day: field(dt.day()),
+            hour: field(dt.hour()),
+            minute: field(dt.minute()),
+            second: field(dt.second()),
+            millis: u32::try_from(dt.millisecond()).unwrap_or(0),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Node facts: what the machines of a job's clusters have said (ready, phase started, phase
 //! exited with its code and its number of log chunks, last heard from) and what the control
 //! plane knows about each cluster (its nodes' addresses, that it was torn down). This is the
-//! one home of that knowledge; the [`FactStore`] port keeps it in the state table, beside the
+//! one home of that knowledge; the [`FactStore`](crate::store::FactStore) port keeps it in the state table, beside the
 //! job, in small items of its own:
 //!
 //! | fact | SQLite | DynamoDB (`pk` = `JOB#<id>`) |
@@ -29,13 +29,11 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::job::{JobId, Phase};
+use crate::job::Phase;
 use crate::provider::NodeInfo;
-use crate::store::StoreError;
 
 /// Which cluster a fact is about, with the task and attempt it was launched for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,51 +173,6 @@ impl ClusterFacts {
     pub fn last_seen(&self) -> Option<Timestamp> {
         self.ranks.values().filter_map(|n| n.seen).max()
     }
-}
-
-/// The node-facts port. Both state-table adapters implement it (`SqliteStore`,
-/// `DynamoStore`), and the store contract suite checks both.
-#[async_trait]
-pub trait FactStore: Send + Sync {
-    /// Records what the control plane learnt about a cluster.
-    async fn record_cluster(
-        &self,
-        job_id: JobId,
-        at: &ClusterRef,
-        fact: ClusterFact,
-    ) -> Result<(), StoreError>;
-
-    /// Records what node `rank` of a cluster said (see the module's guarantees).
-    async fn record_node(
-        &self,
-        job_id: JobId,
-        at: &ClusterRef,
-        rank: u32,
-        fact: NodeFact,
-    ) -> Result<(), StoreError>;
-
-    /// Everything known about `cluster`, strongly consistent; `None` if nothing is.
-    async fn cluster_facts(
-        &self,
-        job_id: JobId,
-        cluster: &str,
-    ) -> Result<Option<ClusterFacts>, StoreError>;
-
-    /// Every cluster of the job that anything is known about, by (task, attempt).
-    async fn job_facts(&self, job_id: JobId) -> Result<Vec<ClusterFacts>, StoreError>;
-
-    /// Someone follows the job's log until `until`: nodes send their output promptly.
-    async fn follow(&self, job_id: JobId, until: Timestamp) -> Result<(), StoreError>;
-
-    /// Until when someone follows the job's log, if anyone ever did.
-    async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError>;
-
-    /// Records what a launch or a teardown said about a zone (`zone` is `<cloud>/<zone>`);
-    /// each time only moves forward.
-    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError>;
-
-    /// What is known about a zone's capacity.
-    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError>;
 }
 
 /// What the control plane last learnt about a zone's capacity: when a launch there found it

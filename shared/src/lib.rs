@@ -26,6 +26,7 @@ pub mod agent_protocol;
 pub mod api;
 pub mod blob;
 pub mod buckets;
+pub mod bus;
 pub mod catalog;
 pub mod clock;
 pub mod cloud;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::control::{EVENT_SOURCE, JOB_STATUS_DETAIL_TYPE};
+use shared::bus::eventbridge::{EVENT_SOURCE, JOB_STATUS_DETAIL_TYPE};
 
 use crate::harness::{Options, World};
 

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use shared::api::{Authenticator, User};
 use shared::blob::LocalBlobStore;
 use shared::blob::S3BlobStore;
+use shared::bus::LocalBus;
 use shared::control::Context;
-use shared::control::{LocalBus, run_local_loops};
+use shared::control::run_local_loops;
 use shared::job::{JobId, JobRecord, JobStatus};
 use shared::provider::{
     Ec2Provider, Ec2Settings, Provider, agent_env_from_startup_script, agent_env_from_user_data,
@@ -818,14 +819,14 @@ async fn dispatch(
             let event: Value =
                 serde_json::from_str(message.body().unwrap_or("{}")).unwrap_or_default();
             let result = match event["detail-type"].as_str() {
-                Some(shared::control::JOB_EVENT_DETAIL_TYPE) => {
+                Some(shared::bus::eventbridge::JOB_EVENT_DETAIL_TYPE) => {
                     functions::on_job_event(&ctx, event.clone()).await
                 }
-                Some(shared::control::JOB_ENDED_DETAIL_TYPE) => {
+                Some(shared::bus::eventbridge::JOB_ENDED_DETAIL_TYPE) => {
                     functions::on_job_ended(&ctx, event.clone()).await
                 }
                 // The template's notify rule: job-scope status events, with a webhook only.
-                Some(shared::control::JOB_STATUS_DETAIL_TYPE)
+                Some(shared::bus::eventbridge::JOB_STATUS_DETAIL_TYPE)
                     if webhook.is_some() && event["detail"]["scope"] == "job" =>
                 {
                     let (ctx, hook, sender) = (ctx.clone(), webhook.clone(), sender.clone());

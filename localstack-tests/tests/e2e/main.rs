@@ -19,22 +19,21 @@
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
-//! - `fake`: the GCE tests' fake Compute API, reused.
+//! - the fake GCE API and the AWS proxy are `shared::testing`'s (`fake`, `proxy` here).
 
 mod buckets;
 mod cadence;
 mod cross_cloud;
 mod deploy;
 mod events;
-// The fake Compute API of the GCE provider's own tests, validating against compute.v1.json.
-#[path = "../../../shared/tests/gce/fake/mod.rs"]
-mod fake;
 mod gcs;
 mod harness;
 mod lambda;
 mod lifecycle;
 mod limits;
 mod placement;
-mod proxy;
 mod schedule;
 mod warning;
+
+use shared::testing::aws_proxy as proxy;
+use shared::testing::gce_fake as fake;

@@ -23,7 +23,7 @@ async fn job_events_travel_through_the_bus_rule_and_the_poll_rule_fires_on_its_s
     assert!(
         delivered
             .iter()
-            .any(|d| d == shared::control::JOB_EVENT_DETAIL_TYPE),
+            .any(|d| d == shared::bus::eventbridge::JOB_EVENT_DETAIL_TYPE),
         "{delivered:?}"
     );
     if !world.on_localstack() {

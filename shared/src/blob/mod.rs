@@ -2,9 +2,11 @@
 //! Keys are `/`-separated paths (`jobs/7/logs/...`). S3 in AWS; a folder locally.
 //!
 //! # Layout
+//! - `keys`: every key Stratus uses, as a schema, and the functions that build and read them.
 //! - `local`: a folder on disk ([`LocalBlobStore`]).
 //! - `s3` (feature `aws`): an S3 bucket under a prefix (`S3BlobStore`).
 
+pub mod keys;
 mod local;
 #[cfg(feature = "aws")]
 mod s3;

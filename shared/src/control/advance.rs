@@ -13,9 +13,9 @@
 
 use tracing::{debug, info, warn};
 
-use super::{Context, HandlerError, agent, capacity};
+use super::{Context, HandlerError, capacity};
 use crate::clock::Timestamp;
-use crate::facts::{CapacityEvent, ClusterRef};
+use crate::facts::{CapacityEvent, ClusterFact, ClusterRef};
 use crate::job::{
     Action, ControllerEvent, JobEvent, JobId, JobRecord, LaunchFailure, array, attempt_of_cluster,
     dependencies, step, transitions,
@@ -188,7 +188,7 @@ async fn carry_out(
                     .schedule(job.id, JobEvent::LimitDue, at, ctx.clock.now())
                     .await?;
             }
-            // Node agents pull their work (see `agent::work`), which follows from the record
+            // Node agents pull their work (see `control::nodes::work`), which follows from the record
             // this step wrote; there is nothing to push. Log lines were written above.
             Action::RunTask { .. } | Action::StartNextTask { .. } | Action::EmitEvent(_) => {}
         }
@@ -261,7 +261,10 @@ pub(super) async fn launch(
                     task,
                     attempt: job.tasks[task].attempt,
                 };
-                agent::record_nodes(ctx, job.id, &at, &nodes).await?;
+                // Kept for `SKYPILOT_NODE_IPS`, which node agents read with their work.
+                ctx.store
+                    .record_cluster(job.id, &at, ClusterFact::Launched(nodes))
+                    .await?;
                 JobEvent::ClusterLaunched {
                     cluster: cluster.to_owned(),
                 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Context;
-use super::submit::SubmitError;
+use super::SubmitError;
 use crate::buckets::{
     BOUNDARY_LIMIT, BOUNDARY_RULES_LIMIT, BucketError, Grant, MAX_BUCKETS_PER_TASK, POLICY_LIMIT,
     access_boundary, access_policy,
@@ -171,7 +171,7 @@ pub async fn check(ctx: &Context, task: &spec::Task, owner: &str) -> Result<(), 
 /// the local cloud its folder is made.
 pub async fn check_intermediate(
     ctx: &Context,
-    bucket: &super::uploads::Intermediate,
+    bucket: &crate::blob::keys::Intermediate,
     owner: &str,
 ) -> Result<(), SubmitError> {
     let bad = |why: String| SubmitError::BadRequest(format!("jobs.bucket: {why}"));

@@ -19,7 +19,7 @@
 //!   its cost reaches it.
 
 use super::Context;
-use super::submit::SubmitError;
+use super::SubmitError;
 use crate::clock::Timestamp;
 use crate::job::cost::format_usd;
 use crate::optimizer::Candidate;

@@ -4,9 +4,8 @@
 //! cuts it into chunks numbered 0, 1, 2, ... and writes each one as one object, in order (the
 //! next only after the previous one is stored):
 //!
-//! ```text
-//! jobs/<id>/logs/<task:03>/<attempt:04>/<0-setup|1-run>/<rank:03>-<seq:08>
-//! ```
+//! `jobs/<id>/logs/<task:03>/<attempt:04>/<0-setup|1-run>/<rank:03>-<seq:08>` (the whole
+//! layout is in [`crate::blob::keys`]),
 //!
 //! so a resend overwrites the same object with the same bytes. Logs outlive the job's clusters.
 //!
@@ -28,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::agent_protocol::MAX_LOG_CHUNK_BYTES;
-use crate::blob::{BlobError, BlobStore, Bounded};
+use crate::blob::{BlobError, BlobStore, Bounded, keys};
 use crate::facts::{ClusterFacts, ClusterRef};
 use crate::job::{JobId, Phase};
 
@@ -38,17 +37,6 @@ pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// What a piece adds to a page besides its text and its node's address (its other fields,
 /// as JSON: task, attempt, phase, rank, a 10-digit pid, and the `ip` key).
 const PIECE_OVERHEAD: usize = 120;
-
-pub fn logs_prefix(job_id: JobId) -> String {
-    format!("jobs/{job_id}/logs/")
-}
-
-fn phase_folder(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Setup => "0-setup",
-        Phase::Run => "1-run",
-    }
-}
 
 /// The object of chunk `seq` of `phase` of node `rank` of the cluster `at`.
 pub fn chunk_key(job_id: JobId, at: &ClusterRef, phase: Phase, rank: u32, seq: u64) -> String {
@@ -72,14 +60,7 @@ pub struct Stream {
 
 impl Stream {
     fn key(&self, job_id: JobId, seq: u64) -> String {
-        format!(
-            "{}{:03}/{:04}/{}/{:03}-{seq:08}",
-            logs_prefix(job_id),
-            self.task,
-            self.attempt,
-            phase_folder(self.phase),
-            self.rank
-        )
+        keys::log_chunk_key(job_id, self.task, self.attempt, self.phase, self.rank, seq)
     }
 }
 
@@ -328,7 +309,7 @@ pub async fn read(
 
 /// Everything stored of a job's log, page after page (tests and tools; the API pages).
 pub async fn read_all(
-    facts: &dyn crate::facts::FactStore,
+    facts: &dyn crate::store::FactStore,
     blobs: &dyn BlobStore,
     job_id: JobId,
 ) -> Result<Vec<LogPiece>, super::HandlerError> {

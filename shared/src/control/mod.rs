@@ -13,8 +13,8 @@
 //!   active task wants.
 //!
 //! # Layout
-//! - `bus`: the event-bus port ([`EventBus`]) and the in-process [`LocalBus`].
-//! - `eventbridge` (feature `aws`): the bus on EventBridge and EventBridge Scheduler.
+//! - `local_loops`: the local plane's stand-in for EventBridge rules and the sweep's schedule
+//!   (the bus port and its adapters live in [`crate::bus`]).
 //! - `token`: per-job agent tokens.
 //! - `advance`: apply one event to one job and carry out the actions.
 //! - `submit`: validate, plan and store a new job.
@@ -22,21 +22,19 @@
 //!   budget per user).
 //! - `poll`: the sweep over active jobs and the clouds.
 //! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
-//! - `agent`: node agents' work, reports and logs.
+//! - `nodes`: what node agents ask for: their work, reports, logs and credentials.
 //! - `logs`: where user logs live in blob storage, and reading them back exactly once.
 //! - `uploads`: the archives a job's local paths travel in, and whose they are.
 //! - `webhooks`: users' job events posted to their URLs (the local plane's notifications).
 
 mod advance;
-pub mod agent;
 pub(crate) mod buckets;
 pub mod budget;
-mod bus;
 mod capacity;
 mod cleanup;
-#[cfg(feature = "aws")]
-mod eventbridge;
+mod local_loops;
 pub mod logs;
+pub mod nodes;
 mod notice;
 mod poll;
 mod submit;
@@ -49,19 +47,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use advance::advance;
-pub use bus::{BusError, Envelope, EventBus, LocalBus, LocalMessage, run_local_loops};
 pub use cleanup::{Cleaned, cleanup};
-#[cfg(feature = "aws")]
-pub use eventbridge::{
-    EVENT_SOURCE, EventBridgeBus, EventBridgeConfig, JOB_ENDED_DETAIL_TYPE, JOB_EVENT_DETAIL_TYPE,
-    JOB_STATUS_DETAIL_TYPE, ended_job_from_event, envelope_from_event,
-};
+pub use local_loops::run_local_loops;
 pub use notice::preemption_notice;
 pub use poll::poll;
-pub use submit::{SubmitError, SubmitRequest, submit};
-pub use token::Secret;
+pub use submit::{SubmitRequest, submit};
+pub use token::SigningKey;
 
 use crate::blob::BlobStore;
+use crate::bus::{BusError, EventBus};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::cloud::Cloud;
@@ -73,7 +67,7 @@ use crate::store::JobStore;
 pub struct Settings {
     /// The URL node agents use to reach the API.
     pub agent_api_url: String,
-    pub secret: Secret,
+    pub secret: SigningKey,
     /// Clouds jobs may be planned on.
     pub enabled_clouds: Vec<Cloud>,
     /// A running cluster whose nodes have not polled for this long is lost.
@@ -157,6 +151,35 @@ pub(crate) fn image_of(
     match resources_of(spec, candidate)?.image_id.as_ref()? {
         crate::spec::ImageId::One(image) => Some(image.clone()),
         crate::spec::ImageId::PerRegion(images) => images.get(&candidate.region).cloned(),
+    }
+}
+
+/// Why a submission was refused (or could not be checked). Here rather than in `submit`
+/// because the checks `submit` calls (`budget`, `buckets`) return it too.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(#[from] crate::spec::SpecError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no resource satisfies task '{task}':\n{explanation}")]
+    NoResources { task: String, explanation: String },
+    /// A service the check needs did not answer (try again).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Handler(#[from] HandlerError),
+}
+
+impl From<crate::store::StoreError> for SubmitError {
+    fn from(e: crate::store::StoreError) -> Self {
+        SubmitError::Handler(e.into())
+    }
+}
+
+impl From<crate::blob::BlobError> for SubmitError {
+    fn from(e: crate::blob::BlobError) -> Self {
+        SubmitError::Handler(e.into())
     }
 }
 

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::uploads::{self, Uploads};
-use super::{Context, HandlerError};
+use super::{Context, HandlerError, SubmitError};
 use crate::clock::Timestamp;
 use crate::job::array::{ArrayMember, ArrayRequest};
 use crate::job::{JobEvent, JobRecord};
 use crate::optimizer;
-use crate::spec::{self, MountSource, Overrides, SpecError, StorageSource, Workdir};
+use crate::spec::{self, MountSource, Overrides, StorageSource};
 
 /// What a client sends to launch a job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -37,33 +37,6 @@ pub struct SubmitRequest {
     /// Many jobs from this one task (`--num-jobs`, `--max-parallel`); left out for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub array: Option<ArrayRequest>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("{0}")]
-    Invalid(#[from] SpecError),
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    #[error("no resource satisfies task '{task}':\n{explanation}")]
-    NoResources { task: String, explanation: String },
-    /// A service the check needs did not answer (try again).
-    #[error("{0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Handler(#[from] HandlerError),
-}
-
-impl From<crate::store::StoreError> for SubmitError {
-    fn from(e: crate::store::StoreError) -> Self {
-        SubmitError::Handler(e.into())
-    }
-}
-
-impl From<crate::blob::BlobError> for SubmitError {
-    fn from(e: crate::blob::BlobError) -> Self {
-        SubmitError::Handler(e.into())
-    }
 }
 
 /// Validates and plans `request`, stores the job (PENDING) and emits `Submitted`, so the launch
@@ -131,7 +104,7 @@ pub async fn submit(
     super::buckets::create(ctx, id, owner, &pipeline).await?;
     if let Some(session) = session {
         // The session's archives become this job's alone: its cleanup deletes them.
-        let name = format!("{}/{session}", uploads::owner_space(owner));
+        let name = format!("{}/{session}", crate::blob::keys::owner_space(owner));
         match ctx.store.claim(&name, id).await {
             Err(crate::store::StoreError::Conflict { .. }) => {
                 return Err(SubmitError::BadRequest(format!(
@@ -318,31 +291,22 @@ fn check_ports(task: &spec::Task, ranked: &[optimizer::Candidate]) -> Result<(),
 
 /// Every local path a task syncs to its nodes must have been uploaded by the client.
 fn check_uploads(task: &spec::Task, uploads: &BTreeMap<String, String>) -> Result<(), SubmitError> {
-    let mut needed = Vec::new();
-    if let Some(Workdir::Local(path)) = &task.workdir {
-        needed.push(("workdir", path.clone()));
-    }
     for mount in &task.file_mounts {
-        match &mount.source {
-            MountSource::Local(path) => needed.push(("file_mounts", path.clone())),
-            MountSource::Storage(storage) => {
-                if storage
-                    .sources
-                    .iter()
-                    .any(|s| matches!(s, StorageSource::Local(_)))
-                {
-                    return Err(SubmitError::BadRequest(format!(
-                        "file_mounts.{}: uploading local files into a bucket is not supported yet; \
-                         mount the folder directly (`{}: <local path>`) or use an existing bucket",
-                        mount.destination, mount.destination
-                    )));
-                }
-            }
-            MountSource::Bucket(_) => {}
+        if let MountSource::Storage(storage) = &mount.source
+            && storage
+                .sources
+                .iter()
+                .any(|s| matches!(s, StorageSource::Local(_)))
+        {
+            return Err(SubmitError::BadRequest(format!(
+                "file_mounts.{}: uploading local files into a bucket is not supported yet; \
+                 mount the folder directly (`{}: <local path>`) or use an existing bucket",
+                mount.destination, mount.destination
+            )));
         }
     }
-    for (field, path) in needed {
-        if !uploads.contains_key(&path) {
+    for (field, path) in task.local_paths() {
+        if !uploads.contains_key(path) {
             return Err(SubmitError::BadRequest(format!(
                 "{field}: '{path}' was not uploaded with the job (the CLI uploads local paths before submitting)"
             )));

@@ -8,15 +8,15 @@ use crate::job::JobId;
 
 /// The control plane's signing secret (32 random bytes, kept beside the state table).
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct SigningKey(Vec<u8>);
 
-impl std::fmt::Debug for Secret {
+impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
+        f.write_str("SigningKey(<redacted>)")
     }
 }
 
-impl Secret {
+impl SigningKey {
     pub fn new(bytes: Vec<u8>) -> Self {
         Self(bytes)
     }
@@ -64,22 +64,22 @@ mod tests {
 
     #[test]
     fn hook_tokens_are_per_hook_and_never_an_agent_token() {
-        let secret = Secret::new(b"k".to_vec());
+        let secret = SigningKey::new(b"k".to_vec());
         let token = secret.hook_token("gcp-preemptions");
         assert!(secret.verify_hook("gcp-preemptions", &token));
         assert!(!secret.verify_hook("other", &token));
         assert!(!secret.verify_hook("gcp-preemptions", "zz"));
-        assert!(!Secret::new(b"other".to_vec()).verify_hook("gcp-preemptions", &token));
+        assert!(!SigningKey::new(b"other".to_vec()).verify_hook("gcp-preemptions", &token));
         assert!((0..100).all(|job| !secret.verify_agent(job, &token)));
     }
 
     #[test]
     fn tokens_are_per_job() {
-        let secret = Secret::new(b"k".to_vec());
+        let secret = SigningKey::new(b"k".to_vec());
         let t1 = secret.agent_token(1);
         assert!(secret.verify_agent(1, &t1));
         assert!(!secret.verify_agent(2, &t1));
-        assert!(!Secret::new(b"other".to_vec()).verify_agent(1, &t1));
+        assert!(!SigningKey::new(b"other".to_vec()).verify_agent(1, &t1));
         assert!(!secret.verify_agent(1, "not hex"));
     }
 }

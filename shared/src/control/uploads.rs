@@ -1,19 +1,9 @@
 //! A job's uploads: the archives of the local paths its tasks sync to their nodes (workdir,
 //! file mounts), sent by the CLI before it submits.
 //!
-//! ```text
-//! uploads/<owner space>/<session>/<sha256>.tar.gz   an archive (content-addressed)
-//! jobs/<id>/uploads.json                            the job's record: local path -> key
-//! ```
-//!
-//! With an **intermediate bucket** (`jobs.bucket` in the user's config, SkyPilot's setting),
-//! the archive is in that bucket instead, under a folder of the launch as SkyPilot names it,
-//! and its key says so:
-//!
-//! ```text
-//! buckets/<s3|gs>/<bucket>/job-<session>/<owner space>/<sha256>.tar.gz
-//!   = the object job-<session>/<owner space>/<sha256>.tar.gz of that bucket
-//! ```
+//! Where they are stored (the deployment's store, or with an **intermediate bucket**,
+//! `jobs.bucket` in the user's config as in SkyPilot, that bucket) is written down with every
+//! other key in [`crate::blob::keys`].
 //!
 //! # Guarantees
 //! - **A user writes only under their own space** (`owner_space`: a hash of the owner's
@@ -32,159 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Context, HandlerError};
+use crate::blob::keys::{Intermediate, ObjectKey, owner_space, parse_object_key, record_key};
 use crate::blob::{BlobStore, LocalBlobStore};
 use crate::job::JobId;
-use crate::spec::Store;
-
-/// The job's record of its uploads.
-pub fn record_key(job_id: JobId) -> String {
-    format!("jobs/{job_id}/uploads.json")
-}
-
-/// The folder of one user's uploads: a hash of their name (names may hold any character).
-pub fn owner_space(owner: &str) -> String {
-    hex::encode(&Sha256::digest(owner.as_bytes())[..16])
-}
-
-/// Where an archive with this SHA-256 (hex, lower case) of this user's session is stored:
-/// the deployment's store, or `intermediate`, a bucket of the user's.
-pub fn object_key(
-    owner: &str,
-    session: &str,
-    sha256: &str,
-    intermediate: Option<&Intermediate>,
-) -> String {
-    let space = owner_space(owner);
-    match intermediate {
-        None => format!("uploads/{space}/{session}/{sha256}.tar.gz"),
-        Some(bucket) => format!(
-            "buckets/{}/{}/job-{session}/{space}/{sha256}.tar.gz",
-            bucket.store.scheme(),
-            bucket.bucket
-        ),
-    }
-}
-
-/// A user's bucket that holds their uploads (`jobs.bucket`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Intermediate {
-    pub store: Store,
-    pub bucket: String,
-}
-
-impl Intermediate {
-    /// Reads `s3://bucket` or `gs://bucket` (a trailing `/` allowed, no path).
-    pub fn parse(url: &str) -> Result<Intermediate, String> {
-        let wrong = || {
-            format!(
-                "jobs.bucket: '{}' is not a bucket: write s3://<bucket> or gs://<bucket>",
-                url.chars().take(100).collect::<String>()
-            )
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(wrong)?;
-        let store = match scheme {
-            "s3" => Store::S3,
-            "gs" => Store::Gcs,
-            _ => return Err(wrong()),
-        };
-        let bucket = rest.strip_suffix('/').unwrap_or(rest);
-        if !bucket_name_ok(bucket) {
-            return Err(wrong());
-        }
-        Ok(Intermediate {
-            store,
-            bucket: bucket.to_owned(),
-        })
-    }
-
-    /// `s3://bucket`.
-    pub fn url(&self) -> String {
-        format!("{}://{}", self.store.scheme(), self.bucket)
-    }
-}
-
-/// 3 to 63 lower-case letters, digits, `.`, `-` and `_`, starting and ending with a letter
-/// or digit: a name both stores could have (each checks its own rules on use).
-fn bucket_name_ok(name: &str) -> bool {
-    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (3..=63).contains(&name.len())
-        && edge(name.as_bytes().first())
-        && edge(name.as_bytes().last())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
-}
-
-/// A session is 1 to 64 letters, digits and `-`.
-pub fn check_session(session: &str) -> Result<(), String> {
-    let ok = !session.is_empty()
-        && session.len() <= 64
-        && session
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    ok.then_some(())
-        .ok_or_else(|| "session: use 1 to 64 letters, digits and '-'".to_owned())
-}
-
-/// A SHA-256 in hex: 64 hex digits.
-pub fn check_sha256(sha256: &str) -> Result<(), String> {
-    (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some(())
-        .ok_or_else(|| "sha256: give the archive's SHA-256 in hex (64 digits)".to_owned())
-}
-
-/// The parts of an archive's key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectKey {
-    /// The user's bucket it is in (`None`: the deployment's store).
-    pub intermediate: Option<Intermediate>,
-    pub space: String,
-    pub session: String,
-    pub sha256: String,
-}
-
-impl ObjectKey {
-    /// The object's key in its store.
-    pub fn object(&self) -> String {
-        match &self.intermediate {
-            None => format!(
-                "uploads/{}/{}/{}.tar.gz",
-                self.space, self.session, self.sha256
-            ),
-            Some(_) => format!("job-{}/{}/{}.tar.gz", self.session, self.space, self.sha256),
-        }
-    }
-}
-
-/// Reads an archive key back; `None` for anything that is not exactly one.
-pub fn parse_object_key(key: &str) -> Option<ObjectKey> {
-    let parts: Vec<&str> = key.split('/').collect();
-    let (intermediate, space, session, file) = match parts[..] {
-        ["uploads", space, session, file] => (None, space, session, file),
-        ["buckets", scheme, bucket, folder, space, file] => (
-            Some(Intermediate::parse(&format!("{scheme}://{bucket}")).ok()?),
-            space,
-            folder.strip_prefix("job-")?,
-            file,
-        ),
-        _ => return None,
-    };
-    let sha256 = file.strip_suffix(".tar.gz")?;
-    let space_ok = space.len() == 32
-        && space
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let sha_ok = check_sha256(sha256).is_ok() && !sha256.bytes().any(|b| b.is_ascii_uppercase());
-    (space_ok && sha_ok && check_session(session).is_ok()).then(|| ObjectKey {
-        intermediate,
-        space: space.to_owned(),
-        session: session.to_owned(),
-        sha256: sha256.to_owned(),
-    })
-}
 
 /// The store an archive key is in, and the object's key there: the deployment's store, or
 /// the user's intermediate bucket (on the local cloud, the folder standing in for it).
@@ -303,6 +145,7 @@ pub async fn delete(ctx: &Context, job_id: JobId, owner: &str) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::keys::object_key;
 
     #[test]
     fn only_the_owners_archives_of_one_session_pass() {

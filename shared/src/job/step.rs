@@ -1,5 +1,8 @@
 //! The job state machine: `step(job, event, now) -> (next record, actions)`.
 //!
+//! Why one file of this length: `step` is one pure function, and its rules read best top to
+//! bottom in one place (the table test beside it has a row per rule).
+//!
 //! The rules, from SkyPilot's managed jobs:
 //! - **Launch**: walk the task's ranked candidates. No capacity or a quota on one candidate
 //!   moves to the next not yet tried in this launch; when all were tried, wait (60 s ×1.6 up to

@@ -10,13 +10,12 @@ use async_trait::async_trait;
 
 use super::Meter;
 use crate::blob::{BlobError, BlobStore, Bounded, UploadUrl};
+use crate::bus::{BusError, EventBus};
 use crate::clock::Timestamp;
-use crate::control::{BusError, EventBus};
-use crate::facts::{
-    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, ZoneCapacity,
-};
+use crate::facts::{CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, NodeFact, ZoneCapacity};
 use crate::job::{ControllerEvent, Fence, JobEvent, JobId, JobRecord};
 use crate::provider::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
+use crate::store::FactStore;
 use crate::store::{Cursor, JobReader, JobStore, Page, StoreError, wire};
 
 /// Bytes DynamoDB counts for an item's keys and small attributes besides its document.

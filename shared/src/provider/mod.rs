@@ -13,6 +13,8 @@
 //!
 //! # Layout
 //! - `local`: clusters of local node processes (the embedded default).
+//! - `marks` (features `aws`, `gcp`): the tag (label) names both clouds' machines carry, and
+//!   grouping a region's machines into clusters by them.
 //! - `ec2` (feature `aws`): `Ec2Provider`, EC2 instances tagged with the job and cluster.
 //! - `gce` (feature `gcp`): `GceProvider`, Compute Engine VMs labelled with the job and cluster.
 
@@ -33,6 +35,8 @@ mod ec2;
 #[cfg(feature = "gcp")]
 mod gce;
 mod local;
+#[cfg(any(feature = "aws", feature = "gcp"))]
+mod marks;
 #[cfg(feature = "aws")]
 pub use ec2::{
     Ec2Network, Ec2Provider, Ec2Settings, agent_env_from_user_data, decode_user_data, user_data,

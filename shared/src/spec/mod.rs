@@ -68,6 +68,23 @@ pub struct Task {
     pub limits: TaskLimits,
 }
 
+impl Task {
+    /// Every local path the task syncs to its nodes, with the field that names it: its
+    /// workdir, then its local file mounts. The CLI uploads exactly these; `submit` checks
+    /// each was uploaded.
+    pub fn local_paths(&self) -> Vec<(&'static str, &str)> {
+        let workdir = match &self.workdir {
+            Some(Workdir::Local(dir)) => Some(("workdir", dir.as_str())),
+            _ => None,
+        };
+        let mounts = self.file_mounts.iter().filter_map(|m| match &m.source {
+            MountSource::Local(path) => Some(("file_mounts", path.as_str())),
+            _ => None,
+        });
+        workdir.into_iter().chain(mounts).collect()
+    }
+}
+
 /// A task's time limits, each ending it when reached (see `job::limits`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLimits {

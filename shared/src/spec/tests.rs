@@ -1,4 +1,7 @@
 //! Table-driven spec tests: one line per case, valid files summarised, invalid ones by error.
+//!
+//! Why one file of this length: the spec's case tables, one line per case, so that a
+//! reader sees every rule of the task format side by side.
 #![allow(clippy::needless_pass_by_value, clippy::format_push_string)]
 // Case tables grow one line at a time; their length is the point.
 #![allow(clippy::too_many_lines)]

@@ -40,6 +40,8 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 
+use crate::clock::Timestamp;
+use crate::facts::{CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, NodeFact, ZoneCapacity};
 use crate::job::{ControllerEvent, Fence, JobId, JobRecord};
 
 #[cfg(feature = "aws")]
@@ -76,10 +78,55 @@ pub trait JobReader: Send + Sync {
     async fn list_events(&self, job_id: JobId) -> Result<Vec<ControllerEvent>, StoreError>;
 }
 
+/// The node-facts port ([`crate::facts`] says what the facts are and how they are kept). Both state-table adapters implement it (`SqliteStore`,
+/// `DynamoStore`), and the store contract suite checks both.
+#[async_trait]
+pub trait FactStore: Send + Sync {
+    /// Records what the control plane learnt about a cluster.
+    async fn record_cluster(
+        &self,
+        job_id: JobId,
+        at: &ClusterRef,
+        fact: ClusterFact,
+    ) -> Result<(), StoreError>;
+
+    /// Records what node `rank` of a cluster said (see the module's guarantees).
+    async fn record_node(
+        &self,
+        job_id: JobId,
+        at: &ClusterRef,
+        rank: u32,
+        fact: NodeFact,
+    ) -> Result<(), StoreError>;
+
+    /// Everything known about `cluster`, strongly consistent; `None` if nothing is.
+    async fn cluster_facts(
+        &self,
+        job_id: JobId,
+        cluster: &str,
+    ) -> Result<Option<ClusterFacts>, StoreError>;
+
+    /// Every cluster of the job that anything is known about, by (task, attempt).
+    async fn job_facts(&self, job_id: JobId) -> Result<Vec<ClusterFacts>, StoreError>;
+
+    /// Someone follows the job's log until `until`: nodes send their output promptly.
+    async fn follow(&self, job_id: JobId, until: Timestamp) -> Result<(), StoreError>;
+
+    /// Until when someone follows the job's log, if anyone ever did.
+    async fn followed_until(&self, job_id: JobId) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Records what a launch or a teardown said about a zone (`zone` is `<cloud>/<zone>`);
+    /// each time only moves forward.
+    async fn record_capacity(&self, zone: &str, event: CapacityEvent) -> Result<(), StoreError>;
+
+    /// What is known about a zone's capacity.
+    async fn zone_capacity(&self, zone: &str) -> Result<ZoneCapacity, StoreError>;
+}
+
 /// Reading and writing jobs, and the facts their nodes report (`crate::facts`), which live in
 /// the same table.
 #[async_trait]
-pub trait JobStore: JobReader + crate::facts::FactStore {
+pub trait JobStore: JobReader + FactStore {
     /// The first of `count` (at least 1) consecutive new job IDs, reserved in one atomic write:
     /// no other caller gets any of them. A job array's members take such a range.
     async fn next_job_ids(&self, count: u32) -> Result<JobId, StoreError>;

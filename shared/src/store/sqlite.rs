@@ -1,6 +1,10 @@
 //! The embedded state table: one SQLite file, `$STRATUS_HOME/state.db` (default
 //! `~/.stratus/state.db`).
 //!
+//! Why one file of this length: it is the whole [`JobStore`] and
+//! [`FactStore`](crate::store::FactStore) port on SQLite, one method per operation, so that
+//! it reads against `store::dynamo` method by method.
+//!
 //! Several processes (the CLI, the local poller, node agents) may open it at once: the file is
 //! in WAL mode so readers never block the writer, writers wait up to [`BUSY_TIMEOUT`] for each
 //! other, and multi-statement writes take the write lock up front (`BEGIN IMMEDIATE`) so that
@@ -23,10 +27,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use crate::clock::Timestamp;
 use crate::facts::{
-    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts,
-    ZoneCapacity,
+    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, NodeFact, NodeFacts, ZoneCapacity,
 };
 use crate::job::{ControllerEvent, Fence, JobId, JobRecord};
+use crate::store::FactStore;
 
 use super::wire::{self, FORMAT, Stored};
 use super::{Cursor, JobReader, JobStore, Page, StoreError, clamp_limit};

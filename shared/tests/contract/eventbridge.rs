@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode};
 use aws_sdk_sqs::types::QueueAttributeName;
-use shared::clock::{Clock, SystemClock, Timestamp};
-use shared::control::{
-    Envelope, EventBridgeBus, EventBridgeConfig, EventBus, JOB_ENDED_DETAIL_TYPE,
-    JOB_EVENT_DETAIL_TYPE, ended_job_from_event, envelope_from_event,
+use shared::bus::eventbridge::{
+    EventBridgeBus, EventBridgeConfig, JOB_ENDED_DETAIL_TYPE, JOB_EVENT_DETAIL_TYPE,
+    ended_job_from_event, envelope_from_event,
 };
+use shared::bus::{Envelope, EventBus};
+use shared::clock::{Clock, SystemClock, Timestamp};
 use shared::job::{JobEvent, LaunchFailure};
 
 use crate::emulator;

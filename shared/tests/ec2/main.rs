@@ -6,8 +6,6 @@
 //! --features aws --test ec2`. Tests run in parallel against one emulator, so each uses
 //! cluster names of its own.
 
-mod proxy;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +24,7 @@ use shared::provider::{
     Provider, ProviderError, agent_env_from_user_data, decode_user_data,
 };
 
-use self::proxy::Fault;
+use shared::testing::aws_proxy::{self as proxy, Fault};
 
 fn endpoint() -> String {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -591,7 +589,13 @@ async fn injected_errors_are_classified_and_create_nothing() {
     ];
     let mut runs = Vec::new();
     for (status, code, want) in cases {
-        let proxy = proxy::start(&endpoint, Some(Fault { status, code })).await;
+        let fault = Fault {
+            region: "us-east-1".to_owned(),
+            status,
+            code,
+            times: usize::MAX,
+        };
+        let proxy = proxy::start(&endpoint, Some(fault)).await;
         let f = Fixture::at(&endpoint, &proxy.url).await;
         let cluster = unique("fault");
         let err = f

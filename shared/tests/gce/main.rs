@@ -10,7 +10,6 @@
 //! `storage_fake` tests the fake Cloud Storage (`fake::storage`, with IAM Credentials and STS
 //! downscoping) on its own, as the fake the bucket mounts are tested against.
 
-mod fake;
 mod storage_fake;
 
 use std::collections::BTreeMap;
@@ -19,12 +18,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::blob::LocalBlobStore;
+use shared::bus::{LocalBus, LocalMessage};
 use shared::catalog::Catalog;
 use shared::clock::{SystemClock, Timestamp};
 use shared::cloud::Cloud;
-use shared::control::{
-    self, Context, LocalBus, LocalMessage, Secret, Settings, SubmitRequest, advance,
-};
+use shared::control::{self, Context, Settings, SigningKey, SubmitRequest, advance};
 use shared::job::{JobId, JobStatus};
 use shared::optimizer::Candidate;
 use shared::provider::{
@@ -32,6 +30,7 @@ use shared::provider::{
     Provider, ProviderError, agent_env_from_startup_script,
 };
 use shared::store::{JobReader, SqliteStore};
+use shared::testing::gce_fake as fake;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use self::fake::{Exhaustion, FakeCompute, Fault};
@@ -659,7 +658,7 @@ impl ControlPlane {
             buckets: shared::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "https://api.example.com".into(),
-                secret: Secret::new(b"gce-tests".to_vec()),
+                secret: SigningKey::new(b"gce-tests".to_vec()),
                 enabled_clouds: vec![Cloud::Gcp],
                 heartbeat_timeout: Duration::from_mins(3),
                 ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::agent_protocol::{Report, Work};
+use shared::bus::{BusError, EventBus, LocalMessage};
 use shared::clock::Timestamp;
-use shared::control::{self, BusError, Context, EventBus, LocalMessage};
-use shared::facts::{
-    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, ZoneCapacity,
-};
+use shared::control::{self, Context};
+use shared::facts::{CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, NodeFact, ZoneCapacity};
 use shared::job::{ControllerEvent, Fence, JobEvent, JobId, JobRecord, JobStatus, Phase};
 use shared::provider::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
+use shared::store::FactStore;
 use shared::store::{Cursor, JobReader, JobStore, Page, StoreError};
 use shared::testing::TestPlane;
 
@@ -391,7 +391,7 @@ impl Run {
                     let (name, sending) = (name.clone(), report.clone());
                     let sent = self
                         .invoke(move |ctx| async move {
-                            control::agent::report(&ctx, job, &name, rank, &sending).await
+                            control::nodes::report(&ctx, job, &name, rank, &sending).await
                         })
                         .await;
                     if !matches!(sent, Some(Ok(()))) {
@@ -407,7 +407,7 @@ impl Run {
                 let name2 = name.clone();
                 let answer = self
                     .invoke(move |ctx| async move {
-                        control::agent::work(&ctx, job, &name2, rank, started).await
+                        control::nodes::work(&ctx, job, &name2, rank, started).await
                     })
                     .await;
                 let Some(Ok(answer)) = answer else { continue };

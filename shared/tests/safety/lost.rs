@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use serde_json::json;
+use shared::bus::{BusError, EventBus};
 use shared::clock::Timestamp;
-use shared::control::{BusError, EventBus};
 use shared::job::{JobEvent, JobId, JobStatus};
 use shared::testing::TestPlane;
 
@@ -121,7 +121,7 @@ async fn succeed(plane: &mut TestPlane, id: JobId) {
             chunks: Some(0),
         },
     ] {
-        shared::control::agent::report(&plane.ctx, id, &cluster, 0, &report)
+        shared::control::nodes::report(&plane.ctx, id, &cluster, 0, &report)
             .await
             .unwrap();
     }

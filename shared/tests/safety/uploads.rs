@@ -141,7 +141,7 @@ async fn an_upload_url_is_in_the_callers_space_whatever_the_session() {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(
             answer["key"],
-            shared::control::uploads::object_key(user, "shared-name", &sha, None)
+            shared::blob::keys::object_key(user, "shared-name", &sha, None)
         );
     }
     let (status, _) = post_json(

@@ -1,5 +1,8 @@
 //! Table-driven tests of `step`: one row per rule, one line of snapshot per row.
 //!
+//! Why one file of this length: it is the table of `step`'s rules, one row per rule, read
+//! in the order the rules are written; splitting it would hide a missing row.
+//!
 //! A row is a starting record (built like prose), the events fed to it in order, and a line
 //! showing the job's status before and after, the counters that moved, and the actions of the
 //! last step. `UPDATE_EXPECT=1 cargo test -p shared` rewrites the snapshots. The tables skip

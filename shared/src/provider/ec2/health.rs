@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use tracing::warn;
-
 use super::tags;
-use crate::job::JobId;
+use crate::provider::marks::{self, Marked};
 use crate::provider::{ClusterHealth, ClusterState, NodeInfo};
 
 /// The `StateReason` codes of a spot reclaim.
@@ -31,6 +29,16 @@ pub(crate) struct InstanceFacts {
     /// `AmiLaunchIndex`: the node's rank.
     pub launch_index: u32,
     pub private_ip: Option<String>,
+}
+
+impl Marked for InstanceFacts {
+    fn mark(&self, key: &str) -> Option<&str> {
+        self.tag(key)
+    }
+
+    fn id(&self) -> &str {
+        &self.instance_id
+    }
 }
 
 impl InstanceFacts {
@@ -71,24 +79,7 @@ impl InstanceFacts {
 /// The Stratus clusters among `instances` (every instance tagged `stratus-cluster`), sorted by
 /// name. Instances without a numeric `stratus-job-id` are not Stratus's and are skipped.
 pub(crate) fn cluster_states(region: &str, instances: Vec<InstanceFacts>) -> Vec<ClusterState> {
-    let mut clusters: BTreeMap<String, (JobId, Vec<InstanceFacts>)> = BTreeMap::new();
-    for instance in instances {
-        let Some(cluster) = instance.tag(tags::CLUSTER).map(str::to_owned) else {
-            continue;
-        };
-        let Some(job_id) = instance
-            .tag(tags::JOB_ID)
-            .and_then(|t| t.parse::<JobId>().ok())
-        else {
-            warn!(cluster = %cluster, region, instance_id = %instance.instance_id, "instance has no valid stratus-job-id tag: ignored");
-            continue;
-        };
-        clusters
-            .entry(cluster)
-            .or_insert_with(|| (job_id, Vec::new()))
-            .1
-            .push(instance);
-    }
+    let clusters = marks::group_clusters(region, instances);
     clusters
         .into_iter()
         .map(|(cluster, (job_id, mut instances))| {

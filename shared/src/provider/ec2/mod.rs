@@ -2,6 +2,10 @@
 //! `RunInstances` (all or nothing), spot or on-demand, in the candidate's zone of the region's
 //! default VPC.
 //!
+//! Why one file of this length: it is the [`Provider`](crate::provider::Provider) port on
+//! EC2, one method per operation; the pure parts (user data, health, errors) already live in
+//! the modules beside it.
+//!
 //! # Launch
 //! 1. Instances tagged `stratus-cluster=<cluster>` that are not terminated: if there are any,
 //!    they are the answer (a retry after a crash or a timeout).
@@ -101,17 +105,10 @@ use self::user_data::{base64_encode, client_token};
 use super::{ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError};
 use crate::cloud::Cloud;
 
-/// The tags Stratus puts on instances and volumes.
+/// The tags Stratus puts on instances and volumes: the marks every cloud uses, and EC2's
+/// console name.
 pub(crate) mod tags {
-    pub const JOB_ID: &str = "stratus-job-id";
-    pub const CLUSTER: &str = "stratus-cluster";
-    pub const TASK: &str = "stratus-task";
-    pub const OWNER: &str = "stratus-owner";
-    /// The cluster's node count, so that a vanished instance is noticed.
-    pub const NODES: &str = "stratus-nodes";
-    /// Set to [`TERMINATING`] by `terminate` before it terminates.
-    pub const STATE: &str = "stratus-state";
-    pub const TERMINATING: &str = "terminating";
+    pub use crate::provider::marks::{CLUSTER, JOB_ID, NODES, OWNER, STATE, TASK, TERMINATING};
     /// The console's name column.
     pub const NAME: &str = "Name";
 }

@@ -5,11 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::warn;
-
 use super::labels;
 use super::startup::instance_name;
 use crate::job::JobId;
+use crate::provider::marks::{self, Marked};
 use crate::provider::{ClusterHealth, ClusterState, NodeInfo};
 
 /// How long after a preemption a cluster whose instances are all deleted is still reported
@@ -37,6 +36,16 @@ pub(crate) struct Preemption {
     pub instance: String,
     /// Seconds since the epoch the operation was inserted, if readable.
     pub at: Option<i64>,
+}
+
+impl Marked for InstanceFacts {
+    fn mark(&self, key: &str) -> Option<&str> {
+        self.label(key)
+    }
+
+    fn id(&self) -> &str {
+        &self.name
+    }
 }
 
 impl InstanceFacts {
@@ -90,24 +99,7 @@ pub(crate) fn cluster_states(
         .iter()
         .map(|p| (p.zone.as_str(), p.instance.as_str()))
         .collect();
-    let mut clusters: BTreeMap<String, (JobId, Vec<InstanceFacts>)> = BTreeMap::new();
-    for instance in instances {
-        let Some(cluster) = instance.label(labels::CLUSTER).map(str::to_owned) else {
-            continue;
-        };
-        let Some(job_id) = instance
-            .label(labels::JOB_ID)
-            .and_then(|t| t.parse::<JobId>().ok())
-        else {
-            warn!(cluster = %cluster, region, instance = %instance.name, "instance has no valid stratus-job-id label: ignored");
-            continue;
-        };
-        clusters
-            .entry(cluster)
-            .or_insert_with(|| (job_id, Vec::new()))
-            .1
-            .push(instance);
-    }
+    let clusters = marks::group_clusters(region, instances);
     let mut states: Vec<ClusterState> = clusters
         .iter()
         .map(|(cluster, (job_id, instances))| {
@@ -264,43 +256,9 @@ pub(crate) fn health(
 }
 
 /// Seconds since the epoch of an RFC 3339 time as GCE writes them
-/// (`2026-11-27T03:12:00.123-08:00`, `...Z`); `None` if it is not one.
+/// (`2026-11-27T03:12:00.123-08:00`, `...Z`); `None` if it is not one (an offset is required).
 pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
-    let num = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, rest) = text.split_once(['T', 't'])?;
-    let mut date = date.splitn(3, '-');
-    let (year, month, day) = (num(date.next()?)?, num(date.next()?)?, num(date.next()?)?);
-    let (time, offset) = rest.split_at(rest.find(['Z', 'z', '+', '-'])?);
-    let mut time = time.split('.').next()?.splitn(3, ':');
-    let (hour, minute, second) = (num(time.next()?)?, num(time.next()?)?, num(time.next()?)?);
-    let offset = match offset {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (hours, minutes) = offset[1..].split_once(':')?;
-            sign * (num(hours)? * 3600 + num(minutes)? * 60)
-        }
-    };
-    let valid = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour <= 23
-        && minute <= 59
-        && second <= 60;
-    valid.then(|| {
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset
-    })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }

@@ -2,6 +2,10 @@
 //! named `<cluster>-<rank>`, in the candidate's zone, spot or on-demand, through the official
 //! `google-cloud-compute-v1` client (instances and zone operations only).
 //!
+//! Why one file of this length: it is the [`Provider`](crate::provider::Provider) port on
+//! Compute Engine, one method per operation; the pure parts (instance body, startup script,
+//! health) already live in the modules beside it.
+//!
 //! # Launch
 //! 1. Instances labelled `stratus-cluster=<cluster>` in the zone: the ranks already there are
 //!    not inserted again (a retry after a crash or a timeout).
@@ -107,19 +111,12 @@ use crate::catalog::Catalog;
 use crate::cloud::Cloud;
 use crate::credentials::Environment;
 
-/// The labels Stratus puts on instances and boot disks.
+/// The labels Stratus puts on instances and boot disks: the marks every cloud uses, and the
+/// node's rank.
 pub(crate) mod labels {
-    pub const JOB_ID: &str = "stratus-job-id";
-    pub const CLUSTER: &str = "stratus-cluster";
-    pub const TASK: &str = "stratus-task";
-    pub const OWNER: &str = "stratus-owner";
+    pub use crate::provider::marks::{CLUSTER, JOB_ID, NODES, OWNER, STATE, TASK, TERMINATING};
     /// The node's rank (also in the `stratus-rank` metadata and the startup script).
     pub const RANK: &str = "stratus-rank";
-    /// The cluster's node count, so that a vanished instance is noticed.
-    pub const NODES: &str = "stratus-nodes";
-    /// Set to [`TERMINATING`] by `terminate` before it deletes.
-    pub const STATE: &str = "stratus-state";
-    pub const TERMINATING: &str = "terminating";
 }
 
 /// The longest `terminate` waits for its label operations before deleting anyway (a teardown

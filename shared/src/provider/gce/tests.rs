@@ -1,6 +1,9 @@
 //! Unit tests of the GCE provider's pure parts: error codes, the startup script, the insert
 //! body's rules, names and request ids, health, the project lookup. The tests against a fake
 //! Compute API are in `shared/tests/gce`.
+//!
+//! Why one file of this length: one test per rule of the GCE adapter's pure parts, in the
+//! order of the modules they test.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

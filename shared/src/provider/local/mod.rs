@@ -4,6 +4,9 @@
 //! FAILED/backoff paths run without a cloud, and [`LocalProvider::preempt`] kills a cluster the
 //! way a spot reclaim would (`stratus local preempt JOB_ID`).
 //!
+//! Why one file of this length: it is one adapter of the [`Provider`] port (launch, health,
+//! terminate, list); its tests are in `tests.rs` and its on-disk record in `record.rs`.
+//!
 //! # On disk
 //! ```text
 //! <root>/                        e.g. $STRATUS_HOME/local

@@ -22,10 +22,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{DynamoStore, Item, job_pk, key, n, s, sdk_error, string};
 use crate::clock::Timestamp;
 use crate::facts::{
-    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, FactStore, NodeFact, NodeFacts,
-    ZoneCapacity,
+    CapacityEvent, ClusterFact, ClusterFacts, ClusterRef, NodeFact, NodeFacts, ZoneCapacity,
 };
 use crate::job::{JobId, Phase};
+use crate::store::FactStore;
 use crate::store::StoreError;
 
 const CLUSTER_PREFIX: &str = "C#";

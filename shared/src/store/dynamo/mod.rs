@@ -1,5 +1,9 @@
 //! The state table on DynamoDB: one table, on-demand, keyed for Stratus's access patterns.
 //!
+//! Why one file of this length: it is the [`JobStore`](crate::store::JobStore) port on
+//! DynamoDB, one method per operation, beside the key design it follows; node facts are in
+//! `facts.rs`, documents in `crate::store::wire`.
+//!
 //! # Key design
 //!
 //! One table with a string partition key `pk` and sort key `sk`. Every item of a job lives

@@ -20,10 +20,10 @@
 //! [`FakeCompute::fail`] (any Google error on any method), [`FakeCompute::lose_insert_responses`]
 //! (a reply lost after the insert took effect), [`FakeCompute::forget_request_ids`].
 //!
-//! Self-contained (`axum`, `tokio`, `serde_json` and `std` only, no test-only imports) so that other
-//! crates' tests can include it with `#[path = ".../shared/tests/gce/fake/mod.rs"] mod fake;`.
-
-#![allow(dead_code)] // each test binary that includes the fake uses a part of it
+//! Part of `shared::testing` (feature `test-util`), so every crate's tests reach it the same way.
+//!
+//! Why one file of this length: it is one fake service (Compute's instances and operations)
+//! whose handlers share one state and one validator; Storage and IAM are in modules beside it.
 
 mod discovery;
 pub mod identity;
@@ -1357,27 +1357,9 @@ fn now_millis() -> u128 {
 /// Now as GCE writes times: Pacific standard time with milliseconds
 /// (`2026-11-27T03:12:00.123-08:00`).
 pub fn rfc3339_now() -> String {
-    let millis = i64::try_from(now_millis()).unwrap_or_default() - 8 * 3_600_000;
-    let (secs, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}-08:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// (year, month, day) of days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let pacific = jiff::tz::TimeZone::fixed(jiff::tz::offset(-8));
+    jiff::Timestamp::now()
+        .to_zoned(pacific)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
 }

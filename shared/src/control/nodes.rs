@@ -25,19 +25,6 @@ use crate::store::StoreError;
 /// asks again on a 403).
 const LOG_URL_LIFETIME: std::time::Duration = std::time::Duration::from_hours(1);
 
-/// Records the nodes of a freshly launched cluster (for `SKYPILOT_NODE_IPS`).
-pub(super) async fn record_nodes(
-    ctx: &Context,
-    job_id: JobId,
-    at: &ClusterRef,
-    nodes: &[NodeInfo],
-) -> Result<(), HandlerError> {
-    ctx.store
-        .record_cluster(job_id, at, ClusterFact::Launched(nodes.to_vec()))
-        .await?;
-    Ok(())
-}
-
 /// Where a node's request lands: its cluster, whether the job still wants that cluster, and
 /// the task it runs.
 pub struct Node {
@@ -318,7 +305,9 @@ async fn node_task(
                 task,
                 attempt,
             };
-            record_nodes(ctx, job.id, &at, &found).await?;
+            ctx.store
+                .record_cluster(job.id, &at, ClusterFact::Launched(found.clone()))
+                .await?;
             nodes = found;
         }
     }

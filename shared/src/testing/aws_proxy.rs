@@ -72,6 +72,24 @@ impl Proxy {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// How many requests of `operation` (`RunInstances`, `DescribeInstances`, ...) went by,
+    /// forwarded or answered with the fault.
+    pub fn count(&self, operation: &str) -> usize {
+        let forwarded = self
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count();
+        forwarded
+            + if operation == "RunInstances" {
+                self.failed()
+            } else {
+                0
+            }
+    }
 }
 
 pub async fn start(upstream: &str, fault: Option<Fault>) -> Proxy {

@@ -2,6 +2,15 @@
 //! folder ([`TestPlane`]: SQLite, a blob folder, the local bus drained on demand, a manual
 //! clock) over a simulated cloud ([`SimCloud`]), and an [`Authenticator`] that takes the
 //! user from a header. Tests of the handlers and the API, and the benches, build on it.
+//!
+//! Stand-ins for what no emulator provides, shared by every crate's tests:
+//! - `gce_fake`: a fake Compute Engine (and Cloud Storage, IAM credentials) API that checks
+//!   every request against Google's discovery document.
+//! - `aws_proxy`: an HTTP proxy before the AWS emulator that records what each request would
+//!   be billed as and injects EC2 errors an emulator cannot produce.
+
+pub mod aws_proxy;
+pub mod gce_fake;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,10 +22,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::{Authenticator, User};
 use crate::blob::LocalBlobStore;
+use crate::bus::{LocalBus, LocalMessage};
 use crate::catalog::Catalog;
 use crate::clock::{ManualClock, Timestamp};
 use crate::cloud::Cloud;
-use crate::control::{self, Context, LocalBus, LocalMessage, Secret, Settings};
+use crate::control::{self, Context, Settings, SigningKey};
 use crate::job::{JobId, JobRecord};
 use crate::provider::{
     ClusterHealth, ClusterSpec, ClusterState, NodeInfo, Provider, ProviderError,
@@ -238,7 +248,7 @@ impl TestPlane {
             buckets: crate::buckets::BucketStores::default(),
             settings: Settings {
                 agent_api_url: "http://127.0.0.1:1".into(),
-                secret: Secret::new(b"test".to_vec()),
+                secret: SigningKey::new(b"test".to_vec()),
                 enabled_clouds: vec![Cloud::Aws],
                 heartbeat_timeout: Duration::from_mins(3),
                 ready_timeout: crate::control::DEFAULT_READY_TIMEOUT,

@@ -4,6 +4,9 @@
 //! to a task's buckets and prefixes). There is no emulator that checks downscoped tokens, and
 //! the boundary is the point: a node must reach its own prefixes and nothing else.
 //!
+//! Why one file of this length: it is one fake service (Cloud Storage's JSON and XML APIs and
+//! signed URLs) whose handlers share one state; splitting it would split that state.
+//!
 //! Served, all on one local port (the endpoint stands in for `storage.googleapis.com`,
 //! `iamcredentials.googleapis.com` and `sts.googleapis.com` alike):
 //! - Cloud Storage: `buckets.get`, `.insert`, `.delete`; `objects.list` (`prefix`, paged),
@@ -55,7 +58,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::discovery::{self, Discovery, percent_decode};
-use super::{FakeCompute, civil_from_days, label_rules, now_millis};
+use super::{FakeCompute, label_rules, now_millis};
 
 const PROJECT_NUMBER: &str = "123456789";
 const FOREIGN_PROJECT_NUMBER: &str = "987654321";
@@ -1575,14 +1578,9 @@ fn base64(bytes: &[u8]) -> String {
 
 /// `millis` since the epoch as Cloud Storage writes times (`2026-11-27T11:12:00.123Z`).
 fn utc(millis: u128) -> String {
-    let millis = i64::try_from(millis).unwrap_or_default();
-    let (secs, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = i64::try_from(millis)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
