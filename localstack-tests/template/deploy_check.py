@@ -53,10 +53,11 @@ FORWARDER = ROOT / "infra" / "forwarder.yaml"
 # Where the check deploys the forwarder (any region but the stack's).
 FORWARDER_REGION = "us-west-2"
 DYNAMO_RS = ROOT / "shared" / "src" / "store" / "dynamo" / "mod.rs"
-EVENTBRIDGE_RS = ROOT / "shared" / "src" / "control" / "eventbridge.rs"
-EC2_RS = ROOT / "shared" / "src" / "provider" / "ec2" / "mod.rs"
+EVENTBRIDGE_RS = ROOT / "shared" / "src" / "bus" / "eventbridge.rs"
+# The marks (tags, labels) both cloud adapters put on machines.
+MARKS_RS = ROOT / "shared" / "src" / "provider" / "marks.rs"
 
-# What the Rust code publishes and tags (compared with those files when they exist).
+# What the Rust code publishes and tags (compared with those files; a moved file fails the check).
 EVENT_SOURCE = "stratus"
 JOB_EVENT = "stratus.job-event"
 JOB_ENDED = "stratus.job-ended"
@@ -513,7 +514,7 @@ def check_store_design_unchanged(check: Checker) -> None:
 
 def check_code_contracts(check: Checker) -> None:
     """The event names and the tag key the template relies on are the ones the Rust code uses."""
-    if EVENTBRIDGE_RS.exists():
+    if check.that(EVENTBRIDGE_RS.exists(), "code contracts: the bus adapter is where this check reads it", str(EVENTBRIDGE_RS)):
         text = EVENTBRIDGE_RS.read_text()
         found = {
             name: (re.search(rf'pub const {name}: &str = "([^"]+)";', text) or [None, None])[1]
@@ -527,16 +528,12 @@ def check_code_contracts(check: Checker) -> None:
             },
             "code contracts: the bus adapter's source and detail-types are the rules'",
         )
-    else:
-        check.note(f"{EVENTBRIDGE_RS.relative_to(ROOT)} not found: the rules' detail-types are not compared with the bus adapter")
-    if EC2_RS.exists():
-        match = re.search(r'pub const CLUSTER: &str = "([^"]+)";', EC2_RS.read_text())
+    if check.that(MARKS_RS.exists(), "code contracts: the cloud marks are where this check reads them", str(MARKS_RS)):
+        match = re.search(r'pub const CLUSTER: &str = "([^"]+)";', MARKS_RS.read_text())
         check.equal(
             match[1] if match else None, CLUSTER_TAG,
             "code contracts: the EC2 provider's cluster tag is the one ClusterTeardown requires",
         )
-    else:
-        check.note(f"{EC2_RS.relative_to(ROOT)} not found: the cluster tag key is not compared with the EC2 provider")
 
 
 def references(node) -> set[str]:
