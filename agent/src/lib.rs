@@ -13,8 +13,8 @@
 //! - [`api`]: one blocking call per route, [`api::retry`] and [`api::Backoff`].
 //! - [`plan`]: pure: what to do with the `Work` just received, given what was done.
 //! - [`prepare`]: the workdir and mounts, and the archive layout the control plane produces.
-//! - [`bucket`]: S3 bucket mounts with the job's data credentials (downloaded, then written
-//!   back).
+//! - [`bucket`]: S3 and GCS bucket mounts with the job's data credentials (downloaded, then
+//!   written back).
 //! - [`container`]: `image_id: docker:<image>`: the task's container, and commands run in it.
 //! - [`phase`]: one phase on its thread: `Started`, the command, its logs, `Exited`.
 //! - [`logs`]: pure: output bytes into `LogChunk`s (UTF-8, at most 200 ms and 32 KiB).

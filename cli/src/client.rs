@@ -1,5 +1,5 @@
-//! The CLI's HTTP client for the Stratus API (the local control plane today; API Gateway
-//! later). Blocking: the CLI does one thing at a time.
+//! The CLI's HTTP client for the Stratus API (the local control plane, or a deployed stack's
+//! API Gateway with SigV4). Blocking: the CLI does one thing at a time.
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! (like SkyPilot's local API server).
 //!
 //! Files under `$STRATUS_HOME`:
-//! - `state.db`: the state table (SQLite); `blobs/`: uploads, node facts and logs;
+//! - `state.db`: the state table (SQLite); `blobs/`: uploads and logs (node facts are in the state table);
 //!   `local/`: the local cloud's clusters; `buckets/`: folders standing in for buckets;
 //!   `secret`: the agent-token signing key.
 //! - `api/port`: the port, chosen once and kept, so node agents find a restarted control plane

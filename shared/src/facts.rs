@@ -9,7 +9,7 @@
 //! | a cluster: task, attempt, nodes, torn down | `clusters` row | `sk` = `C#<cluster>#INFO` |
 //! | a node: ready, started, pid, exits, chunks, seen | `node_facts` row | `sk` = `C#<cluster>#R<rank, 5 digits>` |
 //! | someone follows the job's log until | `follows` row | `sk` = `FOLLOW` |
-//! | a zone found full, or freed | `capacity` row | `pk` = `ZONE#<cloud>#<zone>`, `sk` = `CAPACITY` |
+//! | a zone found full, or freed | `capacity` row | `pk` = `ZONE#<cloud>/<zone>`, `sk` = `CAPACITY` |
 //!
 //! Why not in the job record: facts arrive from every node at once, and the job record is
 //! written with a fence on its version, so they would fight over it; and a heartbeat would

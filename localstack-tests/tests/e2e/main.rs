@@ -4,8 +4,6 @@
 //!
 //! # Layout
 //! - `harness`: a [`harness::World`] per test, with its own moto.
-//! - `proxy`: an HTTP proxy that records every AWS request and injects EC2 errors an
-//!   emulator cannot produce.
 //! - `lambda`: the Lambda runtime API, to run the real function binaries.
 //! - `lifecycle`: launch, run, succeed, clean up; preemption; failover; duplicate events.
 //! - `buckets`: S3 bucket mounts with the job's data identity: a checkpoint survives a
@@ -19,7 +17,13 @@
 //! - `cross_cloud`: preempted on GCP, GCP exhausted, recovered on AWS.
 //! - `cadence`: a running node's requests on the wire, as the metering adapters count them;
 //!   a cancel that ends the machines at once.
-//! - the fake GCE API and the AWS proxy are `shared::testing`'s (`fake`, `proxy` here).
+//! - `deploy`: the CLI's `login`, `check` and `launch` against the stack's API.
+//! - `placement`: a cluster that never reports torn down after the ready timeout; a region
+//!   without a default VPC skipped with its reason.
+//! - `warning`: a Spot interruption warning, or a GCE preemption pushed through Pub/Sub,
+//!   recovers the job at once.
+//! - `fake` and `proxy` here are `shared::testing`'s: the fake GCE API, and the HTTP proxy
+//!   that records every AWS request and injects EC2 errors an emulator cannot produce.
 
 mod buckets;
 mod cadence;

@@ -1,6 +1,7 @@
 //! The HTTP API: one `axum::Router` for users (jobs submit, list, get, cancel, logs, controller
 //! events, uploads) and for node agents (work, reports, logs, archives). The same router runs
-//! under `axum::serve` in the local control plane and, later, under `lambda_http` in AWS.
+//! under `axum::serve` in the local control plane and under `lambda_http` in the `api` and
+//! `submit` functions.
 //!
 //! User routes need a user credential ([`Authenticator`]); a user sees and cancels only their
 //! own jobs unless they are an admin. Agent routes need the job's agent token and reach only

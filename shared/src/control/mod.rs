@@ -1,6 +1,6 @@
 //! The control plane's handlers: submit, advance (the event handler), poll, cleanup, and what
 //! node agents ask for. Written once against the ports, so the same code runs in the local
-//! control plane and, later, in Lambda.
+//! control plane and in the Lambda functions.
 //!
 //! Every handler is level-triggered and idempotent: it re-reads the job (and, for `poll`, the
 //! cloud), computes the next step with the pure [`crate::job::step`], writes it with a fenced

@@ -1,5 +1,5 @@
 //! The cloud port: launch a cluster, see every Stratus cluster in a region at once, and tear
-//! one down. One adapter per cloud (`local` now; EC2 and GCE later).
+//! one down. One adapter per cloud: `local`, `ec2`, `gce`.
 //!
 //! # Guarantees every adapter keeps
 //! - `launch` is idempotent per cluster name: a retry after a crash or a timeout never makes a

@@ -1,7 +1,7 @@
 //! The fake Cloud Storage on its own, over HTTP as production calls it: the admin's round
 //! trip through every served method, what validation catches, and a downscoped token held to
-//! its boundary. The requests go through a few lines of HTTP/1.1 over a socket: `shared` has
-//! no HTTP client among its dependencies, and these tests need none.
+//! its boundary. The requests go through a few lines of HTTP/1.1 over a socket, so that what
+//! is sent is exactly what the test wrote (no client adds or normalises headers).
 
 use std::fmt::Write as _;
 

@@ -32,11 +32,12 @@
 //! | `by_owner` | `owner_key` = `OWNER#<owner>` | every job | a user's jobs, newest first, paged |
 //! | `by_name` | `name_key` = `NAME#<owner>#<name>` | every job | find a job by name |
 //! | `all_jobs` | `all_key` = `JOBS` | every job | everyone's jobs (`queue -u`), paged |
-//! | `active` | `active_key` = `ACTIVE` | only non-terminal jobs | the poll sweep |
+//! | `active` | `active_key` = `ACTIVE` | jobs not yet cleaned up (`JobRecord::is_active`) | the poll sweep |
 //!
-//! `active` is sparse: a job carries `active_key` only while it is not terminal, and the write
-//! that makes it terminal removes the attribute, which drops it from the index. The sweep thus
-//! reads only live jobs however many finished ones the table holds.
+//! `active` is sparse: a job carries `active_key` only while it is active (not ended, or ended
+//! but not yet cleaned up), and the write that records its cleanup removes the attribute,
+//! which drops it from the index. The sweep thus reads only live jobs however many finished
+//! ones the table holds.
 //!
 //! # Writes
 //! - Create: one `TransactWriteItems` putting the job item (on `attribute_not_exists(pk)`)
