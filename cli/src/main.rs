@@ -24,6 +24,7 @@ mod jobs;
 mod launch;
 mod local;
 mod pack;
+mod plan_view;
 mod remote;
 
 use std::process::ExitCode;

@@ -28,6 +28,7 @@ const MAX_CONFLICTS: usize = 20;
 
 /// Applies `event` to job `job_id` and carries out what it calls for. Follow-up events (the
 /// cloud's answers) go on the bus.
+#[tracing::instrument(name = "advance", skip_all, fields(job_id = job_id, event = ?event))]
 pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<(), HandlerError> {
     let Some(event) = resolve(ctx, job_id, event).await? else {
         return Ok(());

@@ -36,6 +36,7 @@ pub struct Cleaned {
 }
 
 /// Cleans up job `job_id` if it has ended.
+#[tracing::instrument(name = "cleanup", skip_all, fields(job_id = job_id))]
 pub async fn cleanup(ctx: &Context, job_id: JobId) -> Result<Cleaned, HandlerError> {
     let job = ctx.store.get_job(job_id).await?;
     let mut cleaned = Cleaned::default();

@@ -23,6 +23,7 @@
 //! - `poll`: the sweep over active jobs and the clouds.
 //! - `cleanup`: the finalizer of a finished job (clusters by tag, intermediate files).
 //! - `nodes`: what node agents ask for: their work, reports, logs and credentials.
+//! - `node_task`: the task as a node runs it (variables, addresses, mounts, container).
 //! - `logs`: where user logs live in blob storage, and reading them back exactly once.
 //! - `uploads`: the archives a job's local paths travel in, and whose they are.
 //! - `webhooks`: users' job events posted to their URLs (the local plane's notifications).
@@ -34,6 +35,7 @@ mod capacity;
 mod cleanup;
 mod local_loops;
 pub mod logs;
+mod node_task;
 pub mod nodes;
 mod notice;
 mod poll;

@@ -17,6 +17,7 @@ use crate::job::{JobEvent, JobId};
 /// Which cluster and job `instance` (a node's cloud id, as `describe_region` lists it) of
 /// `region` belongs to, and recovers that job now. Returns the job, or `None` when no Stratus
 /// cluster holds the machine (or the cloud is not enabled).
+#[tracing::instrument(name = "preemption_notice", skip_all, fields(cloud = %cloud, region = region, instance = instance))]
 pub async fn preemption_notice(
     ctx: &Context,
     cloud: Cloud,

@@ -56,6 +56,7 @@ pub struct PollStats {
 const CLEANUP_AFTER: Duration = Duration::from_mins(1);
 
 /// Sweeps every active job once.
+#[tracing::instrument(name = "poll", skip_all)]
 pub async fn poll(ctx: &Context) -> Result<PollStats, HandlerError> {
     let now = ctx.clock.now();
     let (active, ended): (Vec<JobRecord>, Vec<JobRecord>) = ctx

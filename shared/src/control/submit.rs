@@ -42,6 +42,7 @@ pub struct SubmitRequest {
 /// Validates and plans `request`, stores the job (PENDING) and emits `Submitted`, so the launch
 /// starts at once rather than at the next poll. For an array, stores every member (consecutive
 /// IDs) and returns the first.
+#[tracing::instrument(name = "submit", skip_all, fields(owner = owner))]
 pub async fn submit(
     ctx: &Context,
     owner: &str,

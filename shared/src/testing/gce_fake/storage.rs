@@ -58,7 +58,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::discovery::{self, Discovery, percent_decode};
-use super::{FakeCompute, label_rules, now_millis};
+use super::rules::label_rules;
+use super::{FakeCompute, now_millis};
 
 const PROJECT_NUMBER: &str = "123456789";
 const FOREIGN_PROJECT_NUMBER: &str = "987654321";
