@@ -26,9 +26,20 @@ use crate::store::StoreError;
 /// Conflicting writers in a row before giving up (the event is redelivered by then).
 const MAX_CONFLICTS: usize = 20;
 
+/// The event's variant (`LaunchFailed`), for the span: its data can be long (a cloud's error
+/// text), and every log line inside the span repeats the span's fields.
+fn event_kind(event: &JobEvent) -> String {
+    let debug = format!("{event:?}");
+    debug
+        .split([' ', '(', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Applies `event` to job `job_id` and carries out what it calls for. Follow-up events (the
 /// cloud's answers) go on the bus.
-#[tracing::instrument(name = "advance", skip_all, fields(job_id = job_id, event = ?event))]
+#[tracing::instrument(name = "advance", skip_all, fields(job_id = job_id, event = event_kind(&event)))]
 pub async fn advance(ctx: &Context, job_id: JobId, event: JobEvent) -> Result<(), HandlerError> {
     let Some(event) = resolve(ctx, job_id, event).await? else {
         return Ok(());
@@ -360,4 +371,20 @@ pub(super) async fn terminate(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_span_names_only_the_events_variant() {
+        assert_eq!(event_kind(&JobEvent::Submitted), "Submitted");
+        let failed = JobEvent::LaunchFailed {
+            cluster: "c".into(),
+            failure: crate::job::LaunchFailure::NoCapacity,
+            message: "a long cloud error".into(),
+        };
+        assert_eq!(event_kind(&failed), "LaunchFailed");
+    }
 }

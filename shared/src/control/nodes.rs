@@ -1,4 +1,5 @@
-//! What node agents ask the control plane: their work, their reports, their logs.
+//! What node agents ask the control plane: their work, their reports, their logs, their
+//! buckets' credentials.
 //!
 //! Every request names a node (job, cluster, rank); [`node_of`] is the one place that checks
 //! the node belongs to the job the token was made for: the cluster's name must be one of the

@@ -90,7 +90,7 @@ pub trait FactStore: Send + Sync {
         fact: ClusterFact,
     ) -> Result<(), StoreError>;
 
-    /// Records what node `rank` of a cluster said (see the module's guarantees).
+    /// Records what node `rank` of a cluster said (see the guarantees in [`crate::facts`]).
     async fn record_node(
         &self,
         job_id: JobId,
