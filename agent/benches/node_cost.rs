@@ -32,7 +32,7 @@ use shared::clock::{ManualClock, Timestamp};
 use shared::cloud::Cloud;
 use shared::control::logs::LogCursor;
 use shared::control::nodes as node_api;
-use shared::control::{self, Context, Settings, SigningKey, SubmitRequest};
+use shared::control::{self, Context, Settings, SubmitRequest};
 use shared::job::{JobId, Phase};
 use shared::metering::counting::{CountingBlobs, CountingBus, CountingProvider, CountingStore};
 use shared::metering::{Meter, Usage, prices};
@@ -229,17 +229,8 @@ impl Sim {
             catalog: Arc::new(Catalog::embedded()),
             buckets: shared::buckets::BucketStores::default(),
             settings: Settings {
-                agent_api_url: "https://api.example.com".into(),
-                secret: SigningKey::new(b"bench".to_vec()),
-                enabled_clouds: vec![Cloud::Aws],
-                heartbeat_timeout: Duration::from_mins(3),
-                ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
-                local_buckets: None,
-                started_at: Timestamp::EPOCH,
                 agent_cadence: CADENCE,
-                agent_binary: None,
-                cloud_notes: std::collections::BTreeMap::new(),
-                monthly_budget: None,
+                ..shared::testing::settings(Cloud::Aws, "https://api.example.com")
             },
         };
         let nodes = (0..scenario.nodes)

@@ -15,7 +15,7 @@ use shared::bus::LocalBus;
 use shared::catalog::Catalog;
 use shared::clock::{Clock, SystemClock};
 use shared::cloud::Cloud;
-use shared::control::{self, Context, Settings, SigningKey};
+use shared::control::{self, Context};
 use shared::facts::{ClusterRef, NodeFact};
 use shared::job::{JobRecord, builder};
 use shared::metering::Meter;
@@ -118,19 +118,7 @@ async fn sweep(jobs: usize) {
         clock: Arc::new(SystemClock),
         catalog: Arc::new(Catalog::embedded()),
         buckets: shared::buckets::BucketStores::default(),
-        settings: Settings {
-            agent_api_url: "http://127.0.0.1:1".into(),
-            secret: SigningKey::new(b"bench".to_vec()),
-            enabled_clouds: vec![Cloud::Aws],
-            heartbeat_timeout: Duration::from_mins(3),
-            ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
-            local_buckets: None,
-            started_at: shared::clock::Timestamp::EPOCH,
-            agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
-            agent_binary: None,
-            cloud_notes: std::collections::BTreeMap::new(),
-            monthly_budget: None,
-        },
+        settings: shared::testing::settings(Cloud::Aws, "http://127.0.0.1:1"),
     };
     let started = Instant::now();
     let stats = control::poll(&ctx).await.unwrap();

@@ -246,19 +246,7 @@ impl TestPlane {
             clock: clock.clone(),
             catalog: Arc::new(Catalog::embedded()),
             buckets: crate::buckets::BucketStores::default(),
-            settings: Settings {
-                agent_api_url: "http://127.0.0.1:1".into(),
-                secret: SigningKey::new(b"test".to_vec()),
-                enabled_clouds: vec![Cloud::Aws],
-                heartbeat_timeout: Duration::from_mins(3),
-                ready_timeout: crate::control::DEFAULT_READY_TIMEOUT,
-                local_buckets: None,
-                started_at: Timestamp::EPOCH,
-                agent_cadence: crate::agent_protocol::AgentCadence::CLOUD,
-                agent_binary: None,
-                cloud_notes: std::collections::BTreeMap::new(),
-                monthly_budget: None,
-            },
+            settings: settings(Cloud::Aws, "http://127.0.0.1:1"),
         };
         TestPlane {
             ctx,
@@ -358,5 +346,24 @@ impl TestPlane {
         self.clock.advance(after);
         control::poll(&self.ctx).await.expect("the sweep");
         self.deliver().await;
+    }
+}
+
+/// Settings for a control plane under test: `cloud` the one enabled, the clouds' agent cadence,
+/// the default timeouts, no budget and no agent binary. A test or bench changes the fields it
+/// is about (`Settings { agent_cadence: ..., ..settings(...) }`).
+pub fn settings(cloud: Cloud, agent_api_url: &str) -> Settings {
+    Settings {
+        agent_api_url: agent_api_url.to_owned(),
+        secret: SigningKey::new(b"test".to_vec()),
+        enabled_clouds: vec![cloud],
+        heartbeat_timeout: Duration::from_mins(3),
+        ready_timeout: crate::control::DEFAULT_READY_TIMEOUT,
+        local_buckets: None,
+        started_at: Timestamp::EPOCH,
+        agent_cadence: crate::agent_protocol::AgentCadence::CLOUD,
+        agent_binary: None,
+        cloud_notes: std::collections::BTreeMap::new(),
+        monthly_budget: None,
     }
 }

@@ -14,15 +14,14 @@ mod storage_fake;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::blob::LocalBlobStore;
 use shared::bus::{LocalBus, LocalMessage};
 use shared::catalog::Catalog;
-use shared::clock::{SystemClock, Timestamp};
+use shared::clock::SystemClock;
 use shared::cloud::Cloud;
-use shared::control::{self, Context, Settings, SigningKey, SubmitRequest, advance};
+use shared::control::{self, Context, SubmitRequest, advance};
 use shared::job::{JobId, JobStatus};
 use shared::optimizer::Candidate;
 use shared::provider::{
@@ -656,19 +655,7 @@ impl ControlPlane {
             clock: Arc::new(SystemClock),
             catalog: Arc::new(Catalog::embedded()),
             buckets: shared::buckets::BucketStores::default(),
-            settings: Settings {
-                agent_api_url: "https://api.example.com".into(),
-                secret: SigningKey::new(b"gce-tests".to_vec()),
-                enabled_clouds: vec![Cloud::Gcp],
-                heartbeat_timeout: Duration::from_mins(3),
-                ready_timeout: shared::control::DEFAULT_READY_TIMEOUT,
-                local_buckets: None,
-                started_at: Timestamp::EPOCH,
-                agent_cadence: shared::agent_protocol::AgentCadence::CLOUD,
-                agent_binary: None,
-                cloud_notes: std::collections::BTreeMap::new(),
-                monthly_budget: None,
-            },
+            settings: shared::testing::settings(Cloud::Gcp, "https://api.example.com"),
         };
         Self {
             ctx,

@@ -167,58 +167,37 @@ pub(super) fn body_name(id: u64, i: usize) -> String {
     format!("disk-{id}-{i}")
 }
 
-pub(super) fn list_instances(
-    state: &mut FakeState,
-    discovery: &Discovery,
-    method: &discovery::Method,
-    project: &str,
-    zone: &str,
-    query: &[(String, String)],
-) -> Reply {
-    let filter = parse_filter(discovery, method, query).map_err(|why| {
-        state.failures.push(why.clone());
-        Fault::new(400, "INVALID_ARGUMENT", "invalid", &why)
-    })?;
-    let items: Vec<Value> = state
-        .instances
-        .iter()
-        .filter(|((p, z, _), i)| p == project && z == zone && filter.iter().all(|t| t.holds(i)))
-        .map(|(_, i)| i.clone())
-        .collect();
-    Ok(page(
-        state,
-        "compute#instanceList",
-        &format!("{}/instances", zone_link(project, zone)),
-        items,
-        query,
-    ))
+/// What `instances.list` and `zoneOperations.list` list.
+#[derive(Clone, Copy)]
+pub(super) enum Listed {
+    Instances,
+    Operations,
 }
 
-pub(super) fn list_operations(
+/// `instances.list` or `zoneOperations.list`: the zone's items that pass the filter, a page.
+pub(super) fn list(
     state: &mut FakeState,
     discovery: &Discovery,
     method: &discovery::Method,
-    project: &str,
-    zone: &str,
+    (project, zone): (&str, &str),
+    listed: Listed,
     query: &[(String, String)],
 ) -> Reply {
     let filter = parse_filter(discovery, method, query).map_err(|why| {
         state.failures.push(why.clone());
         Fault::new(400, "INVALID_ARGUMENT", "invalid", &why)
     })?;
-    let items: Vec<Value> = state
-        .operations
+    let (items, kind, collection) = match listed {
+        Listed::Instances => (&state.instances, "compute#instanceList", "instances"),
+        Listed::Operations => (&state.operations, "compute#operationList", "operations"),
+    };
+    let items: Vec<Value> = items
         .iter()
-        .filter(|((p, z, _), o)| p == project && z == zone && filter.iter().all(|t| t.holds(o)))
-        .map(|(_, o)| o.clone())
+        .filter(|((p, z, _), v)| p == project && z == zone && filter.iter().all(|t| t.holds(v)))
+        .map(|(_, v)| v.clone())
         .collect();
-    Ok(page(
-        state,
-        "compute#operationList",
-        &format!("{}/operations", zone_link(project, zone)),
-        items,
-        query,
-    ))
+    let link = format!("{}/{collection}", zone_link(project, zone));
+    Ok(page(state, kind, &link, items, query))
 }
 
 /// One page of `items`: `maxResults` (default 500, at most the fake's page size) from the

@@ -48,7 +48,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use self::discovery::Discovery;
-use self::instances::{delete, insert, list_instances, list_operations, set_labels};
+use self::instances::{Listed, delete, insert, list, set_labels};
 pub use self::pattern::full_match;
 pub use self::rules::insert_rules;
 use self::rules::semantic_rules;
@@ -595,9 +595,14 @@ fn dispatch(
             q("requestId"),
             body.unwrap_or_default(),
         ),
-        "compute.instances.list" => {
-            list_instances(state, discovery, method, &p("project"), &p("zone"), query)
-        }
+        "compute.instances.list" => list(
+            state,
+            discovery,
+            method,
+            (&p("project"), &p("zone")),
+            Listed::Instances,
+            query,
+        ),
         "compute.instances.get" => match find_instance(state, &p("zone"), &p("instance")) {
             Some((_, i)) => Ok(i.clone()),
             None => Err(not_found(
@@ -625,9 +630,14 @@ fn dispatch(
                 None => Err(not_found(&key.0, &key.1, "operations", &key.2)),
             }
         }
-        "compute.zoneOperations.list" => {
-            list_operations(state, discovery, method, &p("project"), &p("zone"), query)
-        }
+        "compute.zoneOperations.list" => list(
+            state,
+            discovery,
+            method,
+            (&p("project"), &p("zone")),
+            Listed::Operations,
+            query,
+        ),
         other => {
             let why = format!("{other}: not served by the fake Compute API");
             state.failures.push(why.clone());
